@@ -1,0 +1,199 @@
+//! The one error type of the project and its helpers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A boxed, shareable cause kept behind [`Error::Unavailable`] and [`Error::Backend`].
+pub type Source = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in leadership.
+///
+/// Juju's messages are kept exactly for the variants juju has. `Display` describes this
+/// layer only: a store's cause is reachable through [`std::error::Error::source`], never
+/// printed twice.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Another unit holds the lease (C3).
+    #[error("leadership claim denied")]
+    ClaimDenied,
+    /// A revoke by a unit that does not hold the lease (R2).
+    #[error("leadership lease not held")]
+    ClaimNotHeld,
+    /// The cancel token fired while blocked until leadership was released (B3).
+    #[error("waiting for leadership cancelled by client")]
+    BlockCancelled,
+    /// A token check found that the unit does not lead the application (K1).
+    #[error("{unit:?} is not leader of {application:?}")]
+    NotLeader {
+        /// The unit that was checked.
+        unit: String,
+        /// The application it was checked against.
+        application: String,
+    },
+    /// An application name the policy rejects (V1, V5).
+    #[error("invalid application name {name:?}: {reason}")]
+    InvalidApplication {
+        /// The rejected name.
+        name: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// A unit name the policy rejects, or a unit of another application (V2, V5).
+    #[error("invalid unit name {name:?}: {reason}")]
+    InvalidUnit {
+        /// The rejected name.
+        name: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// A lease duration the policy rejects (V3).
+    #[error("invalid duration {duration:?}: {reason}")]
+    InvalidDuration {
+        /// The rejected duration.
+        duration: Duration,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// A pin entity the policy rejects (V4).
+    #[error("invalid pin entity {entity:?}: {reason}")]
+    InvalidEntity {
+        /// The rejected entity.
+        entity: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+    /// The store could not be reached or did not answer in time (E1). Retryable.
+    #[error("{backend} store unavailable during {operation}")]
+    Unavailable {
+        /// The store, e.g. `redis`.
+        backend: &'static str,
+        /// The operation that failed, e.g. `claim`.
+        operation: &'static str,
+        /// What the store's client said.
+        #[source]
+        source: Source,
+    },
+    /// A worker or store handle has shut down.
+    #[error("{what} stopped")]
+    Stopped {
+        /// What stopped, e.g. `leadership tracker`.
+        what: &'static str,
+    },
+    /// Anything else the store reported.
+    #[error("{backend} store failed during {operation}")]
+    Backend {
+        /// The store, e.g. `etcd`.
+        backend: &'static str,
+        /// The operation that failed.
+        operation: &'static str,
+        /// What the store's client said.
+        #[source]
+        source: Source,
+    },
+}
+
+impl Error {
+    /// The error juju returns when a unit's token check fails (`NewNotLeaderError`).
+    pub fn not_leader(unit: impl Into<String>, application: impl Into<String>) -> Self {
+        Error::NotLeader {
+            unit: unit.into(),
+            application: application.into(),
+        }
+    }
+
+    /// A store outage, wrapping the client's error.
+    pub fn unavailable(
+        backend: &'static str,
+        operation: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Error::Unavailable {
+            backend,
+            operation,
+            source: Arc::from(source.into()),
+        }
+    }
+
+    /// Any other store failure, wrapping the client's error.
+    pub fn backend(
+        backend: &'static str,
+        operation: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Error::Backend {
+            backend,
+            operation,
+            source: Arc::from(source.into()),
+        }
+    }
+
+    /// Juju's `IsNotLeaderError`.
+    pub fn is_not_leader(&self) -> bool {
+        matches!(self, Error::NotLeader { .. })
+    }
+
+    /// True for [`Error::ClaimDenied`].
+    pub fn is_claim_denied(&self) -> bool {
+        matches!(self, Error::ClaimDenied)
+    }
+
+    /// True when trying again later may succeed: the store was unavailable.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. })
+    }
+
+    /// True for the validation variants (`Invalid*`): the input can never succeed.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidApplication { .. }
+                | Error::InvalidUnit { .. }
+                | Error::InvalidDuration { .. }
+                | Error::InvalidEntity { .. }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn juju_messages_are_kept() {
+        assert_eq!(Error::ClaimDenied.to_string(), "leadership claim denied");
+        assert_eq!(Error::ClaimNotHeld.to_string(), "leadership lease not held");
+        assert_eq!(
+            Error::BlockCancelled.to_string(),
+            "waiting for leadership cancelled by client"
+        );
+        assert_eq!(
+            Error::not_leader("mysql/1", "mysql").to_string(),
+            r#""mysql/1" is not leader of "mysql""#
+        );
+    }
+
+    #[test]
+    fn helpers_classify() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let unavailable = Error::unavailable("redis", "claim", io);
+        assert!(unavailable.is_retryable());
+        assert!(!unavailable.is_not_leader());
+        assert!(Error::not_leader("a/0", "a").is_not_leader());
+        assert!(Error::ClaimDenied.is_claim_denied());
+        assert!(!Error::ClaimDenied.is_retryable());
+        assert!(!Error::backend("etcd", "check", "boom").is_retryable());
+    }
+
+    #[test]
+    fn display_does_not_repeat_the_source() {
+        let err = Error::unavailable("redis", "claim", "connection refused by 127.0.0.1:1");
+        assert_eq!(err.to_string(), "redis store unavailable during claim");
+        let source = err.source().map(|s| s.to_string());
+        assert_eq!(source.as_deref(), Some("connection refused by 127.0.0.1:1"));
+    }
+}

@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod fence;
+pub mod policy;
+mod traits;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use async_trait::async_trait;
+pub use error::{Error, Result, Source};
+pub use fence::Fence;
+pub use policy::{JujuPolicy, PermissivePolicy, Policy};
+pub use tokio_util::sync::CancellationToken;
+pub use traits::{
+    Checker, Claimer, Leadership, Pinner, Reader, Revoker, Term, Ticket, Token, Tracker,
+    TrackerWorker,
+};
