@@ -1,0 +1,9 @@
+//! Real-server harnesses: private servers for tests, with fault injection.
+//!
+//! Each server runs as a child process of the test on a free loopback port with a temporary
+//! data directory, and is killed when dropped. A missing binary is an error whose message
+//! says how to install it: tests fail, they never skip.
+
+mod process;
+
+pub use process::{HarnessError, ServerProcess, find_binary, free_port, wait_until};

@@ -1,0 +1,273 @@
+//! Child-process plumbing shared by the server harnesses.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+/// Why a harness could not start or control its server.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// The server binary is not on `PATH` (or where the override variable points).
+    #[error(
+        "{binary} not found: install it with `{install}` (or set {env_var} to its path); \
+         tests that need it fail rather than skip"
+    )]
+    MissingBinary {
+        /// The binary looked for.
+        binary: String,
+        /// The environment variable that overrides its location.
+        env_var: &'static str,
+        /// The command that installs it on Debian.
+        install: &'static str,
+    },
+    /// Starting, signalling or waiting for the process failed.
+    #[error("{what}")]
+    Io {
+        /// What the harness was doing.
+        what: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server did not become ready in time.
+    #[error("{what} was not ready after {waited:?}; its log ends with:\n{log_tail}")]
+    NotReady {
+        /// Which server.
+        what: String,
+        /// How long the harness waited.
+        waited: Duration,
+        /// The tail of the server's log, if any.
+        log_tail: String,
+    },
+}
+
+impl HarnessError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        HarnessError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// A free TCP port on 127.0.0.1, as the OS hands it out.
+///
+/// The port is released before returning, so another process could take it in between; the
+/// harnesses check that the server which answers is their own.
+///
+/// # Errors
+/// If no loopback socket can be bound.
+pub fn free_port() -> Result<u16, HarnessError> {
+    let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| HarnessError::io("binding a loopback port", e))?;
+    listener
+        .local_addr()
+        .map(|addr| addr.port())
+        .map_err(|e| HarnessError::io("reading a bound port", e))
+}
+
+/// Polls `ready` every 20 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if ready() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Finds a server binary: `$env_var` if set, else `name` on `PATH`.
+///
+/// # Errors
+/// [`HarnessError::MissingBinary`] with the install command.
+pub fn find_binary(
+    name: &str,
+    env_var: &'static str,
+    install: &'static str,
+) -> Result<PathBuf, HarnessError> {
+    let missing = || HarnessError::MissingBinary {
+        binary: name.to_owned(),
+        env_var,
+        install,
+    };
+    if let Some(path) = std::env::var_os(env_var) {
+        let path = PathBuf::from(path);
+        return if path.is_file() { Ok(path) } else { Err(missing()) };
+    }
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(missing)
+}
+
+/// One server child process with its log file, killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct ServerProcess {
+    name: String,
+    binary: PathBuf,
+    args: Vec<OsString>,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl ServerProcess {
+    /// Starts `binary args…` with stdout and stderr appended to `log_path`.
+    ///
+    /// # Errors
+    /// If the log cannot be opened or the process cannot be spawned.
+    pub fn spawn(
+        name: impl Into<String>,
+        binary: &Path,
+        args: Vec<OsString>,
+        log_path: PathBuf,
+    ) -> Result<Self, HarnessError> {
+        let mut process = ServerProcess {
+            name: name.into(),
+            binary: binary.to_owned(),
+            args,
+            log_path,
+            child: None,
+        };
+        process.start()?;
+        Ok(process)
+    }
+
+    fn start(&mut self) -> Result<(), HarnessError> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .map_err(|e| HarnessError::io(format!("opening {}", self.log_path.display()), e))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| HarnessError::io("duplicating the log handle", e))?;
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|e| HarnessError::io(format!("starting {}", self.binary.display()), e))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The process id of the running child, if any.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// True while the child has not exited.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    fn signal(&self, signal: Signal) -> Result<(), HarnessError> {
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        let pid = i32::try_from(pid).map_err(|_| {
+            HarnessError::io("pid out of range", std::io::Error::other("pid overflow"))
+        })?;
+        kill(Pid::from_raw(pid), signal).map_err(|e| {
+            HarnessError::io(format!("sending {signal} to {}", self.name), e.into())
+        })
+    }
+
+    /// SIGKILL and reap: the server dies without a chance to save anything.
+    ///
+    /// # Errors
+    /// If the process cannot be signalled or reaped.
+    pub fn kill9(&mut self) -> Result<(), HarnessError> {
+        // A paused process still dies on SIGKILL.
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            child
+                .wait()
+                .map_err(|e| HarnessError::io(format!("reaping {}", self.name), e))?;
+        }
+        Ok(())
+    }
+
+    /// SIGSTOP: the server keeps its sockets but answers nothing.
+    ///
+    /// # Errors
+    /// If the process cannot be signalled.
+    pub fn pause(&self) -> Result<(), HarnessError> {
+        self.signal(Signal::SIGSTOP)
+    }
+
+    /// SIGCONT after [`ServerProcess::pause`].
+    ///
+    /// # Errors
+    /// If the process cannot be signalled.
+    pub fn resume(&self) -> Result<(), HarnessError> {
+        self.signal(Signal::SIGCONT)
+    }
+
+    /// Kills the process if it runs, then starts it again with the same arguments (and so on
+    /// the same data directory and port).
+    ///
+    /// # Errors
+    /// If it cannot be killed or started.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.kill9()?;
+        self.start()
+    }
+
+    /// Starts the process again after [`ServerProcess::kill9`]; a no-op if it runs.
+    ///
+    /// # Errors
+    /// If it cannot be started.
+    pub fn start_again(&mut self) -> Result<(), HarnessError> {
+        if self.is_running() {
+            return Ok(());
+        }
+        self.start()
+    }
+
+    /// The last `bytes` of the server's log, for error messages.
+    pub fn log_tail(&self, bytes: u64) -> String {
+        let Ok(mut file) = File::open(&self.log_path) else {
+            return String::new();
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = file.seek(SeekFrom::Start(len.saturating_sub(bytes)));
+        let mut tail = String::new();
+        let _ = file.read_to_string(&mut tail);
+        tail
+    }
+
+    /// A [`HarnessError::NotReady`] for this server.
+    pub fn not_ready(&self, waited: Duration) -> HarnessError {
+        HarnessError::NotReady {
+            what: self.name.clone(),
+            waited,
+            log_tail: self.log_tail(2048),
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
