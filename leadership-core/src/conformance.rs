@@ -10,7 +10,7 @@
 //! [`StoreFactory`]. The cases assert on error *variants* and on bounds taken from the profile,
 //! never on speed.
 //!
-//! ```ignore
+//! ```text
 //! // tests/conformance.rs of a store crate
 //! leadership_core::conformance_tests!(my_store::TestFactory::new());
 //! ```
