@@ -74,6 +74,7 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Leadership>> {
     }
 }
 
+#[cfg(not(all(feature = "memory", feature = "redis", feature = "etcd")))]
 fn feature_off(url: &str, store: &str, feature: &str) -> Error {
     Error::invalid_url(
         url,
