@@ -23,6 +23,8 @@ pub async fn store(case: &str) -> EtcdStore {
     connect(EtcdConfig::new(server().endpoints()).namespace(namespace)).await
 }
 
+pub mod proxy;
+
 /// Connects or fails the test with the error.
 pub async fn connect(config: EtcdConfig) -> EtcdStore {
     match EtcdStore::connect(config).await {
