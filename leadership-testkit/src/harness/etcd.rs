@@ -292,6 +292,19 @@ impl EtcdCluster {
         self.wait_ready(i)
     }
 
+    /// Starts member `i`'s process again after [`EtcdCluster::kill9`] without waiting for it
+    /// to be ready: to bring back several members of a cluster that has lost its quorum,
+    /// start them all, then [`EtcdCluster::wait_ready`] on each.
+    ///
+    /// # Errors
+    /// If it cannot be started.
+    ///
+    /// # Panics
+    /// If `i` is out of range.
+    pub fn start_member_process(&mut self, i: usize) -> Result<(), HarnessError> {
+        self.members[i].start_again()
+    }
+
     /// Kills member `i` and starts it again on the same data directory and ports; waits until
     /// it is ready.
     ///
