@@ -533,14 +533,23 @@ impl EtcdStore {
     }
 
     async fn revoke_once(&self, application: &str, unit: &str) -> Result<()> {
+        // The term being revoked, once found: after that, only this term matters.
+        let mut term: Option<i64> = None;
         for _ in 0..MAX_RACES {
-            let Some(found) = self.read_term(application, "revoke").await? else {
+            let found = self.read_term(application, "revoke").await?;
+            let found = match (found, term) {
+                (Some(found), Some(term)) if found.lead.create_revision() != term => None,
+                (found, _) => found,
+            };
+            let Some(found) = found else {
+                // Vacant (R3), or our term ended and another began after it.
                 self.forget(application);
                 return Ok(());
             };
             if found.lead.value() != unit.as_bytes() {
                 return Err(Error::ClaimNotHeld);
             }
+            term = Some(found.lead.create_revision());
             let lease = found.lead.lease();
             if lease != 0 {
                 // Revoking the term's lease deletes the leader key in the same step, which
@@ -820,7 +829,7 @@ fn connect_error(err: etcd_client::Error, endpoints: &str, user: Option<&str>) -
     }
     let transient = is_transient(&err);
     let detail = Detail {
-        message: format!("cannot use etcd at {endpoints}"),
+        message: format!("cannot reach etcd at {endpoints}"),
         source: Some(err),
     };
     if transient {

@@ -308,3 +308,42 @@ async fn invalid_input_fails_before_any_io() {
     ));
     assert!(store.leaders().await.unwrap().is_empty());
 }
+
+/// A waiter on another connection claims right after the holder's revoke deletes the key,
+/// often before the revoke call returns: the revoke must still report `Ok` (R1), and the
+/// waiter must win the next term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handover_races_between_revoke_and_the_next_claim() {
+    let store = common::store("handover").await;
+    let config = EtcdConfig::new(common::server().endpoints()).namespace(store.namespace());
+    let waiting = common::connect(config).await;
+    for round in 0..50 {
+        let application = format!("handover{round}");
+        let fence = store
+            .claim_leadership(&application, &format!("{application}/0"), SECOND * 60)
+            .await
+            .unwrap();
+        let waiter = {
+            let (waiting, application) = (waiting.clone(), application.clone());
+            tokio::spawn(async move {
+                waiting
+                    .block_until_leadership_released(&application, CancellationToken::new())
+                    .await
+                    .unwrap();
+                waiting
+                    .claim_leadership(&application, &format!("{application}/1"), SECOND * 60)
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let revoked = store
+            .revoke_leadership(&application, &format!("{application}/0"))
+            .await;
+        assert!(revoked.is_ok(), "round {round}: {revoked:?}");
+        let next = waiter.await.unwrap();
+        assert!(
+            matches!(next, Ok(next) if next > fence),
+            "round {round}: {next:?} after {fence}"
+        );
+    }
+}
