@@ -40,10 +40,7 @@ impl fmt::Debug for EtcdConfig {
             .field("tls", &self.tls)
             .field("ca_file", &self.ca_file)
             .field("user", &self.credentials.as_ref().map(|(user, _)| user))
-            .field(
-                "password",
-                &self.credentials.as_ref().map(|_| "<redacted>"),
-            )
+            .field("password", &self.credentials.as_ref().map(|_| "<redacted>"))
             .field("namespace", &self.namespace)
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
@@ -105,7 +102,11 @@ impl EtcdConfig {
             let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
             config = config.credentials(percent_decode(user)?, percent_decode(password)?);
         }
-        for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let value = percent_decode(value)?;
             config = match name {
@@ -253,7 +254,10 @@ mod tests {
         );
         assert_eq!(config.timeout, Duration::from_millis(250));
         let debug = format!("{config:?}");
-        assert!(!debug.contains("s@cret") && !debug.contains("cret"), "{debug}");
+        assert!(
+            !debug.contains("s@cret") && !debug.contains("cret"),
+            "{debug}"
+        );
         assert!(debug.contains("alice"), "{debug}");
     }
 

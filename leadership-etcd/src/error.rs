@@ -28,9 +28,7 @@ pub(crate) fn map_err(operation: &'static str, err: etcd_client::Error) -> Error
 pub(crate) fn is_transient(err: &etcd_client::Error) -> bool {
     use etcd_client::Error as E;
     match err {
-        E::TransportError(_) | E::IoError(_) | E::WatchError(_) | E::LeaseKeepAliveError(_) => {
-            true
-        }
+        E::TransportError(_) | E::IoError(_) | E::WatchError(_) | E::LeaseKeepAliveError(_) => true,
         E::GRpcStatus(status) => matches!(
             status.code() as i32,
             CANCELLED | UNKNOWN | DEADLINE_EXCEEDED | RESOURCE_EXHAUSTED | ABORTED | UNAVAILABLE
@@ -87,7 +85,10 @@ mod tests {
         let invalid = etcd_client::Error::InvalidArgs("bad".into());
         assert!(matches!(
             map_err("claim", invalid),
-            Error::Backend { operation: "claim", .. }
+            Error::Backend {
+                operation: "claim",
+                ..
+            }
         ));
     }
 }

@@ -103,7 +103,9 @@ mod tests {
 
     #[test]
     fn encoding_is_injective_and_slash_free() {
-        let names = ["a:b", "a", "b:c", "a/b", "a%2Fb", "a b", "é", "{x}", "*", ""];
+        let names = [
+            "a:b", "a", "b:c", "a/b", "a%2Fb", "a b", "é", "{x}", "*", "",
+        ];
         let encoded: Vec<String> = names.iter().map(|n| encode(n)).collect();
         for (i, a) in encoded.iter().enumerate() {
             assert!(!a.contains('/'), "{a}");

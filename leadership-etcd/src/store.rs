@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue,
-    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, TxnResponse, WatchFilterType, WatchOptions,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
+    TxnResponse, WatchFilterType, WatchOptions,
 };
 use leadership_core::{
     CancellationToken, Checker, Claimer, Error, Fence, Pinner, Policy, Reader, Result, Revoker,
@@ -19,9 +20,7 @@ use tokio::time::Instant;
 
 use crate::BACKEND;
 use crate::config::{EtcdConfig, config_error};
-use crate::error::{
-    Detail, TimedOut, is_auth_error, is_lease_not_found, is_transient, map_err,
-};
+use crate::error::{Detail, TimedOut, is_auth_error, is_lease_not_found, is_transient, map_err};
 use crate::keys::Keys;
 
 /// HTTP/2 pings find a dead or frozen member under an idle watch within about this long.
@@ -35,6 +34,9 @@ const MAX_RACES: usize = 16;
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
+/// An open keep-alive stream for one lease: a renewal is one message each way on it.
+type Keeper = (LeaseKeeper, LeaseKeepAliveStream);
+
 /// Lease ids issued with a term by this handle, so the holder renews in one round trip.
 #[derive(Debug, Clone)]
 struct Held {
@@ -45,6 +47,22 @@ struct Held {
     requested: i64,
     granted: i64,
     fence: Fence,
+    /// The lease's keep-alive stream, opened by the first renewal and kept while the lease
+    /// lives; closed when this entry goes.
+    keeper: Arc<tokio::sync::Mutex<Option<Keeper>>>,
+}
+
+impl Held {
+    fn new(unit: &str, lease: i64, requested: i64, granted: i64, fence: Fence) -> Self {
+        Held {
+            unit: unit.to_owned(),
+            lease,
+            requested,
+            granted,
+            fence,
+            keeper: Arc::default(),
+        }
+    }
 }
 
 struct Inner {
@@ -240,8 +258,7 @@ impl EtcdStore {
         let guard = self.leadership_compares(application, unit, fence)?;
         let outer = Txn::new().when(guard).and_then(vec![TxnOp::txn(txn)]);
         let mut kv = self.inner.client.kv_client();
-        let response =
-            within(self.inner.timeout, "guarded write", kv.txn(outer)).await?;
+        let response = within(self.inner.timeout, "guarded write", kv.txn(outer)).await?;
         if !response.succeeded() {
             return Err(Error::not_leader(unit, application));
         }
@@ -314,7 +331,7 @@ impl EtcdStore {
             // The term's lease is alive only while the term is (every move revokes the old
             // lease), so a successful keep-alive renews exactly this unit's term: expiry
             // becomes now + the granted TTL, which is ≥ the old expiry and ≥ now + ttl (C2).
-            match self.keep_alive(held.lease).await? {
+            match self.keep_alive(&held).await? {
                 KeepAlive::Renewed => return Ok(held.fence),
                 KeepAlive::Gone => self.forget(application),
             }
@@ -322,10 +339,34 @@ impl EtcdStore {
         self.claim_slow(application, unit, ttl).await
     }
 
-    async fn keep_alive(&self, lease: i64) -> Result<KeepAlive> {
+    /// Renews `held`'s lease: on its open keep-alive stream if there is one, else by opening
+    /// one (which renews too).
+    async fn keep_alive(&self, held: &Held) -> Result<KeepAlive> {
+        let mut slot = held.keeper.lock().await;
+        // Taken out while in use: if this future is dropped mid-call, the stream goes with
+        // it, so no later renewal can read this call's answer as its own.
+        if let Some((mut keeper, mut stream)) = slot.take() {
+            let renewed = async {
+                keeper.keep_alive().await?;
+                stream.message().await
+            }
+            .await;
+            match renewed {
+                Ok(Some(response)) if response.ttl() > 0 => {
+                    *slot = Some((keeper, stream));
+                    return Ok(KeepAlive::Renewed);
+                }
+                Ok(Some(_)) => return Ok(KeepAlive::Gone),
+                // A broken stream (a member went away): open a new one below.
+                Ok(None) | Err(_) => {}
+            }
+        }
         let mut leases = self.inner.client.lease_client();
-        match leases.keep_alive(lease).await {
-            Ok(_) => Ok(KeepAlive::Renewed),
+        match leases.keep_alive(held.lease).await {
+            Ok(keeper) => {
+                *slot = Some(keeper);
+                Ok(KeepAlive::Renewed)
+            }
             Err(err) if is_lease_not_found(&err) => Ok(KeepAlive::Gone),
             Err(err) => Err(map_err("claim", err)),
         }
@@ -379,16 +420,7 @@ impl EtcdStore {
                 // Every write of a txn carries the txn's revision: the leader key's create
                 // revision, this term's fence (F1).
                 let fence = fence_of(header_revision(response.header()))?;
-                self.remember(
-                    application,
-                    Held {
-                        unit: unit.to_owned(),
-                        lease,
-                        requested: ttl,
-                        granted,
-                        fence,
-                    },
-                );
+                self.remember(application, Held::new(unit, lease, ttl, granted, fence));
                 return Ok(fence);
             }
             let Some(found) = found_in(&response) else {
@@ -399,7 +431,10 @@ impl EtcdStore {
                 self.revoke_in_background(lease);
                 return Err(Error::ClaimDenied);
             }
-            match self.extend(application, unit, ttl, lease, granted, &found).await? {
+            match self
+                .extend(application, unit, ttl, lease, granted, &found)
+                .await?
+            {
                 Some(fence) => return Ok(fence),
                 None => continue,
             }
@@ -436,15 +471,10 @@ impl EtcdStore {
                     // etcd truncates the remaining TTL to whole seconds, so the true expiry
                     // is at least now + ttl already.
                     self.revoke_in_background(lease);
+                    let granted = status.granted_ttl();
                     self.remember(
                         application,
-                        Held {
-                            unit: unit.to_owned(),
-                            lease: current,
-                            requested: status.granted_ttl(),
-                            granted: status.granted_ttl(),
-                            fence,
-                        },
+                        Held::new(unit, current, granted, granted, fence),
                     );
                     return Ok(Some(fence));
                 }
@@ -458,7 +488,11 @@ impl EtcdStore {
         let clock_key = keys.clock(application);
         let mut when = vec![
             Compare::value(lead_key.clone(), CompareOp::Equal, unit),
-            Compare::create_revision(lead_key.clone(), CompareOp::Equal, found.lead.create_revision()),
+            Compare::create_revision(
+                lead_key.clone(),
+                CompareOp::Equal,
+                found.lead.create_revision(),
+            ),
             Compare::lease(lead_key.clone(), CompareOp::Equal, found.lead.lease()),
         ];
         let then = if pinned {
@@ -479,16 +513,7 @@ impl EtcdStore {
         if !response.succeeded() {
             return Ok(None);
         }
-        self.remember(
-            application,
-            Held {
-                unit: unit.to_owned(),
-                lease,
-                requested: ttl,
-                granted,
-                fence,
-            },
-        );
+        self.remember(application, Held::new(unit, lease, ttl, granted, fence));
         if let Some(old) = current {
             // The old lease must die so that no handle renews the term through it.
             self.revoke_lease(old).await?;
@@ -892,9 +917,7 @@ impl Claimer for EtcdStore {
         unit: &str,
         duration: Duration,
     ) -> Result<Fence> {
-        self.inner
-            .policy
-            .check_claim(application, unit, duration)?;
+        self.inner.policy.check_claim(application, unit, duration)?;
         let ttl = ttl_seconds(duration);
         self.run("claim", || self.claim_once(application, unit, ttl))
             .await
@@ -972,9 +995,12 @@ impl Pinner for EtcdStore {
         let response = self
             .run("pinned", || async {
                 let mut kv = self.inner.client.kv_client();
-                kv.get(keys.pins(), Some(GetOptions::new().with_prefix().with_keys_only()))
-                    .await
-                    .map_err(|e| map_err("pinned", e))
+                kv.get(
+                    keys.pins(),
+                    Some(GetOptions::new().with_prefix().with_keys_only()),
+                )
+                .await
+                .map_err(|e| map_err("pinned", e))
             })
             .await?;
         let mut pinned: BTreeMap<String, Vec<String>> = BTreeMap::new();

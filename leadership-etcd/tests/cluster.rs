@@ -65,10 +65,7 @@ async fn leadership_survives_losing_the_raft_leader_and_fences_never_repeat() {
     })
     .await;
     assert_eq!(renewed, first);
-    let checked = eventually(Duration::from_secs(5), || {
-        check(&store, "app", "app/0")
-    })
-    .await;
+    let checked = eventually(Duration::from_secs(5), || check(&store, "app", "app/0")).await;
     assert_eq!(checked, first);
     assert!(matches!(
         store.claim_leadership("app", "app/1", LONG).await,
@@ -77,7 +74,10 @@ async fn leadership_survives_losing_the_raft_leader_and_fences_never_repeat() {
     // New terms on the surviving quorum get new, larger fences.
     let mut holder = "app/0";
     for unit in ["app/1", "app/2", "app/3"] {
-        eventually(Duration::from_secs(5), || store.revoke_leadership("app", holder)).await;
+        eventually(Duration::from_secs(5), || {
+            store.revoke_leadership("app", holder)
+        })
+        .await;
         let fence = eventually(Duration::from_secs(5), || {
             store.claim_leadership("app", unit, LONG)
         })
@@ -87,7 +87,10 @@ async fn leadership_survives_losing_the_raft_leader_and_fences_never_repeat() {
     }
     // The killed member comes back and catches up; fences keep increasing.
     cluster.start_member(leader).unwrap();
-    eventually(Duration::from_secs(5), || store.revoke_leadership("app", "app/3")).await;
+    eventually(Duration::from_secs(5), || {
+        store.revoke_leadership("app", "app/3")
+    })
+    .await;
     let after = eventually(Duration::from_secs(5), || {
         store.claim_leadership("app", "app/0", LONG)
     })
@@ -117,7 +120,10 @@ async fn a_waiter_is_released_by_a_revoke_while_a_member_is_down() {
     let leader = cluster.leader().expect("the cluster has a leader");
     cluster.kill9(leader).unwrap();
     let revoked = Instant::now();
-    eventually(Duration::from_secs(10), || store.revoke_leadership("app", "app/0")).await;
+    eventually(Duration::from_secs(10), || {
+        store.revoke_leadership("app", "app/0")
+    })
+    .await;
     let outcome = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
         .expect("the waiter is released")
@@ -148,7 +154,10 @@ async fn a_claim_during_a_full_outage_is_unavailable_within_the_timeout() {
     for i in 0..cluster.len() {
         cluster.resume(i).unwrap();
     }
-    assert!(matches!(frozen, Err(Error::Unavailable { .. })), "{frozen:?}");
+    assert!(
+        matches!(frozen, Err(Error::Unavailable { .. })),
+        "{frozen:?}"
+    );
     assert!(took < timeout + Duration::from_millis(500), "took {took:?}");
     let fence = eventually(Duration::from_secs(10), || {
         store.claim_leadership("app", "app/0", LONG)
@@ -165,7 +174,10 @@ async fn a_claim_during_a_full_outage_is_unavailable_within_the_timeout() {
     assert!(matches!(gone, Err(Error::Unavailable { .. })), "{gone:?}");
     assert!(took < timeout + Duration::from_millis(500), "took {took:?}");
     let checked = check(&store, "app", "app/0").await;
-    assert!(matches!(checked, Err(Error::Unavailable { .. })), "{checked:?}");
+    assert!(
+        matches!(checked, Err(Error::Unavailable { .. })),
+        "{checked:?}"
+    );
 
     // Back from disk: the same term, the same fence.
     for i in 0..cluster.len() {
@@ -174,9 +186,6 @@ async fn a_claim_during_a_full_outage_is_unavailable_within_the_timeout() {
     for i in 0..cluster.len() {
         cluster.wait_ready(i).unwrap();
     }
-    let back = eventually(Duration::from_secs(10), || {
-        check(&store, "app", "app/0")
-    })
-    .await;
+    let back = eventually(Duration::from_secs(10), || check(&store, "app", "app/0")).await;
     assert_eq!(back, fence);
 }

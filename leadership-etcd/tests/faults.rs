@@ -49,7 +49,10 @@ async fn wrong_credentials_are_refused_clearly() {
     assert!(!err.is_retryable());
     let text = chain(&err);
     assert!(text.contains("refused user \"root\""), "{text}");
-    assert!(!text.contains("wrong\""), "the password never shows: {text}");
+    assert!(
+        !text.contains("wrong\""),
+        "the password never shows: {text}"
+    );
 
     let err = EtcdStore::connect(EtcdConfig::new(server.endpoints()))
         .await
@@ -133,13 +136,19 @@ async fn a_claim_against_a_dead_server_is_unavailable_within_the_timeout() {
     store.claim_leadership("app", "app/0", LONG).await.unwrap();
     server.kill9().unwrap();
     let started = Instant::now();
-    let err = store.claim_leadership("app", "app/0", LONG).await.unwrap_err();
+    let err = store
+        .claim_leadership("app", "app/0", LONG)
+        .await
+        .unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
     assert!(started.elapsed() < timeout + Duration::from_millis(500));
     let started = Instant::now();
-    let blocked = store
-        .block_until_leadership_released("app", CancellationToken::new());
+    let blocked = store.block_until_leadership_released("app", CancellationToken::new());
     // A block never returns Ok because of an error: it keeps waiting.
-    assert!(tokio::time::timeout(Duration::from_secs(2), blocked).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), blocked)
+            .await
+            .is_err()
+    );
     assert!(started.elapsed() >= Duration::from_secs(2));
 }

@@ -27,10 +27,19 @@ async fn leads(store: &EtcdStore, application: &str, unit: &str) -> Option<Fence
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_renew_check_revoke() {
     let store = common::store("basic").await;
-    let fence = store.claim_leadership("app", "app/0", SECOND * 5).await.unwrap();
+    let fence = store
+        .claim_leadership("app", "app/0", SECOND * 5)
+        .await
+        .unwrap();
     // Renewal by the holder keeps the fence (C2).
     for _ in 0..3 {
-        assert_eq!(store.claim_leadership("app", "app/0", SECOND * 5).await.unwrap(), fence);
+        assert_eq!(
+            store
+                .claim_leadership("app", "app/0", SECOND * 5)
+                .await
+                .unwrap(),
+            fence
+        );
     }
     assert!(matches!(
         store.claim_leadership("app", "app/1", SECOND).await,
@@ -44,19 +53,41 @@ async fn claim_renew_check_revoke() {
     ));
     store.revoke_leadership("app", "app/0").await.unwrap();
     store.revoke_leadership("app", "app/0").await.unwrap();
-    let next = store.claim_leadership("app", "app/1", SECOND).await.unwrap();
+    let next = store
+        .claim_leadership("app", "app/1", SECOND)
+        .await
+        .unwrap();
     assert!(next > fence, "{next} > {fence}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_longer_claim_moves_to_a_longer_lease_and_keeps_the_fence() {
     let store = common::store("longer").await;
-    let fence = store.claim_leadership("app", "app/0", SECOND).await.unwrap();
-    assert_eq!(store.claim_leadership("app", "app/0", SECOND * 4).await.unwrap(), fence);
+    let fence = store
+        .claim_leadership("app", "app/0", SECOND)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_leadership("app", "app/0", SECOND * 4)
+            .await
+            .unwrap(),
+        fence
+    );
     tokio::time::sleep(SECOND + SLACK).await;
-    assert_eq!(leads(&store, "app", "app/0").await, Some(fence), "extended to 4 s");
+    assert_eq!(
+        leads(&store, "app", "app/0").await,
+        Some(fence),
+        "extended to 4 s"
+    );
     // The short-lease renewal path must not shorten it either (C2).
-    assert_eq!(store.claim_leadership("app", "app/0", SECOND).await.unwrap(), fence);
+    assert_eq!(
+        store
+            .claim_leadership("app", "app/0", SECOND)
+            .await
+            .unwrap(),
+        fence
+    );
     tokio::time::sleep(SECOND).await;
     assert_eq!(leads(&store, "app", "app/0").await, Some(fence));
 }
@@ -66,12 +97,27 @@ async fn another_handle_of_the_holder_extends_without_a_new_term() {
     let first = common::store("handles").await;
     let config = EtcdConfig::new(common::server().endpoints()).namespace(first.namespace());
     let second = common::connect(config).await;
-    let fence = first.claim_leadership("app", "app/0", SECOND).await.unwrap();
+    let fence = first
+        .claim_leadership("app", "app/0", SECOND)
+        .await
+        .unwrap();
     // `second` has no cached lease: it reads, finds the unit holding, and extends.
-    assert_eq!(second.claim_leadership("app", "app/0", SECOND * 4).await.unwrap(), fence);
+    assert_eq!(
+        second
+            .claim_leadership("app", "app/0", SECOND * 4)
+            .await
+            .unwrap(),
+        fence
+    );
     // `first`'s cached lease was replaced and revoked: its renewal falls back to a read and
     // must keep the 4-second expiry.
-    assert_eq!(first.claim_leadership("app", "app/0", SECOND).await.unwrap(), fence);
+    assert_eq!(
+        first
+            .claim_leadership("app", "app/0", SECOND)
+            .await
+            .unwrap(),
+        fence
+    );
     tokio::time::sleep(SECOND + SLACK).await;
     assert_eq!(leads(&first, "app", "app/0").await, Some(fence));
     assert!(matches!(
@@ -84,28 +130,57 @@ async fn another_handle_of_the_holder_extends_without_a_new_term() {
 async fn leases_expire_on_the_etcd_clock() {
     let store = common::store("expiry").await;
     let started = Instant::now();
-    let fence = store.claim_leadership("app", "app/0", SECOND).await.unwrap();
+    let fence = store
+        .claim_leadership("app", "app/0", SECOND)
+        .await
+        .unwrap();
     tokio::time::sleep(SECOND / 2).await;
-    assert_eq!(leads(&store, "app", "app/0").await, Some(fence), "held within the duration");
+    assert_eq!(
+        leads(&store, "app", "app/0").await,
+        Some(fence),
+        "held within the duration"
+    );
     while leads(&store, "app", "app/0").await.is_some() {
-        assert!(started.elapsed() < SECOND + SLACK, "still held after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < SECOND + SLACK,
+            "still held after {:?}",
+            started.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(store.leaders().await.unwrap().is_empty());
-    let next = store.claim_leadership("app", "app/1", SECOND).await.unwrap();
+    let next = store
+        .claim_leadership("app", "app/1", SECOND)
+        .await
+        .unwrap();
     assert!(next > fence);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pins_outlive_the_claimed_expiry_and_unpin_ends_it_at_once() {
     let store = common::store("pins").await;
-    let fence = store.claim_leadership("app", "app/0", SECOND).await.unwrap();
+    let fence = store
+        .claim_leadership("app", "app/0", SECOND)
+        .await
+        .unwrap();
     store.pin_leadership("app", "machine-0").await.unwrap();
     store.pin_leadership("app", "machine-0").await.unwrap();
     store.pin_leadership("app", "machine-1").await.unwrap();
     tokio::time::sleep(SECOND + SLACK).await;
-    assert_eq!(leads(&store, "app", "app/0").await, Some(fence), "pinned (P1)");
-    assert_eq!(store.leaders().await.unwrap().get("app").map(String::as_str), Some("app/0"));
+    assert_eq!(
+        leads(&store, "app", "app/0").await,
+        Some(fence),
+        "pinned (P1)"
+    );
+    assert_eq!(
+        store
+            .leaders()
+            .await
+            .unwrap()
+            .get("app")
+            .map(String::as_str),
+        Some("app/0")
+    );
     assert!(matches!(
         store.claim_leadership("app", "app/1", SECOND).await,
         Err(Error::ClaimDenied)
@@ -116,7 +191,11 @@ async fn pins_outlive_the_claimed_expiry_and_unpin_ends_it_at_once() {
     );
     store.unpin_leadership("app", "machine-0").await.unwrap();
     store.unpin_leadership("app", "never-pinned").await.unwrap();
-    assert_eq!(leads(&store, "app", "app/0").await, Some(fence), "one pin left");
+    assert_eq!(
+        leads(&store, "app", "app/0").await,
+        Some(fence),
+        "one pin left"
+    );
     store.unpin_leadership("app", "machine-1").await.unwrap();
     // The claimed expiry has passed: the lease ends at once (P3).
     assert_eq!(leads(&store, "app", "app/0").await, None);
@@ -127,46 +206,94 @@ async fn pins_outlive_the_claimed_expiry_and_unpin_ends_it_at_once() {
 async fn unpin_resumes_expiry_at_the_claimed_expiry() {
     let store = common::store("resume").await;
     let started = Instant::now();
-    let fence = store.claim_leadership("app", "app/0", SECOND * 3).await.unwrap();
+    let fence = store
+        .claim_leadership("app", "app/0", SECOND * 3)
+        .await
+        .unwrap();
     store.pin_leadership("app", "m").await.unwrap();
     tokio::time::sleep(SECOND).await;
     store.unpin_leadership("app", "m").await.unwrap();
-    assert_eq!(leads(&store, "app", "app/0").await, Some(fence), "claimed expiry not reached");
+    assert_eq!(
+        leads(&store, "app", "app/0").await,
+        Some(fence),
+        "claimed expiry not reached"
+    );
     while leads(&store, "app", "app/0").await.is_some() {
-        assert!(started.elapsed() < SECOND * 3 + SLACK, "held after {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < SECOND * 3 + SLACK,
+            "held after {:?}",
+            started.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(started.elapsed() >= SECOND * 3, "ended early at {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= SECOND * 3,
+        "ended early at {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pins_on_a_vacant_application_apply_to_the_next_claimant() {
     let store = common::store("vacant-pin").await;
     store.pin_leadership("app", "m").await.unwrap();
-    let fence = store.claim_leadership("app", "app/2", SECOND).await.unwrap();
+    let fence = store
+        .claim_leadership("app", "app/2", SECOND)
+        .await
+        .unwrap();
     tokio::time::sleep(SECOND + SLACK).await;
-    assert_eq!(leads(&store, "app", "app/2").await, Some(fence), "pinned from the start (P4)");
+    assert_eq!(
+        leads(&store, "app", "app/2").await,
+        Some(fence),
+        "pinned from the start (P4)"
+    );
     // The holder can extend and revoke a pinned lease; revoke keeps the pins (P6).
-    assert_eq!(store.claim_leadership("app", "app/2", SECOND * 2).await.unwrap(), fence);
+    assert_eq!(
+        store
+            .claim_leadership("app", "app/2", SECOND * 2)
+            .await
+            .unwrap(),
+        fence
+    );
     store.revoke_leadership("app", "app/2").await.unwrap();
     assert_eq!(leads(&store, "app", "app/2").await, None);
     assert_eq!(store.pinned_leadership().await.unwrap().len(), 1);
-    let next = store.claim_leadership("app", "app/3", SECOND).await.unwrap();
+    let next = store
+        .claim_leadership("app", "app/3", SECOND)
+        .await
+        .unwrap();
     assert!(next > fence);
     tokio::time::sleep(SECOND + SLACK).await;
-    assert_eq!(leads(&store, "app", "app/3").await, Some(next), "still pinned");
+    assert_eq!(
+        leads(&store, "app", "app/3").await,
+        Some(next),
+        "still pinned"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_renewing_while_pinned_after_its_claimed_expiry_keeps_the_term() {
     let store = common::store("pinned-renew").await;
-    let fence = store.claim_leadership("app", "app/0", SECOND).await.unwrap();
+    let fence = store
+        .claim_leadership("app", "app/0", SECOND)
+        .await
+        .unwrap();
     store.pin_leadership("app", "m").await.unwrap();
     tokio::time::sleep(SECOND + SLACK).await;
     // The clock lease has expired; the renewal starts a new clock for the same term.
-    assert_eq!(store.claim_leadership("app", "app/0", SECOND * 3).await.unwrap(), fence);
+    assert_eq!(
+        store
+            .claim_leadership("app", "app/0", SECOND * 3)
+            .await
+            .unwrap(),
+        fence
+    );
     store.unpin_leadership("app", "m").await.unwrap();
-    assert_eq!(leads(&store, "app", "app/0").await, Some(fence), "new claimed expiry");
+    assert_eq!(
+        leads(&store, "app", "app/0").await,
+        Some(fence),
+        "new claimed expiry"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,16 +303,40 @@ async fn permissive_names_are_encoded_injectively() {
         .namespace(namespace)
         .policy(Arc::new(PermissivePolicy::default()));
     let store = common::connect(config).await;
-    let ab = store.claim_leadership("a:b", "c", SECOND * 5).await.unwrap();
-    let a = store.claim_leadership("a", "b:c", SECOND * 5).await.unwrap();
+    let ab = store
+        .claim_leadership("a:b", "c", SECOND * 5)
+        .await
+        .unwrap();
+    let a = store
+        .claim_leadership("a", "b:c", SECOND * 5)
+        .await
+        .unwrap();
     assert_ne!(ab, a);
-    store.claim_leadership("x/y", "pod/1", SECOND * 5).await.unwrap();
-    store.claim_leadership("x", "y/pod", SECOND * 5).await.unwrap();
-    store.claim_leadership("%2F", "é {}*", SECOND * 5).await.unwrap();
+    store
+        .claim_leadership("x/y", "pod/1", SECOND * 5)
+        .await
+        .unwrap();
+    store
+        .claim_leadership("x", "y/pod", SECOND * 5)
+        .await
+        .unwrap();
+    store
+        .claim_leadership("%2F", "é {}*", SECOND * 5)
+        .await
+        .unwrap();
     let leaders = store.leaders().await.unwrap();
-    let expected = [("%2F", "é {}*"), ("a", "b:c"), ("a:b", "c"), ("x", "y/pod"), ("x/y", "pod/1")];
+    let expected = [
+        ("%2F", "é {}*"),
+        ("a", "b:c"),
+        ("a:b", "c"),
+        ("x", "y/pod"),
+        ("x/y", "pod/1"),
+    ];
     assert_eq!(
-        leaders.iter().map(|(a, u)| (a.as_str(), u.as_str())).collect::<Vec<_>>(),
+        leaders
+            .iter()
+            .map(|(a, u)| (a.as_str(), u.as_str()))
+            .collect::<Vec<_>>(),
         expected
     );
     store.pin_leadership("a/b", "c").await.unwrap();
@@ -199,22 +350,46 @@ async fn permissive_names_are_encoded_injectively() {
 async fn guarded_writes_apply_only_while_the_fence_leads() {
     let store = common::store("guarded").await;
     let target = format!("guarded-test/{}", store.namespace());
-    let fence = store.claim_leadership("app", "app/0", SECOND * 5).await.unwrap();
+    let fence = store
+        .claim_leadership("app", "app/0", SECOND * 5)
+        .await
+        .unwrap();
     let write = |value: &str| Txn::new().and_then(vec![TxnOp::put(target.clone(), value, None)]);
-    let applied = store.guarded_txn("app", "app/0", fence, write("one")).await.unwrap();
+    let applied = store
+        .guarded_txn("app", "app/0", fence, write("one"))
+        .await
+        .unwrap();
     assert!(applied.succeeded());
     // The user's own compares still decide the inner transaction.
     let user_compare = Txn::new()
-        .when(vec![Compare::value(target.clone(), CompareOp::Equal, "nope")])
+        .when(vec![Compare::value(
+            target.clone(),
+            CompareOp::Equal,
+            "nope",
+        )])
         .and_then(vec![TxnOp::put(target.clone(), "never", None)]);
-    let inner = store.guarded_txn("app", "app/0", fence, user_compare).await.unwrap();
+    let inner = store
+        .guarded_txn("app", "app/0", fence, user_compare)
+        .await
+        .unwrap();
     assert!(!inner.succeeded());
     // Another unit, or a stale fence after a new term, writes nothing (F2).
-    assert!(store.guarded_txn("app", "app/1", fence, write("x")).await.unwrap_err().is_not_leader());
+    assert!(
+        store
+            .guarded_txn("app", "app/1", fence, write("x"))
+            .await
+            .unwrap_err()
+            .is_not_leader()
+    );
     store.revoke_leadership("app", "app/0").await.unwrap();
-    let next = store.claim_leadership("app", "app/0", SECOND * 5).await.unwrap();
+    let next = store
+        .claim_leadership("app", "app/0", SECOND * 5)
+        .await
+        .unwrap();
     assert!(next > fence);
-    let stale = store.guarded_txn("app", "app/0", fence, write("stale")).await;
+    let stale = store
+        .guarded_txn("app", "app/0", fence, write("stale"))
+        .await;
     assert!(stale.unwrap_err().is_not_leader());
     let mut client = store.client();
     let value = client.get(target.clone(), None).await.unwrap();
@@ -222,7 +397,9 @@ async fn guarded_writes_apply_only_while_the_fence_leads() {
     // The compares can also go into the user's own transaction.
     let mut when = store.leadership_compares("app", "app/0", next).unwrap();
     when.push(Compare::value(target.clone(), CompareOp::Equal, "one"));
-    let own = Txn::new().when(when).and_then(vec![TxnOp::put(target.clone(), "two", None)]);
+    let own = Txn::new()
+        .when(when)
+        .and_then(vec![TxnOp::put(target.clone(), "two", None)]);
     assert!(client.txn(own).await.unwrap().succeeded());
 }
 
@@ -234,7 +411,10 @@ async fn blocked_waiters_wake_on_revoke_and_on_expiry() {
         .block_until_leadership_released("app", CancellationToken::new())
         .await
         .unwrap();
-    store.claim_leadership("app", "app/0", SECOND * 30).await.unwrap();
+    store
+        .claim_leadership("app", "app/0", SECOND * 30)
+        .await
+        .unwrap();
     let waiter = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -245,7 +425,10 @@ async fn blocked_waiters_wake_on_revoke_and_on_expiry() {
     };
     tokio::time::sleep(SECOND / 2).await;
     // Extensions and pins keep it blocked (B2).
-    store.claim_leadership("app", "app/0", SECOND * 30).await.unwrap();
+    store
+        .claim_leadership("app", "app/0", SECOND * 30)
+        .await
+        .unwrap();
     store.pin_leadership("app", "m").await.unwrap();
     store.unpin_leadership("app", "m").await.unwrap();
     tokio::time::sleep(SECOND / 2).await;
@@ -253,21 +436,35 @@ async fn blocked_waiters_wake_on_revoke_and_on_expiry() {
     let revoked = Instant::now();
     store.revoke_leadership("app", "app/0").await.unwrap();
     waiter.await.unwrap().unwrap();
-    assert!(revoked.elapsed() < SECOND * 2, "released after {:?}", revoked.elapsed());
+    assert!(
+        revoked.elapsed() < SECOND * 2,
+        "released after {:?}",
+        revoked.elapsed()
+    );
 
-    store.claim_leadership("app", "app/1", SECOND).await.unwrap();
+    store
+        .claim_leadership("app", "app/1", SECOND)
+        .await
+        .unwrap();
     let claimed = Instant::now();
     store
         .block_until_leadership_released("app", CancellationToken::new())
         .await
         .unwrap();
-    assert!(claimed.elapsed() < SECOND + SLACK + SECOND / 2, "{:?}", claimed.elapsed());
+    assert!(
+        claimed.elapsed() < SECOND + SLACK + SECOND / 2,
+        "{:?}",
+        claimed.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_and_drop_end_a_block() {
     let store = common::store("cancel").await;
-    store.claim_leadership("app", "app/0", SECOND * 30).await.unwrap();
+    store
+        .claim_leadership("app", "app/0", SECOND * 30)
+        .await
+        .unwrap();
     let cancel = CancellationToken::new();
     let waiter = {
         let (store, cancel) = (store.clone(), cancel.clone());

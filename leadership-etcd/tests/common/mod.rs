@@ -29,6 +29,9 @@ pub mod proxy;
 pub async fn connect(config: EtcdConfig) -> EtcdStore {
     match EtcdStore::connect(config).await {
         Ok(store) => store,
-        Err(err) => panic!("cannot connect to the test etcd: {err} ({:?})", std::error::Error::source(&err).map(ToString::to_string)),
+        Err(err) => panic!(
+            "cannot connect to the test etcd: {err} ({:?})",
+            std::error::Error::source(&err).map(ToString::to_string)
+        ),
     }
 }

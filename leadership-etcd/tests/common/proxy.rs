@@ -29,7 +29,10 @@ impl Proxy {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });
-                tracked.lock().unwrap().push(task.abort_handle());
+                tracked
+                    .lock()
+                    .expect("proxy lock")
+                    .push(task.abort_handle());
             }
         })
         .abort_handle();
@@ -47,7 +50,8 @@ impl Proxy {
 
     /// Closes every connection made so far; new ones are still accepted.
     pub fn drop_connections(&self) -> usize {
-        let cut: Vec<AbortHandle> = std::mem::take(&mut *self.connections.lock().unwrap());
+        let cut: Vec<AbortHandle> =
+            std::mem::take(&mut *self.connections.lock().expect("proxy lock"));
         for connection in &cut {
             connection.abort();
         }

@@ -562,7 +562,11 @@ mod tests {
             "etcd-does-not-exist",
             "LEADERSHIP_TEST_UNSET_VARIABLE",
             ETCD_INSTALL,
-        ).unwrap_err();
-        assert!(err.to_string().contains("apt-get install etcd-server"), "{err}");
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("apt-get install etcd-server"),
+            "{err}"
+        );
     }
 }
