@@ -3,6 +3,7 @@
 mod error;
 mod fence;
 pub mod policy;
+pub mod tracker;
 mod traits;
 
 #[cfg(feature = "conformance")]
@@ -13,6 +14,7 @@ pub use error::{Error, Result, Source};
 pub use fence::Fence;
 pub use policy::{JujuPolicy, PermissivePolicy, Policy};
 pub use tokio_util::sync::CancellationToken;
+pub use tracker::{LeaderTracker, TrackerBuilder};
 pub use traits::{
     Checker, Claimer, Leadership, Pinner, Reader, Revoker, Term, Ticket, Token, Tracker,
     TrackerWorker,
