@@ -8,6 +8,8 @@ mod traits;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
+pub mod tracker_conformance;
 
 pub use async_trait::async_trait;
 pub use error::{Error, Result, Source, redact_url};

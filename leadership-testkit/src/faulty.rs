@@ -2,8 +2,8 @@
 //!
 //! [`FaultyStore`] forwards every call to the store it wraps until told to fail; then calls
 //! fail the way an unreachable store fails (E1): at once with
-//! [`Error::Unavailable`](leadership_core::Error::Unavailable), after a timeout, or with a
-//! non-retryable [`Error::Backend`](leadership_core::Error::Backend). It records every claim
+//! [`Error::Unavailable`], after a timeout, or with a
+//! non-retryable [`Error::Backend`]. It records every claim
 //! with its call start, end and result, so tests can assert on retries and timing.
 //!
 //! ```
