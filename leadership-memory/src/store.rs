@@ -119,13 +119,23 @@ impl MemoryStore {
     /// Namespaces are never removed: a store's memory grows with the number of distinct
     /// namespaces opened on it (a few dozen bytes each), not with the handles.
     pub fn namespace(&self, namespace: &str) -> MemoryLeadership {
+        self.namespace_with_policy(namespace, Arc::clone(&self.inner.policy))
+    }
+
+    /// A handle on namespace `namespace` that validates with `policy` instead of the store's
+    /// (V5). Handles with different policies on one namespace share its state.
+    pub fn namespace_with_policy(
+        &self,
+        namespace: &str,
+        policy: Arc<dyn Policy>,
+    ) -> MemoryLeadership {
         // The only error is running out of 2^32 namespace ids: the handle then gets an id that
         // names no namespace, and every operation on it fails with `Error::Backend`.
         let id = self.inner.state().space_id(namespace).unwrap_or(u32::MAX);
-        MemoryLeadership::new(Arc::clone(&self.inner), id, namespace)
+        MemoryLeadership::new(Arc::clone(&self.inner), policy, id, namespace)
     }
 
-    /// The validation policy of this store.
+    /// The validation policy of this store: the default for its handles.
     pub fn policy(&self) -> Arc<dyn Policy> {
         Arc::clone(&self.inner.policy)
     }
