@@ -90,6 +90,7 @@ impl Task {
                     Step::Next(Phase::Hold)
                 } else {
                     // The answer came after the claim's own window ended: claim again.
+                    shared.minion("the claim answered after its guaranteed window ended");
                     Step::Next(Phase::Claim)
                 }
             }
@@ -178,6 +179,7 @@ impl Task {
                 if shared.claimed(fence, call_start) {
                     Step::Next(Phase::Hold)
                 } else {
+                    shared.minion("the renewal answered after its guaranteed window ended");
                     Step::Next(Phase::Claim)
                 }
             }
