@@ -580,13 +580,17 @@ impl State {
         }
     }
 
-    /// The timer's work: ends every lease whose deadline has come (C5, B2) and re-schedules
-    /// extended ones. Returns the next deadline.
-    pub(crate) fn expire_due(&mut self, now: Nanos) -> Option<Nanos> {
+    /// The timer's work: ends leases whose deadline has come (C5, B2) and re-schedules extended
+    /// ones, at most `batch` deadlines per call so the lock is never held for long. Returns the
+    /// next deadline: at or before `now` if the batch ran out.
+    pub(crate) fn expire_due(&mut self, now: Nanos, batch: usize) -> Option<Nanos> {
         let State {
             spaces, timeline, ..
         } = self;
-        while timeline.heap.peek().is_some_and(|next| next.at <= now) {
+        for _ in 0..batch {
+            if timeline.heap.peek().is_none_or(|next| next.at > now) {
+                break;
+            }
             let Some(due) = timeline.heap.pop() else {
                 break;
             };
@@ -640,6 +644,26 @@ mod tests {
 
     const S: Nanos = 1_000_000_000;
 
+    impl State {
+        fn expire_due_all(&mut self, now: Nanos) -> Option<Nanos> {
+            self.expire_due(now, usize::MAX)
+        }
+    }
+
+    #[test]
+    fn expiry_works_in_batches() {
+        let (mut st, ns) = state();
+        for n in 0..10 {
+            st.claim(ns, &format!("a{n}"), &format!("a{n}/0"), 10, n)
+                .unwrap();
+        }
+        assert_eq!(st.expire_due(100, 4), Some(14));
+        assert_eq!(st.stats().applications, 6);
+        assert_eq!(st.expire_due(100, 4), Some(18));
+        assert_eq!(st.expire_due(100, 4), None);
+        assert_eq!(st.stats().applications, 0);
+    }
+
     fn state() -> (State, u32) {
         let mut state = State::default();
         let id = state.space_id("ns").unwrap();
@@ -672,10 +696,10 @@ mod tests {
         let (mut st, ns) = state();
         st.claim(ns, "a", "a/0", 10, 0).unwrap();
         assert!(st.take_earlier());
-        assert_eq!(st.expire_due(9), Some(10));
+        assert_eq!(st.expire_due_all(9), Some(10));
         assert_eq!(st.leaders(ns, 9).len(), 1);
         assert_eq!(st.leaders(ns, 10).len(), 0);
-        assert_eq!(st.expire_due(10), None);
+        assert_eq!(st.expire_due_all(10), None);
         assert_eq!(st.stats().applications, 0);
         assert_eq!(st.stats().deadlines, 0);
     }
@@ -688,8 +712,8 @@ mod tests {
             st.claim(ns, "a", "a/0", 10, t).unwrap();
         }
         assert_eq!(st.stats().deadlines, 1);
-        assert_eq!(st.expire_due(10), Some(109));
-        assert_eq!(st.expire_due(109), None);
+        assert_eq!(st.expire_due_all(10), Some(109));
+        assert_eq!(st.expire_due_all(109), None);
         assert!(st.leaders(ns, 109).is_empty());
     }
 
@@ -713,7 +737,7 @@ mod tests {
     fn fences_never_repeat_after_the_entry_is_gone() {
         let (mut st, ns) = state();
         let f1 = st.claim(ns, "a", "a/0", 10, 0).unwrap();
-        st.expire_due(10);
+        st.expire_due_all(10);
         assert_eq!(st.stats().applications, 0);
         let f2 = st.claim(ns, "a", "a/0", 10, 10).unwrap();
         assert!(f2 > f1);
@@ -727,7 +751,7 @@ mod tests {
         st.pin(ns, "a", "m-0", 1).unwrap();
         st.pin(ns, "a", "m-1", 1).unwrap();
         assert_eq!(st.pinned(ns)["a"], vec!["m-0".to_owned(), "m-1".to_owned()]);
-        assert_eq!(st.expire_due(100), None);
+        assert_eq!(st.expire_due_all(100), None);
         assert!(st.check(ns, "a", "a/0", 100).is_ok());
         st.unpin(ns, "a", "m-0", 100).unwrap();
         st.unpin(ns, "a", "nobody", 100).unwrap();
@@ -743,11 +767,11 @@ mod tests {
         let (mut st, ns) = state();
         st.claim(ns, "a", "a/0", 10, 0).unwrap();
         st.pin(ns, "a", "m", 1).unwrap();
-        assert_eq!(st.expire_due(5), Some(10));
-        assert_eq!(st.expire_due(10), None);
+        assert_eq!(st.expire_due_all(5), Some(10));
+        assert_eq!(st.expire_due_all(10), None);
         st.claim(ns, "a", "a/0", 20, 8).unwrap();
         st.unpin(ns, "a", "m", 12).unwrap();
-        assert_eq!(st.expire_due(12), Some(28));
+        assert_eq!(st.expire_due_all(12), Some(28));
         assert!(st.check(ns, "a", "a/0", 27).is_ok());
         assert!(st.check(ns, "a", "a/0", 28).is_err());
     }
@@ -821,7 +845,7 @@ mod tests {
         assert_eq!(st.leaders(ns, 3)["a"], "a/1");
         st.claim(ns, "b", "pod-7", 10, 3).unwrap();
         assert_eq!(st.leaders(ns, 3)["b"], "pod-7");
-        assert_eq!(st.expire_due(100), None);
+        assert_eq!(st.expire_due_all(100), None);
         assert_eq!(st.stats().applications, 0);
     }
 
@@ -844,10 +868,10 @@ mod tests {
         st.claim(ns, "a", "a/0", 100, 0).unwrap();
         st.revoke(ns, "a", "a/0", 1).unwrap();
         st.claim(ns, "a", "a/1", 10, 1).unwrap();
-        assert_eq!(st.expire_due(1), Some(11));
-        assert_eq!(st.expire_due(11), Some(100));
+        assert_eq!(st.expire_due_all(1), Some(11));
+        assert_eq!(st.expire_due_all(11), Some(100));
         assert!(st.leaders(ns, 11).is_empty());
-        assert_eq!(st.expire_due(100), None);
+        assert_eq!(st.expire_due_all(100), None);
         assert_eq!(st.stats().applications, 0);
     }
 }
