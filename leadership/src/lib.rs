@@ -111,7 +111,8 @@ async fn connect_redis(url: &str, _parsed: &StoreUrl) -> Result<Arc<dyn Leadersh
 
 #[cfg(feature = "etcd")]
 async fn connect_etcd(url: &str, _parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
-    Err(Error::invalid_url(url, "the etcd store is not built yet"))
+    let store = leadership_etcd::EtcdStore::connect_url(url).await?;
+    Ok(Arc::new(store))
 }
 
 #[cfg(not(feature = "etcd"))]
