@@ -5,5 +5,7 @@
 //! says how to install it: tests fail, they never skip.
 
 mod process;
+mod redis;
 
 pub use process::{HarnessError, ServerProcess, find_binary, free_port, wait_until};
+pub use redis::{REDIS_SERVER_ENV, RedisServer, RedisServerBuilder, RedisTls};
