@@ -66,6 +66,15 @@ pub enum Error {
         /// Which rule it breaks.
         reason: String,
     },
+    /// A store URL or option that cannot work: malformed, an unknown scheme, or a store
+    /// whose cargo feature is off. The URL is shown with its password redacted.
+    #[error("invalid store URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL, password replaced by `***`.
+        url: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// The store could not be reached or did not answer in time (E1). Retryable.
     #[error("{backend} store unavailable during {operation}")]
     Unavailable {
@@ -131,6 +140,14 @@ impl Error {
         }
     }
 
+    /// An [`Error::InvalidUrl`], redacting any password in `url`.
+    pub fn invalid_url(url: &str, reason: impl Into<String>) -> Self {
+        Error::InvalidUrl {
+            url: redact_url(url),
+            reason: reason.into(),
+        }
+    }
+
     /// Juju's `IsNotLeaderError`.
     pub fn is_not_leader(&self) -> bool {
         matches!(self, Error::NotLeader { .. })
@@ -154,8 +171,27 @@ impl Error {
                 | Error::InvalidUnit { .. }
                 | Error::InvalidDuration { .. }
                 | Error::InvalidEntity { .. }
+                | Error::InvalidUrl { .. }
         )
     }
+}
+
+/// `url` with the password of its user-info part (`scheme://user:PASSWORD@host`) replaced by
+/// `***`, for errors and logs. Text that is not a URL is returned unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, hosts)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{user}:***"),
+        None => userinfo.to_owned(),
+    };
+    format!("{scheme}://{user}@{hosts}{tail}")
 }
 
 #[cfg(test)]
@@ -187,6 +223,24 @@ mod tests {
         assert!(Error::ClaimDenied.is_claim_denied());
         assert!(!Error::ClaimDenied.is_retryable());
         assert!(!Error::backend("etcd", "check", "boom").is_retryable());
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(
+            redact_url("redis://app:s3cr%40t@127.0.0.1:6379/2?namespace=x"),
+            "redis://app:***@127.0.0.1:6379/2?namespace=x"
+        );
+        assert_eq!(
+            redact_url("etcds://root:pw@a:1,b:2"),
+            "etcds://root:***@a:1,b:2"
+        );
+        assert_eq!(redact_url("redis://user@host"), "redis://user@host");
+        assert_eq!(redact_url("memory://"), "memory://");
+        assert_eq!(redact_url("not a url"), "not a url");
+        let err = Error::invalid_url("redis://u:hunter2@h", "bad port");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod traits;
 pub mod conformance;
 
 pub use async_trait::async_trait;
-pub use error::{Error, Result, Source};
+pub use error::{Error, Result, Source, redact_url};
 pub use fence::Fence;
 pub use policy::{JujuPolicy, PermissivePolicy, Policy};
 pub use tokio_util::sync::CancellationToken;

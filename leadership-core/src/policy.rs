@@ -113,7 +113,9 @@ fn is_juju_application(name: &str) -> bool {
         return false;
     };
     let first_ok = first.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
-        && first.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        && first
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     first_ok
         && segments.all(|segment| {
             segment
@@ -322,10 +324,27 @@ mod tests {
 
     #[test]
     fn v1_juju_application_examples() {
-        for valid in ["wordpress", "but-this-works", "foo42", "a", "a-b2c", "x1-2y"] {
+        for valid in [
+            "wordpress",
+            "but-this-works",
+            "foo42",
+            "a",
+            "a-b2c",
+            "x1-2y",
+        ] {
             assert!(juju().check_application(valid).is_ok(), "{valid}");
         }
-        for invalid in ["foo-2", "is-it-", "42also-not", "Foo", "", "-a", "a--b", "a_b", "é"] {
+        for invalid in [
+            "foo-2",
+            "is-it-",
+            "42also-not",
+            "Foo",
+            "",
+            "-a",
+            "a--b",
+            "a_b",
+            "é",
+        ] {
             let err = juju().check_application(invalid).unwrap_err();
             assert!(
                 matches!(&err, Error::InvalidApplication { name, .. } if name == invalid),
@@ -337,9 +356,15 @@ mod tests {
 
     #[test]
     fn v2_juju_unit_examples() {
-        assert!(juju().check_unit("rabbitmq-server", "rabbitmq-server/123").is_ok());
+        assert!(
+            juju()
+                .check_unit("rabbitmq-server", "rabbitmq-server/123")
+                .is_ok()
+        );
         assert!(juju().check_unit("wordpress", "wordpress/0").is_ok());
-        for invalid in ["foo/", "foo/01", "x/-1", "foo", "", "/1", "Foo/1", "foo/1/2", "foo/1a"] {
+        for invalid in [
+            "foo/", "foo/01", "x/-1", "foo", "", "/1", "Foo/1", "foo/1/2", "foo/1a",
+        ] {
             let app = invalid.split('/').next().unwrap_or_default();
             let err = juju().check_unit(app, invalid).unwrap_err();
             assert!(
@@ -348,12 +373,18 @@ mod tests {
             );
         }
         let err = juju().check_unit("mysql", "wordpress/0").unwrap_err();
-        assert!(err.to_string().contains("belongs to \"wordpress\""), "{err}");
+        assert!(
+            err.to_string().contains("belongs to \"wordpress\""),
+            "{err}"
+        );
     }
 
     #[test]
     fn v2_application_of() {
-        assert_eq!(juju().application_of("mysql/3").ok().as_deref(), Some("mysql"));
+        assert_eq!(
+            juju().application_of("mysql/3").ok().as_deref(),
+            Some("mysql")
+        );
         assert!(juju().application_of("mysql").is_err());
     }
 
@@ -388,7 +419,10 @@ mod tests {
             "a\u{7}".into(),
         ] {
             assert!(
-                matches!(juju().check_entity(&invalid), Err(Error::InvalidEntity { .. })),
+                matches!(
+                    juju().check_entity(&invalid),
+                    Err(Error::InvalidEntity { .. })
+                ),
                 "{invalid:?}"
             );
         }
@@ -403,7 +437,11 @@ mod tests {
         }
         assert!(permissive.check_application("").is_err());
         assert!(permissive.check_application(&"x".repeat(64 * 1024)).is_ok());
-        assert!(permissive.check_application(&"x".repeat(64 * 1024 + 1)).is_err());
+        assert!(
+            permissive
+                .check_application(&"x".repeat(64 * 1024 + 1))
+                .is_err()
+        );
         assert_eq!(
             permissive.application_of("web-7f9c/pod-1").ok().as_deref(),
             Some("web-7f9c")

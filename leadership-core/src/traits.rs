@@ -26,8 +26,12 @@ pub trait Claimer: Send + Sync {
     /// [`Error::ClaimDenied`](crate::Error::ClaimDenied) if another unit holds the lease (C3);
     /// `Invalid*` for input the policy rejects, before any change (V);
     /// [`Error::Unavailable`](crate::Error::Unavailable) if the store cannot be reached in time (E1).
-    async fn claim_leadership(&self, application: &str, unit: &str, duration: Duration)
-    -> Result<Fence>;
+    async fn claim_leadership(
+        &self,
+        application: &str,
+        unit: &str,
+        duration: Duration,
+    ) -> Result<Fence>;
 
     /// Waits until `application` has no leader.
     ///

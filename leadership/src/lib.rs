@@ -1,1 +1,120 @@
 #![doc = include_str!("../README.md")]
+
+use std::sync::Arc;
+
+pub use leadership_core::*;
+
+/// The contract crate, under its own name.
+pub use leadership_core as core;
+
+/// The in-process store.
+#[cfg(feature = "memory")]
+pub use leadership_memory as memory;
+
+/// The Redis store.
+#[cfg(feature = "redis")]
+pub use leadership_redis as redis;
+
+/// The etcd store.
+#[cfg(feature = "etcd")]
+pub use leadership_etcd as etcd;
+
+/// Mocks and real-server harnesses for tests.
+#[cfg(feature = "testkit")]
+pub use leadership_testkit as testkit;
+
+/// The namespace a URL without `?namespace=` gets.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+mod url;
+
+pub use url::StoreUrl;
+
+/// Opens a store by URL and returns it as `Arc<dyn Leadership>`.
+///
+/// | URL | store | feature |
+/// |---|---|---|
+/// | `memory://` | a new private in-process store | `memory` |
+/// | `memory://NAME` | the in-process store shared by that name | `memory` |
+/// | `redis://[user:pass@]host:port[/db]`, `rediss://…` | Redis (TLS with `rediss`) | `redis` |
+/// | `etcd://host:port[,host:port…]`, `etcds://…` | etcd (TLS with `etcds`) | `etcd` |
+///
+/// Every form takes `?namespace=NAME` (default `default`): handles with different namespaces
+/// share nothing (N1).
+///
+/// # Errors
+/// [`Error::InvalidUrl`] for a malformed URL, an unknown scheme, or a store whose feature is
+/// off (the message names the feature); whatever the store's connect returns otherwise (for
+/// example [`Error::Unavailable`] when the server cannot be reached in time).
+///
+/// # Example
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> leadership::Result<()> {
+/// let store = leadership::connect("memory://example?namespace=docs").await?;
+/// let fence = store
+///     .claim_leadership("wordpress", "wordpress/0", std::time::Duration::from_secs(30))
+///     .await?;
+/// assert_eq!(store.leadership_check("wordpress", "wordpress/0").check().await?, fence);
+/// # Ok(())
+/// # }
+/// ```
+pub async fn connect(url: &str) -> Result<Arc<dyn Leadership>> {
+    let parsed = StoreUrl::parse(url)?;
+    match parsed.scheme.as_str() {
+        "memory" => connect_memory(&parsed),
+        "redis" | "rediss" => connect_redis(url, &parsed).await,
+        "etcd" | "etcds" => connect_etcd(url, &parsed).await,
+        other => Err(Error::invalid_url(
+            url,
+            format!(
+                "unknown scheme {other:?}: use memory://, redis://, rediss://, etcd:// or etcds://"
+            ),
+        )),
+    }
+}
+
+#[cfg(not(all(feature = "memory", feature = "redis", feature = "etcd")))]
+fn feature_off(url: &str, store: &str, feature: &str) -> Error {
+    Error::invalid_url(
+        url,
+        format!(
+            "the {store} store is not compiled in: enable the `{feature}` feature of the \
+             `leadership` crate"
+        ),
+    )
+}
+
+#[cfg(feature = "memory")]
+fn connect_memory(parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
+    let store = match parsed.authority.as_str() {
+        "" => leadership_memory::MemoryStore::new(),
+        name => leadership_memory::MemoryStore::named(name),
+    };
+    Ok(Arc::new(store.namespace(&parsed.namespace)))
+}
+
+#[cfg(not(feature = "memory"))]
+fn connect_memory(parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
+    Err(feature_off(&parsed.original, "memory", "memory"))
+}
+
+#[cfg(feature = "redis")]
+async fn connect_redis(url: &str, _parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
+    Err(Error::invalid_url(url, "the Redis store is not built yet"))
+}
+
+#[cfg(not(feature = "redis"))]
+async fn connect_redis(url: &str, _parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
+    Err(feature_off(url, "Redis", "redis"))
+}
+
+#[cfg(feature = "etcd")]
+async fn connect_etcd(url: &str, _parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
+    Err(Error::invalid_url(url, "the etcd store is not built yet"))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn connect_etcd(url: &str, _parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
+    Err(feature_off(url, "etcd", "etcd"))
+}

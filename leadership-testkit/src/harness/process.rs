@@ -103,7 +103,11 @@ pub fn find_binary(
     };
     if let Some(path) = std::env::var_os(env_var) {
         let path = PathBuf::from(path);
-        return if path.is_file() { Ok(path) } else { Err(missing()) };
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(missing())
+        };
     }
     let paths = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&paths)
@@ -184,9 +188,8 @@ impl ServerProcess {
         let pid = i32::try_from(pid).map_err(|_| {
             HarnessError::io("pid out of range", std::io::Error::other("pid overflow"))
         })?;
-        kill(Pid::from_raw(pid), signal).map_err(|e| {
-            HarnessError::io(format!("sending {signal} to {}", self.name), e.into())
-        })
+        kill(Pid::from_raw(pid), signal)
+            .map_err(|e| HarnessError::io(format!("sending {signal} to {}", self.name), e.into()))
     }
 
     /// SIGKILL and reap: the server dies without a chance to save anything.
