@@ -174,7 +174,16 @@ impl RedisStoreBuilder {
         )
         .await
         .map_err(|_| Error::unavailable(BACKEND, "connect", TimedOut(timeout)))?
-        .map_err(|e| map_redis_error("connect", e))?;
+        .map_err(map_connect_error)?;
+        // Without credentials the handshake sends nothing that needs a login: ask once.
+        let mut probe = probe;
+        tokio::time::timeout(
+            timeout,
+            redis::cmd("PING").query_async::<redis::Value>(&mut probe),
+        )
+        .await
+        .map_err(|_| Error::unavailable(BACKEND, "connect", TimedOut(timeout)))?
+        .map_err(map_connect_error)?;
         drop(probe);
 
         let manager_config = ConnectionManagerConfig::new()
@@ -200,6 +209,17 @@ impl RedisStoreBuilder {
             self.operation_timeout,
             self.policy,
         )))
+    }
+}
+
+/// A refused login says so (`… failed during login`); other failures as usual.
+fn map_connect_error(err: redis::RedisError) -> Error {
+    let refused = err.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(err.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
+    if refused {
+        Error::backend(BACKEND, "login", err)
+    } else {
+        map_redis_error("connect", err)
     }
 }
 

@@ -62,9 +62,13 @@ mod tests {
             "refused",
         ));
         assert!(map_redis_error("claim", refused).is_retryable());
-        let wrong_type = RedisError::from((ErrorKind::Server(ServerErrorKind::ResponseError), "WRONGTYPE"));
+        let wrong_type = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "WRONGTYPE",
+        ));
         assert!(!map_redis_error("claim", wrong_type).is_retryable());
-        let loading = RedisError::from((ErrorKind::Server(ServerErrorKind::BusyLoading), "loading"));
+        let loading =
+            RedisError::from((ErrorKind::Server(ServerErrorKind::BusyLoading), "loading"));
         assert!(map_redis_error("check", loading).is_retryable());
     }
 }

@@ -64,7 +64,9 @@ mod tests {
 
     /// Redis's hash tag: the part between the first `{` and the next `}`, if non-empty.
     fn hash_tag(key: &str) -> &str {
-        let Some(open) = key.find('{') else { return key };
+        let Some(open) = key.find('{') else {
+            return key;
+        };
         match key[open + 1..].find('}') {
             Some(0) | None => key,
             Some(len) => &key[open + 1..open + 1 + len],
@@ -77,7 +79,12 @@ mod tests {
             let keys = Keys::new(ns);
             let tag = hash_tag(&keys.leases);
             assert!(!tag.is_empty());
-            for key in [&keys.fences, &keys.pinned, &keys.pins("a}{b"), &keys.channel] {
+            for key in [
+                &keys.fences,
+                &keys.pinned,
+                &keys.pins("a}{b"),
+                &keys.channel,
+            ] {
                 assert_eq!(hash_tag(key), tag, "{ns:?}: {key}");
             }
         }
@@ -85,7 +92,9 @@ mod tests {
 
     #[test]
     fn namespaces_never_collide() {
-        let names = ["a", "a}", "a%7D", "a%257D", "", "%", "{", "}", "a:b", "a:b:"];
+        let names = [
+            "a", "a}", "a%7D", "a%257D", "", "%", "{", "}", "a:b", "a:b:",
+        ];
         let mut seen = std::collections::HashSet::new();
         for ns in names {
             assert!(seen.insert(Keys::new(ns).leases), "{ns:?} collides");

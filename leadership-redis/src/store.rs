@@ -239,7 +239,9 @@ impl Inner {
 
     async fn pinned(&self) -> Result<BTreeMap<String, Vec<String>>> {
         let mut invocation = scripts::PINNED.prepare_invoke();
-        invocation.key(&self.keys.pinned).arg(&self.keys.pins_prefix);
+        invocation
+            .key(&self.keys.pinned)
+            .arg(&self.keys.pins_prefix);
         let pairs: Vec<(String, Vec<String>)> = self.eval("pinned", &invocation).await?;
         Ok(pairs
             .into_iter()
@@ -253,7 +255,9 @@ impl Inner {
 
     async fn leaders(&self) -> Result<BTreeMap<String, String>> {
         let mut invocation = scripts::LEADERS.prepare_invoke();
-        invocation.key(&self.keys.leases).arg(&self.keys.pins_prefix);
+        invocation
+            .key(&self.keys.leases)
+            .arg(&self.keys.pins_prefix);
         let pairs: Vec<(String, String)> = self.eval("leaders", &invocation).await?;
         Ok(pairs.into_iter().collect())
     }
@@ -328,6 +332,12 @@ impl RedisStore {
     /// This handle's namespace (N1).
     pub fn namespace(&self) -> &str {
         &self.inner.namespace
+    }
+
+    /// How many calls are blocked in `block_until_leadership_released` on this handle (and
+    /// its clones). A cancelled or dropped wait leaves nothing behind (B3).
+    pub fn blocked_waiters(&self) -> usize {
+        self.inner.waiters.registered()
     }
 
     /// The key prefix of this namespace, `leadership:{n<ns>}:`. Keys for guarded writes

@@ -127,8 +127,7 @@ impl Waiters {
         self.shared.state.subscribe()
     }
 
-    /// Waiters currently registered, over all applications (for tests of B3).
-    #[cfg(test)]
+    /// Waiters currently registered, over all applications.
     pub(crate) fn registered(&self) -> usize {
         self.shared.apps().values().map(|e| e.waiters).sum()
     }
@@ -136,7 +135,12 @@ impl Waiters {
 
 impl Drop for Waiters {
     fn drop(&mut self) {
-        if let Some(task) = self.task.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(task) = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             task.abort();
         }
     }

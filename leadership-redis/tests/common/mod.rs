@@ -93,7 +93,10 @@ impl StoreFactory for Factory {
         let killed = server()
             .command(&["CLIENT", "KILL", "USER", &self.user])
             .expect("CLIENT KILL USER");
-        assert_ne!(killed, "0", "the factory's stores had no connections to kill");
+        assert_ne!(
+            killed, "0",
+            "the factory's stores had no connections to kill"
+        );
         true
     }
 }
