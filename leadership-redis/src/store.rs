@@ -24,7 +24,7 @@ use crate::waiters::{Backoff, Waiters};
 ///
 /// Cheap to clone: clones share one auto-reconnecting connection. Every claim, check,
 /// extension and revoke is one script round trip; the server's clock alone decides expiry.
-/// Durations are rounded up to whole microseconds (the store's granularity, V3).
+/// Durations are rounded up to whole milliseconds (the store's granularity, V3).
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -102,15 +102,15 @@ impl Inner {
 
     async fn claim(&self, application: &str, unit: &str, duration: Duration) -> Result<Fence> {
         self.policy.check_claim(application, unit, duration)?;
-        let micros = u64::try_from(duration.as_nanos().div_ceil(1000)).unwrap_or(u64::MAX);
+        // V3: the store's granularity is a millisecond; round up, never down.
+        let millis = u64::try_from(duration.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
         let mut invocation = scripts::CLAIM.prepare_invoke();
         invocation
-            .key(&self.keys.leases)
-            .key(&self.keys.fences)
-            .key(self.keys.pins(application))
+            .key(self.keys.lease(application, unit))
+            .arg(millis)
+            .arg(&self.keys.prefix)
             .arg(application)
-            .arg(unit)
-            .arg(micros);
+            .arg(unit);
         match self.eval::<u64>("claim", &invocation).await? {
             0 => Err(Error::ClaimDenied),
             fence => Ok(Fence(fence)),
@@ -119,15 +119,16 @@ impl Inner {
 
     async fn check(&self, application: &str, unit: &str) -> Result<Fence> {
         self.policy.check_member(application, unit)?;
-        let mut invocation = scripts::CHECK.prepare_invoke();
-        invocation
-            .key(&self.keys.leases)
-            .key(self.keys.pins(application))
-            .arg(application)
-            .arg(unit);
-        match self.eval::<u64>("check", &invocation).await? {
-            0 => Err(Error::not_leader(unit, application)),
-            fence => Ok(Fence(fence)),
+        // The lease key exists exactly while the unit leads (Redis expires it on the
+        // server's clock), so a check is one plain GET.
+        let key = self.keys.lease(application, unit);
+        let mut conn = self.conn.clone();
+        let fence: Option<u64> = self
+            .within("check", redis::cmd("GET").arg(key).query_async(&mut conn))
+            .await?;
+        match fence {
+            Some(fence) => Ok(Fence(fence)),
+            None => Err(Error::not_leader(unit, application)),
         }
     }
 
@@ -136,12 +137,12 @@ impl Inner {
     async fn inspect(&self, application: &str) -> Result<Option<Option<Duration>>> {
         let mut invocation = scripts::INSPECT.prepare_invoke();
         invocation
-            .key(&self.keys.leases)
-            .key(self.keys.pins(application))
-            .arg(application);
+            .key(&self.keys.owners)
+            .arg(application)
+            .arg(self.keys.lease_of(application));
         Ok(match self.eval::<i64>("block", &invocation).await? {
             -1 => Some(None),
-            micros if micros > 0 => Some(Some(Duration::from_micros(micros.unsigned_abs()))),
+            millis if millis > 0 => Some(Some(Duration::from_millis(millis.unsigned_abs()))),
             _ => None,
         })
     }
@@ -211,12 +212,14 @@ impl Inner {
 
     async fn revoke(&self, application: &str, unit: &str) -> Result<()> {
         self.policy.check_member(application, unit)?;
+        let lease_of = self.keys.lease_of(application);
         let mut invocation = scripts::REVOKE.prepare_invoke();
         invocation
-            .key(&self.keys.leases)
-            .key(self.keys.pins(application))
+            .key(format!("{lease_of}{unit}"))
+            .key(&self.keys.owners)
+            .key(&self.keys.pinexp)
             .arg(application)
-            .arg(unit)
+            .arg(lease_of)
             .arg(&self.keys.channel);
         match self.eval::<i64>("revoke", &invocation).await? {
             0 => Err(Error::ClaimNotHeld),
@@ -228,11 +231,13 @@ impl Inner {
         self.policy.check_pin(application, entity)?;
         let mut invocation = script.prepare_invoke();
         invocation
-            .key(&self.keys.leases)
             .key(self.keys.pins(application))
             .key(&self.keys.pinned)
+            .key(&self.keys.owners)
+            .key(&self.keys.pinexp)
             .arg(application)
             .arg(entity)
+            .arg(self.keys.lease_of(application))
             .arg(&self.keys.channel);
         self.eval::<i64>("pin", &invocation).await.map(drop)
     }
@@ -256,8 +261,8 @@ impl Inner {
     async fn leaders(&self) -> Result<BTreeMap<String, String>> {
         let mut invocation = scripts::LEADERS.prepare_invoke();
         invocation
-            .key(&self.keys.leases)
-            .arg(&self.keys.pins_prefix);
+            .key(&self.keys.owners)
+            .arg(&self.keys.lease_prefix);
         let pairs: Vec<(String, String)> = self.eval("leaders", &invocation).await?;
         Ok(pairs.into_iter().collect())
     }
@@ -274,10 +279,7 @@ impl Inner {
         self.policy.check_member(application, unit)?;
         let mut invocation = script.prepare_invoke();
         invocation
-            .key(&self.keys.leases)
-            .key(self.keys.pins(application))
-            .arg(application)
-            .arg(unit)
+            .key(self.keys.lease(application, unit))
             .arg(fence.get());
         for key in keys {
             invocation.key(*key);
@@ -344,11 +346,7 @@ impl RedisStore {
     /// that start with it share the namespace's hash tag, so they live in the same cluster
     /// slot as the lease.
     pub fn key_prefix(&self) -> &str {
-        self.inner
-            .keys
-            .pins_prefix
-            .strip_suffix("pins:")
-            .unwrap_or(&self.inner.keys.pins_prefix)
+        &self.inner.keys.prefix
     }
 
     /// Sets `key` to `value` only if `unit` leads `application` with `fence`, atomically

@@ -43,7 +43,10 @@ impl fmt::Debug for RedisServerBuilder {
         let users: Vec<&str> = self.acl_users.iter().map(|(u, _)| u.as_str()).collect();
         f.debug_struct("RedisServerBuilder")
             .field("aof", &self.aof)
-            .field("requirepass", &self.requirepass.as_ref().map(|_| "<redacted>"))
+            .field(
+                "requirepass",
+                &self.requirepass.as_ref().map(|_| "<redacted>"),
+            )
             .field("acl_users", &users)
             .field("tls", &self.tls)
             .field("extra", &self.extra)
@@ -227,7 +230,8 @@ impl RedisServer {
 
     /// `rediss://localhost:TLS_PORT` if the server has a TLS listener.
     pub fn tls_url(&self) -> Option<String> {
-        self.tls_port.map(|port| format!("rediss://localhost:{port}"))
+        self.tls_port
+            .map(|port| format!("rediss://localhost:{port}"))
     }
 
     /// The plain TCP port.
@@ -301,11 +305,18 @@ impl RedisServer {
         Ok(connection)
     }
 
+    /// The pid of the server that answers, once it has finished loading its data.
     fn answering_pid(&self) -> Option<u32> {
-        let info = self.command(&["INFO", "server"]).ok()?;
-        info.lines()
-            .find_map(|line| line.strip_prefix("process_id:"))
-            .and_then(|pid| pid.trim().parse().ok())
+        let info = self.command(&["INFO"]).ok()?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(str::trim)
+        };
+        if field("loading:") != Some("0") {
+            return None;
+        }
+        field("process_id:").and_then(|pid| pid.parse().ok())
     }
 
     fn wait_ready(&mut self) -> Result<(), HarnessError> {
