@@ -115,7 +115,7 @@ impl Waiters {
     /// The subscriber's state; starts the subscriber if it does not run.
     pub(crate) fn subscription(&self) -> watch::Receiver<SubState> {
         let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
-        if !task.as_ref().is_some_and(|t| !t.is_finished()) {
+        if task.as_ref().is_none_or(|t| t.is_finished()) {
             self.shared.state.send_modify(|s| s.connected = false);
             *task = Some(tokio::spawn(run_subscriber(
                 self.shared.clone(),
