@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use leadership_core::Leadership;
 use leadership_core::conformance::{Profile, StoreFactory};
+use leadership_core::{Leadership, Policy};
 
 use crate::MemoryStore;
 
@@ -45,6 +45,14 @@ impl MemoryFactory {
 impl StoreFactory for MemoryFactory {
     async fn open(&self, namespace: &str) -> Arc<dyn Leadership> {
         Arc::new(self.store.namespace(namespace))
+    }
+
+    async fn open_with_policy(
+        &self,
+        namespace: &str,
+        policy: Arc<dyn Policy>,
+    ) -> Arc<dyn Leadership> {
+        Arc::new(self.store.namespace_with_policy(namespace, policy))
     }
 
     fn profile(&self) -> Profile {

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use leadership_core::{
-    CancellationToken, Checker, Claimer, Error, Fence, Pinner, Reader, Result, Revoker, Token,
+    CancellationToken, Checker, Claimer, Error, Fence, Pinner, Policy, Reader, Result, Revoker,
+    Token,
 };
 
 use crate::state::Registration;
@@ -17,19 +18,28 @@ use crate::timer;
 /// A handle on one namespace of a [`MemoryStore`](crate::MemoryStore) (N1): cheap to clone,
 /// implements every leadership trait, so `Arc<MemoryLeadership>` is an `Arc<dyn Leadership>`.
 ///
-/// Every operation validates its input through the store's policy before touching state, so
-/// invalid input changes nothing (V).
+/// Every operation validates its input through the handle's policy (the store's unless opened
+/// with [`MemoryStore::namespace_with_policy`](crate::MemoryStore::namespace_with_policy))
+/// before touching state, so invalid input changes nothing (V). The store keys state by the
+/// exact strings, so any names a policy admits stay apart (V5).
 #[derive(Clone)]
 pub struct MemoryLeadership {
     inner: Arc<Inner>,
+    policy: Arc<dyn Policy>,
     space: u32,
     name: Arc<str>,
 }
 
 impl MemoryLeadership {
-    pub(crate) fn new(inner: Arc<Inner>, space: u32, name: &str) -> MemoryLeadership {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        policy: Arc<dyn Policy>,
+        space: u32,
+        name: &str,
+    ) -> MemoryLeadership {
         MemoryLeadership {
             inner,
+            policy,
             space,
             name: name.into(),
         }
@@ -38,6 +48,11 @@ impl MemoryLeadership {
     /// The namespace this handle works in.
     pub fn namespace(&self) -> &str {
         &self.name
+    }
+
+    /// The validation policy of this handle.
+    pub fn policy(&self) -> &Arc<dyn Policy> {
+        &self.policy
     }
 
     /// Runs `f` if and only if `unit` leads `application` with exactly `fence` (F2), holding
@@ -58,7 +73,7 @@ impl MemoryLeadership {
         fence: Fence,
         f: impl FnOnce() -> R,
     ) -> Result<R> {
-        self.inner.policy.check_member(application, unit)?;
+        self.policy.check_member(application, unit)?;
         let state = self.inner.state();
         let now = self.inner.now();
         if !state.leads(self.space, application, unit, fence, now) {
@@ -70,7 +85,7 @@ impl MemoryLeadership {
     }
 
     fn check_now(&self, application: &str, unit: &str) -> Result<Fence> {
-        self.inner.policy.check_member(application, unit)?;
+        self.policy.check_member(application, unit)?;
         let state = self.inner.state();
         state.check(self.space, application, unit, self.inner.now())
     }
@@ -132,7 +147,7 @@ impl Claimer for MemoryLeadership {
         unit: &str,
         duration: Duration,
     ) -> Result<Fence> {
-        self.inner.policy.check_claim(application, unit, duration)?;
+        self.policy.check_claim(application, unit, duration)?;
         timer::ensure_running(&self.inner);
         let mut state = self.inner.state();
         let now = self.inner.now();
@@ -146,7 +161,7 @@ impl Claimer for MemoryLeadership {
         application: &str,
         cancel: CancellationToken,
     ) -> Result<()> {
-        self.inner.policy.check_application(application)?;
+        self.policy.check_application(application)?;
         let Some(waiter) = self.register(application) else {
             return Ok(());
         };
@@ -170,7 +185,7 @@ impl Claimer for MemoryLeadership {
 #[async_trait]
 impl Revoker for MemoryLeadership {
     async fn revoke_leadership(&self, application: &str, unit: &str) -> Result<()> {
-        self.inner.policy.check_member(application, unit)?;
+        self.policy.check_member(application, unit)?;
         let mut state = self.inner.state();
         let now = self.inner.now();
         state.revoke(self.space, application, unit, now)
@@ -180,14 +195,14 @@ impl Revoker for MemoryLeadership {
 #[async_trait]
 impl Pinner for MemoryLeadership {
     async fn pin_leadership(&self, application: &str, entity: &str) -> Result<()> {
-        self.inner.policy.check_pin(application, entity)?;
+        self.policy.check_pin(application, entity)?;
         let mut state = self.inner.state();
         let now = self.inner.now();
         state.pin(self.space, application, entity, now)
     }
 
     async fn unpin_leadership(&self, application: &str, entity: &str) -> Result<()> {
-        self.inner.policy.check_pin(application, entity)?;
+        self.policy.check_pin(application, entity)?;
         timer::ensure_running(&self.inner);
         let mut state = self.inner.state();
         let now = self.inner.now();

@@ -54,10 +54,11 @@ impl Inner {
         nanos(Instant::now().saturating_duration_since(self.epoch))
     }
 
-    /// Ends due leases; returns when the timer should wake next.
+    /// Ends due leases, one batch; returns when the timer should wake next (in the past if
+    /// more are due).
     pub(crate) fn expire_due(&self) -> Option<Instant> {
         let mut state = self.state();
-        let next = state.expire_due(self.now())?;
+        let next = state.expire_due(self.now(), EXPIRY_BATCH)?;
         Some(self.epoch + Duration::from_nanos(next))
     }
 
@@ -72,6 +73,10 @@ impl Inner {
         }
     }
 }
+
+/// How many deadlines the timer handles per lock acquisition, so that a mass expiry does not
+/// stall other operations.
+const EXPIRY_BATCH: usize = 1024;
 
 /// A duration in nanoseconds, saturating (a lease of 584 years does not expire).
 pub(crate) fn nanos(duration: Duration) -> Nanos {
@@ -119,13 +124,23 @@ impl MemoryStore {
     /// Namespaces are never removed: a store's memory grows with the number of distinct
     /// namespaces opened on it (a few dozen bytes each), not with the handles.
     pub fn namespace(&self, namespace: &str) -> MemoryLeadership {
+        self.namespace_with_policy(namespace, Arc::clone(&self.inner.policy))
+    }
+
+    /// A handle on namespace `namespace` that validates with `policy` instead of the store's
+    /// (V5). Handles with different policies on one namespace share its state.
+    pub fn namespace_with_policy(
+        &self,
+        namespace: &str,
+        policy: Arc<dyn Policy>,
+    ) -> MemoryLeadership {
         // The only error is running out of 2^32 namespace ids: the handle then gets an id that
         // names no namespace, and every operation on it fails with `Error::Backend`.
         let id = self.inner.state().space_id(namespace).unwrap_or(u32::MAX);
-        MemoryLeadership::new(Arc::clone(&self.inner), id, namespace)
+        MemoryLeadership::new(Arc::clone(&self.inner), policy, id, namespace)
     }
 
-    /// The validation policy of this store.
+    /// The validation policy of this store: the default for its handles.
     pub fn policy(&self) -> Arc<dyn Policy> {
         Arc::clone(&self.inner.policy)
     }
