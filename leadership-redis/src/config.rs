@@ -186,9 +186,11 @@ impl RedisStoreBuilder {
         .map_err(map_connect_error)?;
         drop(probe);
 
+        // Every call is already bounded by the operation timeout (which also covers waiting
+        // for a reconnect); a second per-request timer would only cost time on the hot path.
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
+            .set_response_timeout(None)
             .set_number_of_retries(4)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
