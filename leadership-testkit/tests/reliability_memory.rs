@@ -646,3 +646,73 @@ async fn the_checker_catches_a_store_that_shortens_leases() {
         "{report}"
     );
 }
+
+mod reliability_cases;
+
+/// The memory store as a target of the shared schedule driver (the one Redis and etcd run
+/// under their server faults), so the driver itself is exercised on every run.
+struct MemoryTarget {
+    store: Arc<MemoryLeadership>,
+    log: Arc<Mutex<BTreeMap<String, Vec<u64>>>>,
+}
+
+#[leadership_core::async_trait]
+impl reliability_cases::Target for MemoryTarget {
+    async fn participant(&self) -> reliability_cases::Participant {
+        let store = self.store.clone();
+        let log = self.log.clone();
+        let write: reliability_cases::WriteFn = Arc::new(move |application, unit, fence| {
+            let store = store.clone();
+            let log = log.clone();
+            Box::pin(async move {
+                store.guarded(&application, &unit, fence, || {
+                    log.lock()
+                        .expect("log")
+                        .entry(application.clone())
+                        .or_default()
+                        .push(fence.get());
+                })
+            })
+        });
+        reliability_cases::Participant {
+            store: self.store.clone(),
+            write,
+        }
+    }
+
+    async fn downstream(&self, application: &str) -> Vec<u64> {
+        self.log
+            .lock()
+            .expect("log")
+            .get(application)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_under_the_shared_schedule() {
+    let target = Arc::new(MemoryTarget {
+        store: Arc::new(MemoryStore::new().namespace("shared-schedule")),
+        log: Arc::default(),
+    });
+    let run = reliability_cases::Run::start(
+        target,
+        reliability_cases::Settings {
+            applications: vec!["alpha".into(), "beta".into()],
+            trackers: 3,
+            guarantee: GUARANTEE,
+            clock_bound: CLOCK_BOUND,
+            settle_slack: SLACK,
+        },
+    )
+    .await;
+    for round in 0..3 {
+        assert!(run.freeze_a_leader("alpha").await, "alpha has a leader");
+        run.kill_a_leader("beta", round % 2 == 0).await;
+        run.kill_a_leader("alpha", round % 2 == 1).await;
+        run.wait_for_leaders(Duration::from_secs(5)).await;
+    }
+    let report = run.finish("memory (shared schedule)", "").await;
+    assert!(report.stale_writes >= 3, "{report}");
+}
