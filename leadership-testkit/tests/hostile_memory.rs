@@ -33,5 +33,10 @@ fn largest_names() {
 
 #[test]
 fn duration_edges() {
-    hostile_cases::duration_edges(factory, 128);
+    hostile_cases::duration_edges(factory);
+}
+
+#[test]
+fn huge_durations() {
+    hostile_cases::huge_durations(factory, 128);
 }
