@@ -124,7 +124,7 @@ impl RedisStoreBuilder {
             .url
             .as_str()
             .into_connection_info()
-            .map_err(|e| Error::backend(BACKEND, "connect", InvalidUrl(e.kind())))?;
+            .map_err(|e| Error::invalid_url(&self.url, InvalidUrl(e.kind()).to_string()))?;
         let mut redis = info.redis_settings().clone();
         if let Some(username) = &self.username {
             redis = redis.set_username(username);
@@ -159,7 +159,8 @@ impl RedisStoreBuilder {
     ///
     /// # Errors
     /// [`Error::Unavailable`] if the server cannot be reached within the operation timeout;
-    /// [`Error::Backend`] for a bad URL or a refused login (the source says which).
+    /// [`Error::InvalidUrl`] for a URL the redis crate cannot parse (password redacted);
+    /// [`Error::Backend`] for a refused login.
     pub async fn connect(self) -> Result<RedisStore> {
         let client = self.client()?;
         let timeout = self.operation_timeout;
