@@ -177,21 +177,31 @@ impl Error {
 }
 
 /// `url` with the password of its user-info part (`scheme://user:PASSWORD@host`) replaced by
-/// `***`, for errors and logs. Text that is not a URL is returned unchanged.
+/// `***`, for errors and logs.
+///
+/// It errs on the side of hiding: everything up to the *last* `@` counts as user-info, so a
+/// password holding an unencoded `/`, `?`, `#` or `@` is hidden too, and a URL with a
+/// mistyped `://` hides everything between its first `:` and the `@`. Text without `@` is
+/// returned unchanged.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some(at) = url.rfind('@') else {
         return url.to_owned();
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let Some((userinfo, hosts)) = authority.rsplit_once('@') else {
-        return url.to_owned();
+    let (start, well_formed) = match url.find("://") {
+        Some(i) => (i + 3, true),
+        None => (0, false),
     };
-    let user = match userinfo.split_once(':') {
+    if at < start {
+        return url.to_owned();
+    }
+    let userinfo = &url[start..at];
+    let kept = match userinfo.split_once(':') {
         Some((user, _password)) => format!("{user}:***"),
-        None => userinfo.to_owned(),
+        // `user@host`: no password, unless the URL is too mangled to tell.
+        None if well_formed => userinfo.to_owned(),
+        None => "***".to_owned(),
     };
-    format!("{scheme}://{user}@{hosts}{tail}")
+    format!("{}{kept}{}", &url[..start], &url[at..])
 }
 
 #[cfg(test)]
@@ -238,6 +248,22 @@ mod tests {
         assert_eq!(redact_url("redis://user@host"), "redis://user@host");
         assert_eq!(redact_url("memory://"), "memory://");
         assert_eq!(redact_url("not a url"), "not a url");
+        // Unencoded separators in the password, and mistyped schemes, still hide it.
+        for (url, secret) in [
+            ("redis://u:pa/ss@h:1/0", "pa/ss"),
+            ("redis://u:pa?ss@h:1", "pa?ss"),
+            ("redis://u:pa#ss@h:1", "pa#ss"),
+            ("redis://u:pa@ss@h:1", "pa@ss"),
+            ("redis:/u:secret@h:1", "secret"),
+            ("redis:u:secret@h:1", "secret"),
+            ("redis//u:secret@h:1", "secret"),
+            ("memory:/:secret@x", "secret"),
+            ("redis//secret@h", "secret"),
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains(secret), "{url} -> {shown}");
+            assert!(shown.contains("***"), "{url} -> {shown}");
+        }
         let err = Error::invalid_url("redis://u:hunter2@h", "bad port");
         assert!(!err.to_string().contains("hunter2"), "{err}");
         assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
