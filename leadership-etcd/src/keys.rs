@@ -1,9 +1,11 @@
 //! The key layout, with names encoded injectively (V5, N1).
 //!
-//! Every name (namespace, application, entity) is percent-encoded: bytes outside
-//! `[A-Za-z0-9._~-]` become `%XX`. Encoded names never contain `/`, and `%` itself is encoded,
-//! so the encoding is injective and a name can never reach outside its segment: `a/b` + `c`
-//! and `a` + `b/c` stay apart, and no namespace is a prefix of another namespace's keys.
+//! Every name (namespace, application, entity) is escaped: `/` becomes `%2F` and `%` becomes
+//! `%25`; every other character is kept as it is (etcd keys are bytes). Encoded names never
+//! contain `/`, and `%` itself is escaped, so the encoding is injective and a name can never
+//! reach outside its segment: `a/b` + `c` and `a` + `b/c` stay apart, and no namespace is a
+//! prefix of another namespace's keys. Names grow only by their `/` and `%`, so the largest
+//! names a permissive policy allows still fit in etcd's request limit.
 //!
 //! ```text
 //! {prefix}/{ns}/l/{app}            the leader key: value = holder unit; create revision = fence
@@ -64,18 +66,13 @@ impl Keys {
     }
 }
 
-fn is_plain(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b'~' | b'-')
-}
-
 pub(crate) fn encode(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
-    for &byte in name.as_bytes() {
-        if is_plain(byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push_str(&format!("{byte:02X}"));
+    for c in name.chars() {
+        match c {
+            '/' => out.push_str("%2F"),
+            '%' => out.push_str("%25"),
+            c => out.push(c),
         }
     }
     out
@@ -104,7 +101,8 @@ mod tests {
     #[test]
     fn encoding_is_injective_and_slash_free() {
         let names = [
-            "a:b", "a", "b:c", "a/b", "a%2Fb", "a b", "é", "{x}", "*", "",
+            "a:b", "a", "b:c", "a/b", "a%2Fb", "a%b", "a b", "é", "{x}", "*", "", "%", "%25", "/",
+            "\0", "∑/π",
         ];
         let encoded: Vec<String> = names.iter().map(|n| encode(n)).collect();
         for (i, a) in encoded.iter().enumerate() {

@@ -904,9 +904,29 @@ fn found_in(response: &TxnResponse) -> Option<Found> {
 }
 
 /// Whole seconds, rounded up: etcd leases have a granularity of one second (V3).
-fn ttl_seconds(duration: Duration) -> i64 {
-    let secs = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
-    i64::try_from(secs.max(1)).unwrap_or(i64::MAX)
+/// etcd's longest lease (`MaxLeaseTTL` in its lessor): about 285 years.
+const MAX_LEASE_TTL_SECS: u64 = 9_000_000_000;
+
+/// A lease duration rounded up to whole seconds (etcd's granularity, V3).
+///
+/// # Errors
+/// [`Error::InvalidDuration`] past etcd's longest lease; reachable only with a policy that
+/// allows more than the default hour.
+fn ttl_seconds(duration: Duration) -> Result<i64> {
+    let secs = duration
+        .as_secs()
+        .saturating_add(u64::from(duration.subsec_nanos() > 0))
+        .max(1);
+    if secs > MAX_LEASE_TTL_SECS {
+        return Err(Error::InvalidDuration {
+            duration,
+            reason: format!("etcd leases last at most {MAX_LEASE_TTL_SECS} s (about 285 years)"),
+        });
+    }
+    i64::try_from(secs).map_err(|_| Error::InvalidDuration {
+        duration,
+        reason: "too long for an etcd lease".into(),
+    })
 }
 
 #[async_trait]
@@ -918,7 +938,7 @@ impl Claimer for EtcdStore {
         duration: Duration,
     ) -> Result<Fence> {
         self.inner.policy.check_claim(application, unit, duration)?;
-        let ttl = ttl_seconds(duration);
+        let ttl = ttl_seconds(duration)?;
         self.run("claim", || self.claim_once(application, unit, ttl))
             .await
     }
@@ -1046,9 +1066,19 @@ mod tests {
 
     #[test]
     fn durations_round_up_to_whole_seconds() {
-        assert_eq!(ttl_seconds(Duration::from_millis(1)), 1);
-        assert_eq!(ttl_seconds(Duration::from_secs(1)), 1);
-        assert_eq!(ttl_seconds(Duration::from_millis(1001)), 2);
-        assert_eq!(ttl_seconds(Duration::from_secs(3600)), 3600);
+        assert_eq!(ttl_seconds(Duration::from_millis(1)).ok(), Some(1));
+        assert_eq!(ttl_seconds(Duration::from_secs(1)).ok(), Some(1));
+        assert_eq!(ttl_seconds(Duration::from_millis(1001)).ok(), Some(2));
+        assert_eq!(ttl_seconds(Duration::from_secs(3600)).ok(), Some(3600));
+        assert_eq!(
+            ttl_seconds(Duration::from_secs(MAX_LEASE_TTL_SECS)).ok(),
+            Some(9_000_000_000)
+        );
+        for huge in [Duration::MAX, Duration::from_secs(MAX_LEASE_TTL_SECS + 1)] {
+            assert!(
+                matches!(ttl_seconds(huge), Err(Error::InvalidDuration { .. })),
+                "{huge:?}"
+            );
+        }
     }
 }
