@@ -842,10 +842,19 @@ async fn within<T>(
 fn connect_error(err: etcd_client::Error, endpoints: &str, user: Option<&str>) -> Error {
     if is_auth_error(&err) {
         let who = user.unwrap_or("");
-        let message = format!(
-            "etcd at {endpoints} refused user {who:?}: wrong user or password, or auth is \
-             not set up for it"
-        );
+        let denied = matches!(&err, etcd_client::Error::GRpcStatus(status)
+            if status.message().contains("permission denied"));
+        let message = if denied {
+            format!(
+                "etcd at {endpoints} denied user {who:?} access to this namespace's keys: \
+                 grant its role read and write on the namespace's key prefix"
+            )
+        } else {
+            format!(
+                "etcd at {endpoints} refused user {who:?}: wrong user or password, or auth is \
+                 not set up for it"
+            )
+        };
         let detail = Detail {
             message,
             source: Some(err),

@@ -99,6 +99,14 @@ async fn a_role_limited_to_another_prefix_can_do_nothing_here() {
     assert!(is_refused(&err), "{}", chain(&err));
     let text = chain(&err);
     assert!(text.contains("permission denied"), "unclear: {text}");
+    assert!(
+        text.contains("denied user \"bob\" access to this namespace"),
+        "unclear: {text}"
+    );
+    assert!(
+        !text.contains("wrong user or password"),
+        "misleading: {text}"
+    );
     assert!(!text.contains("bob-pw"), "password shown: {text}");
     assert_eq!(
         alice.leaders().await.expect("leaders"),
