@@ -8,6 +8,10 @@
 //! leadership-redis/tests/faults.rs already covers ACL logins with every right, wrong
 //! passwords and unknown users; leadership-redis/tests/tls.rs a private CA made by openssl
 //! against the system roots.
+//!
+//! Known failure, reported, kept on branch `reliability-redis-bugs` until fixed in
+//! leadership-redis: a certificate from an untrusted CA is `Unavailable` (retryable) rather
+//! than `Backend`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
