@@ -1,0 +1,421 @@
+//! The Redis store under server and client faults, judged by the history checker
+//! (see `reliability_cases`): SIGKILL and restart without persistence (a delayed restart,
+//! longer than a lease, as Redis without persistence needs) and with AOF (`appendfsync
+//! always`, restarted at once), SIGSTOP for longer than a lease then SIGCONT, a leader's
+//! GC pause past its lease, crashed and gracefully stopped trackers. Also persistence: after
+//! a restart with AOF, pins, the leader and its fence are still there, and no fence is ever
+//! reissued, with or without AOF (F1).
+
+mod reliability_cases;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use leadership_redis::{GuardedScript, RedisStore};
+use leadership_testkit::harness::RedisServer;
+use reliability_cases::{Participant, Run, Settings, Target, WriteFn};
+use tokio::time::{Instant, sleep};
+
+const GUARANTEE: Duration = Duration::from_millis(300);
+const CLAIM: Duration = Duration::from_millis(600);
+/// Redis decides expiry by its own `TIME` (µs) on this machine's clock; this covers only the
+/// recorder noticing a loss signal late (the tracker's 60 ms safety margin comes on top).
+const CLOCK_BOUND: Duration = Duration::from_millis(10);
+/// Reconnects after a restart, the trackers' retry backoff, pub/sub wake-ups.
+const SLACK: Duration = Duration::from_millis(1500);
+const OPERATION_TIMEOUT: Duration = Duration::from_millis(250);
+
+fn start(aof: bool) -> RedisServer {
+    match RedisServer::builder().aof(aof).start() {
+        Ok(server) => server,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+struct RedisTarget {
+    url: String,
+    namespace: String,
+    script: GuardedScript,
+    /// Kept from the first participant, for reading the downstream log.
+    reader: Mutex<Option<RedisStore>>,
+}
+
+impl RedisTarget {
+    fn new(server: &RedisServer, namespace: &str) -> Arc<Self> {
+        Arc::new(RedisTarget {
+            url: server.url(),
+            namespace: namespace.to_owned(),
+            script: GuardedScript::new("return redis.call('RPUSH', KEYS[1], ARGV[1])"),
+            reader: Mutex::new(None),
+        })
+    }
+
+    async fn connect(&self) -> RedisStore {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        loop {
+            match RedisStore::builder(&self.url)
+                .namespace(&self.namespace)
+                .operation_timeout(OPERATION_TIMEOUT)
+                .connect()
+                .await
+            {
+                Ok(store) => return store,
+                Err(err) if err.is_retryable() && Instant::now() < give_up => {
+                    sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => panic!("connect to the test redis-server: {err}"),
+            }
+        }
+    }
+}
+
+fn downstream_key(store: &RedisStore, application: &str) -> String {
+    format!("{}downstream:{application}", store.key_prefix())
+}
+
+#[leadership_core::async_trait]
+impl Target for RedisTarget {
+    async fn participant(&self) -> Participant {
+        let store = Arc::new(self.connect().await);
+        self.reader
+            .lock()
+            .expect("reader")
+            .get_or_insert_with(|| (*store).clone());
+        let script = self.script.clone();
+        let writer = store.clone();
+        let write: WriteFn = Arc::new(move |application, unit, fence| {
+            let store = writer.clone();
+            let script = script.clone();
+            Box::pin(async move {
+                let key = downstream_key(&store, &application);
+                let value = fence.get().to_string();
+                store
+                    .guarded_script::<i64>(
+                        &application,
+                        &unit,
+                        fence,
+                        &script,
+                        &[&key],
+                        &[value.as_bytes()],
+                    )
+                    .await
+                    .map(drop)
+            })
+        });
+        Participant { store, write }
+    }
+
+    async fn downstream(&self, application: &str) -> Vec<u64> {
+        let Some(store) = self.reader.lock().expect("reader").clone() else {
+            return Vec::new();
+        };
+        let key = downstream_key(&store, application);
+        let url = self.url.clone();
+        blocking(move || {
+            let mut raw = redis::Client::open(url)
+                .and_then(|c| c.get_connection())
+                .expect("a raw redis connection");
+            redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query::<Vec<u64>>(&mut raw)
+                .expect("LRANGE")
+        })
+    }
+}
+
+fn settings() -> Settings {
+    Settings {
+        applications: vec!["alpha".into(), "beta".into()],
+        trackers: 3,
+        guarantee: GUARANTEE,
+        clock_bound: CLOCK_BOUND,
+        settle_slack: SLACK,
+    }
+}
+
+/// Runs a blocking harness call without stalling the runtime's other worker.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+async fn server_faults(run: &Run, server: &mut RedisServer, aof: bool) -> usize {
+    let mut faults = 0;
+    for round in 0..2 {
+        // SIGKILL, then a restart: at once with AOF; without persistence, only after a lease
+        // has surely run out (every lease is lost with the data).
+        let fault = run.history.fault_began(format!(
+            "SIGKILL redis-server and restart ({})",
+            if aof {
+                "AOF, at once"
+            } else {
+                "no persistence, after a lease"
+            }
+        ));
+        blocking(|| server.kill9()).expect("kill -9");
+        if !aof {
+            sleep(CLAIM + GUARANTEE).await;
+        }
+        blocking(|| server.start_again()).expect("restart");
+        run.history.fault_ended(fault);
+        faults += 1;
+        run.wait_for_leaders(Duration::from_secs(15)).await;
+
+        // SIGSTOP for longer than a lease, then SIGCONT.
+        let fault = run
+            .history
+            .fault_began("SIGSTOP redis-server for 2 leases, then SIGCONT");
+        blocking(|| server.pause()).expect("SIGSTOP");
+        sleep(CLAIM * 2).await;
+        blocking(|| server.resume()).expect("SIGCONT");
+        run.history.fault_ended(fault);
+        faults += 1;
+        run.wait_for_leaders(Duration::from_secs(15)).await;
+
+        // Client faults between server faults.
+        assert!(run.freeze_a_leader("alpha").await, "alpha has a leader");
+        run.kill_a_leader("beta", round == 0).await;
+        run.wait_for_leaders(Duration::from_secs(15)).await;
+    }
+    faults
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_without_persistence_under_faults() {
+    let mut server = start(false);
+    let target = RedisTarget::new(&server, "reliability-plain");
+    let run = Run::start(target, settings()).await;
+    let faults = server_faults(&run, &mut server, false).await;
+    run.finish("redis (no persistence)", &format!("server_faults={faults}"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_with_aof_under_faults() {
+    let mut server = start(true);
+    let target = RedisTarget::new(&server, "reliability-aof");
+    let run = Run::start(target, settings()).await;
+    let faults = server_faults(&run, &mut server, true).await;
+    run.finish("redis (AOF)", &format!("server_faults={faults}"))
+        .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Persistence (P, F1). leadership-redis/tests/faults.rs already shows pins and a pinned
+// lease surviving an AOF restart, and one larger fence after an unpersisted restart; these
+// add the unpinned leader with its TTL, the holder's renewal keeping its fence, and fences
+// over many terms with a SIGKILL between each.
+
+/// Retries `op` on retryable errors (the store reconnecting) for up to 10 s.
+async fn eventually<T, F, Fut>(what: &str, mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = leadership_core::Result<T>>,
+{
+    let give_up = Instant::now() + Duration::from_secs(10);
+    loop {
+        match op().await {
+            Ok(value) => return value,
+            Err(err) if err.is_retryable() && Instant::now() < give_up => {
+                sleep(Duration::from_millis(50)).await;
+            }
+            Err(err) => panic!("{what}: {err:?}"),
+        }
+    }
+}
+
+/// The lease key of `unit` on `application`, as leadership-redis/src/keys.rs lays it out.
+fn lease_key(store: &RedisStore, application: &str, unit: &str) -> String {
+    format!(
+        "{}lease:{}:{application}{unit}",
+        store.key_prefix(),
+        application.len()
+    )
+}
+
+fn raw_command(server: &RedisServer, args: &[&str]) -> String {
+    server
+        .command(args)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aof_keeps_the_leader_its_fence_and_its_expiry_across_sigkill() {
+    use leadership_core::{Checker, Claimer, Error, Pinner, Reader};
+
+    let mut server = start(true);
+    let target = RedisTarget::new(&server, "persistence-aof");
+    let store = target.connect().await;
+    let lease = Duration::from_secs(3);
+    let fence = store
+        .claim_leadership("app", "app/0", lease)
+        .await
+        .expect("claim");
+    let pinned_fence = store
+        .claim_leadership("db", "db/0", Duration::from_secs(1))
+        .await
+        .expect("claim");
+    store.pin_leadership("db", "machine-0").await.expect("pin");
+    let key = lease_key(&store, "app", "app/0");
+    let expires_at = raw_command(&server, &["PEXPIRETIME", &key]);
+    assert!(
+        expires_at.parse::<i64>().expect("PEXPIRETIME") > 0,
+        "{key}: {expires_at}"
+    );
+
+    // SIGKILL right after the acknowledged writes: `appendfsync always` made them durable.
+    blocking(|| server.kill9()).expect("kill -9");
+    blocking(|| server.start_again()).expect("restart");
+
+    let held = eventually("check after restart", || async {
+        store.leadership_check("app", "app/0").check().await
+    })
+    .await;
+    assert_eq!(held, fence, "the leader and its fence survive");
+    assert_eq!(
+        raw_command(&server, &["PEXPIRETIME", &key]),
+        expires_at,
+        "the lease keeps its expiry: neither lost nor extended by the restart"
+    );
+    let leaders = store.leaders().await.expect("leaders");
+    assert_eq!(leaders.get("app").map(String::as_str), Some("app/0"));
+    assert_eq!(leaders.get("db").map(String::as_str), Some("db/0"));
+    assert!(
+        matches!(
+            store.claim_leadership("app", "app/1", lease).await,
+            Err(Error::ClaimDenied)
+        ),
+        "C1: a rival is denied after the restart"
+    );
+    assert_eq!(
+        store
+            .claim_leadership("app", "app/0", lease)
+            .await
+            .expect("renew"),
+        fence,
+        "the holder's renewal keeps its fence: no new term, no reissue"
+    );
+    assert_eq!(
+        store
+            .leadership_check("db", "db/0")
+            .check()
+            .await
+            .expect("pinned"),
+        pinned_fence
+    );
+
+    // The lease still ends (Redis's clock, restored TTL); the next term's fence is larger.
+    let next = loop {
+        match store
+            .claim_leadership("app", "app/1", Duration::from_secs(30))
+            .await
+        {
+            Ok(next) => break next,
+            Err(Error::ClaimDenied) => sleep(Duration::from_millis(50)).await,
+            Err(err) => panic!("claim after expiry: {err:?}"),
+        }
+    };
+    assert!(next > fence, "F1: {next} <= {fence}");
+    let err = store
+        .leadership_check("app", "app/0")
+        .check()
+        .await
+        .expect_err("expired");
+    assert!(err.is_not_leader(), "{err:?}");
+}
+
+/// F1 over many terms with a SIGKILL and restart between each: every fence is larger than
+/// every earlier one, with AOF and without persistence (server time seeds the next fence).
+async fn fences_never_reissued(aof: bool) {
+    use leadership_core::{Claimer, Revoker};
+
+    let mut server = start(aof);
+    let target = RedisTarget::new(&server, "persistence-fences");
+    let store = target.connect().await;
+    let mut fences = Vec::new();
+    for term in 0..4 {
+        let unit = format!("app/{term}");
+        let fence = eventually("claim", || {
+            store.claim_leadership("app", &unit, Duration::from_secs(30))
+        })
+        .await;
+        fences.push(fence);
+        if term % 2 == 0 {
+            // A revoked term, then a kill: the counter's last value must be durable too.
+            store.revoke_leadership("app", &unit).await.expect("revoke");
+            blocking(|| server.kill9()).expect("kill -9");
+            blocking(|| server.start_again()).expect("restart");
+        } else {
+            blocking(|| server.kill9()).expect("kill -9");
+            blocking(|| server.start_again()).expect("restart");
+            if aof {
+                // Still held after the restart: end it so the next unit can claim.
+                eventually("revoke after restart", || {
+                    store.revoke_leadership("app", &unit)
+                })
+                .await;
+            }
+        }
+    }
+    assert!(
+        fences.windows(2).all(|w| w[0] < w[1]),
+        "F1 (aof: {aof}): {fences:?}"
+    );
+    println!("PERSISTENCE redis (aof: {aof}): fences over 4 terms and 4 SIGKILLs: {fences:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_are_never_reissued_across_sigkill_with_aof() {
+    fences_never_reissued(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_are_never_reissued_across_sigkill_without_persistence() {
+    fences_never_reissued(false).await;
+}
+
+/// Without persistence a restart forgets every lease at once: the old leader's tracker may
+/// still believe it leads (until its own lease runs out) while a new unit claims; this is
+/// why the fault schedule above restarts an unpersisted server only after a lease. Guarded
+/// writes still hold (F2): the old leader's fence is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_persistence_an_immediate_restart_forgets_leases_but_refuses_stale_writes() {
+    use leadership_core::{Checker, Claimer};
+
+    let mut server = start(false);
+    let target = RedisTarget::new(&server, "persistence-none");
+    let store = target.connect().await;
+    let fence = store
+        .claim_leadership("app", "app/0", Duration::from_secs(30))
+        .await
+        .expect("claim");
+    let key = format!("{}config", store.key_prefix());
+    store
+        .guarded_set("app", "app/0", fence, &key, "from app/0")
+        .await
+        .expect("guarded write while leading");
+
+    blocking(|| server.kill9()).expect("kill -9");
+    blocking(|| server.start_again()).expect("restart at once");
+
+    let err = eventually("check after restart", || async {
+        match store.leadership_check("app", "app/0").check().await {
+            Err(err) if err.is_not_leader() => Ok(err),
+            other => other.map(|fence| panic!("still leads with {fence} after a wipe")),
+        }
+    })
+    .await;
+    assert!(err.is_not_leader());
+    let next = store
+        .claim_leadership("app", "app/1", Duration::from_secs(30))
+        .await
+        .expect("the wiped lease is free at once");
+    assert!(next > fence, "F1 from server time: {next} <= {fence}");
+    let stale = store
+        .guarded_set("app", "app/0", fence, &key, "stale")
+        .await
+        .expect_err("F2: the old leader's write is refused");
+    assert!(stale.is_not_leader(), "{stale:?}");
+    assert_eq!(raw_command(&server, &["GET", &key]), "", "nothing written");
+}
