@@ -16,7 +16,33 @@ pub(crate) fn map_redis_error(operation: &'static str, err: RedisError) -> Error
     }
 }
 
+/// A TLS handshake the client refused (unknown issuer, bad name, expired certificate): rustls
+/// reports it inside an I/O error, but trying again cannot help.
+#[cfg(feature = "tls")]
+fn is_tls_refusal(err: &RedisError) -> bool {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    // The redis crate keeps an I/O error as an `Arc<dyn Error>` around the `io::Error`, which
+    // holds rustls's error.
+    let Some(shared) = std::error::Error::source(err).and_then(|s| s.downcast_ref::<Shared>())
+    else {
+        return false;
+    };
+    let inner: &(dyn std::error::Error + 'static) = &**shared;
+    inner
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+        .is_some_and(|tls| tls.is::<rustls::Error>())
+}
+
+#[cfg(not(feature = "tls"))]
+fn is_tls_refusal(_err: &RedisError) -> bool {
+    false
+}
+
 fn is_transient(err: &RedisError) -> bool {
+    if is_tls_refusal(err) {
+        return false;
+    }
     if err.is_io_error()
         || err.is_timeout()
         || err.is_connection_dropped()
@@ -70,5 +96,19 @@ mod tests {
         let loading =
             RedisError::from((ErrorKind::Server(ServerErrorKind::BusyLoading), "loading"));
         assert!(map_redis_error("check", loading).is_retryable());
+    }
+}
+
+#[cfg(all(test, feature = "tls"))]
+mod tls_tests {
+    use super::*;
+
+    #[test]
+    fn certificate_refusals_are_not_retryable() {
+        let refusal = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, refusal);
+        assert!(!map_redis_error("connect", RedisError::from(io)).is_retryable());
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(map_redis_error("connect", RedisError::from(reset)).is_retryable());
     }
 }

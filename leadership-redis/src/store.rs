@@ -40,6 +40,25 @@ pub(crate) struct Inner {
     waiters: Waiters,
 }
 
+/// The longest lease: 9,000,000,000 s (about 285 years), as etcd's. It keeps `now + duration`
+/// exact in the scripts' Lua numbers (doubles) and within Redis's expire range.
+const MAX_LEASE_MILLIS: u64 = 9_000_000_000_000;
+
+/// A lease duration in whole milliseconds, the store's granularity: rounded up, never down (V3).
+///
+/// # Errors
+/// [`Error::InvalidDuration`] past [`MAX_LEASE_MILLIS`]; reachable only with a policy that
+/// allows more than the default hour.
+fn lease_millis(duration: Duration) -> Result<u64> {
+    match u64::try_from(duration.as_nanos().div_ceil(1_000_000)) {
+        Ok(millis) if millis <= MAX_LEASE_MILLIS => Ok(millis),
+        _ => Err(Error::InvalidDuration {
+            duration,
+            reason: "Redis leases last at most 9000000000 s (about 285 years)".into(),
+        }),
+    }
+}
+
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
@@ -102,8 +121,7 @@ impl Inner {
 
     async fn claim(&self, application: &str, unit: &str, duration: Duration) -> Result<Fence> {
         self.policy.check_claim(application, unit, duration)?;
-        // V3: the store's granularity is a millisecond; round up, never down.
-        let millis = u64::try_from(duration.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+        let millis = lease_millis(duration)?;
         let mut invocation = scripts::CLAIM.prepare_invoke();
         invocation
             .key(self.keys.lease(application, unit))

@@ -2,11 +2,9 @@
 //! `hostile_cases`. Case counts are smaller than the memory store's: every case is a few
 //! round trips.
 //!
-//! Known failure, reported, kept on branch `reliability-redis-bugs` until fixed in
-//! leadership-redis: under a policy without a bound, durations of about `i64::MAX` ms and
-//! more (`Duration::MAX` included) reach Redis as an out-of-range `PX`/`PEXPIRE` argument and
-//! fail as `Error::Backend` instead of being capped or refused as `InvalidDuration`
-//! (`huge_durations`).
+//! `huge_durations` found that durations of about `i64::MAX` ms and more reached Redis as an
+//! out-of-range `PX` argument (a `Backend` error); the store now refuses durations past its
+//! longest lease as `InvalidDuration`.
 
 mod hostile_cases;
 
@@ -96,4 +94,9 @@ fn largest_names() {
 #[test]
 fn duration_edges() {
     hostile_cases::duration_edges(factory);
+}
+
+#[test]
+fn huge_durations() {
+    hostile_cases::huge_durations(factory, 64);
 }

@@ -8,10 +8,6 @@
 //! leadership-redis/tests/faults.rs already covers ACL logins with every right, wrong
 //! passwords and unknown users; leadership-redis/tests/tls.rs a private CA made by openssl
 //! against the system roots.
-//!
-//! Known failure, reported, kept on branch `reliability-redis-bugs` until fixed in
-//! leadership-redis: a certificate from an untrusted CA is `Unavailable` (retryable) rather
-//! than `Backend`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -362,6 +358,11 @@ async fn rediss_with_a_generated_ca_works_and_another_ca_is_refused() {
         err.is_retryable()
     );
     assert!(!text.contains("tls-secret"), "{text}");
+    // An untrusted certificate is permanent: not retryable, or callers would retry forever.
+    assert!(
+        matches!(err, Error::Backend { .. }) && !err.is_retryable(),
+        "a certificate refusal is not retryable: {text}"
+    );
     assert!(
         text.to_lowercase().contains("certificate") || text.contains("UnknownIssuer"),
         "the cause names the certificate: {text}"
