@@ -175,7 +175,14 @@ impl Inner {
         let mut backoff = Backoff::new();
         loop {
             // Look only while subscribed: a release after the look is then never missed.
-            while !subscription.borrow_and_update().connected {
+            loop {
+                let state = subscription.borrow_and_update().clone();
+                if state.connected {
+                    break;
+                }
+                if let Some(refused) = state.refused {
+                    return Err(refused);
+                }
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => return Err(Error::BlockCancelled),
@@ -197,8 +204,10 @@ impl Inner {
                     // A millisecond past the server's expiry, so one look usually suffices.
                     left.map(|left| left + Duration::from_millis(1))
                 }
+                // Never Ok because of an error (B5): an outage is waited out, a refusal that
+                // retrying cannot mend (permissions, a broken script) is returned.
+                Err(error) if !error.is_retryable() => return Err(error),
                 Err(error) => {
-                    // Never Ok because of an error (B5): wait, then look again.
                     tracing::debug!(%error, application, "redis block look failed; retrying");
                     Some(backoff.next_delay())
                 }

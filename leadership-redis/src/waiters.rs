@@ -31,12 +31,15 @@ pub(crate) struct Events {
 }
 
 /// The subscriber's connection state.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct SubState {
     /// Bumped on every successful (re)subscription.
     pub(crate) epoch: u64,
     /// True while subscribed.
     pub(crate) connected: bool,
+    /// The server's last refusal that retrying cannot mend (e.g. `NOPERM` on the channel):
+    /// waiters fail with it rather than wait forever. Cleared by the next subscription.
+    pub(crate) refused: Option<leadership_core::Error>,
 }
 
 struct AppEntry {
@@ -199,6 +202,7 @@ async fn run_subscriber(shared: Arc<Shared>, client: Client, channel: String, ti
                 shared.state.send_modify(|s| {
                     s.epoch += 1;
                     s.connected = true;
+                    s.refused = None;
                 });
                 listen(&shared, pubsub, timeout).await;
                 shared.state.send_modify(|s| s.connected = false);
@@ -206,6 +210,10 @@ async fn run_subscriber(shared: Arc<Shared>, client: Client, channel: String, ti
             }
             Err(error) => {
                 tracing::debug!(%error, "redis release subscription failed; retrying");
+                let error = crate::error::map_redis_error("subscribe", error);
+                if !error.is_retryable() {
+                    shared.state.send_modify(|s| s.refused = Some(error));
+                }
             }
         }
         tokio::time::sleep(backoff.next_delay()).await;

@@ -249,6 +249,20 @@ async fn a_user_without_rights_on_the_namespace_gets_a_permission_error() {
         );
         assert!(!text.contains("pw-b"), "{operation}: {text}");
     }
+    // A wait is refused too, not left hanging on a subscription that can never succeed.
+    let wait = timeout(
+        Duration::from_secs(10),
+        store.block_until_leadership_released("mysql", CancellationToken::new()),
+    )
+    .await
+    .expect("a refused wait returns rather than hangs");
+    let err = wait.expect_err("a refused wait is an error, never Ok (B5)");
+    let text = chain(&err);
+    assert!(!err.is_retryable(), "wait: {text}");
+    assert!(
+        text.contains("NOPERM") || text.contains("no permissions"),
+        "wait: {text}"
+    );
     let leaders = server
         .command(&["KEYS", &format!("{}*", prefix_of("tenant-a"))])
         .expect("KEYS");
