@@ -27,12 +27,29 @@ pub(crate) fn map_err(operation: &'static str, err: etcd_client::Error) -> Error
 
 pub(crate) fn is_transient(err: &etcd_client::Error) -> bool {
     use etcd_client::Error as E;
+    if is_tls_refusal(err) {
+        return false;
+    }
     match err {
         E::TransportError(_) | E::IoError(_) | E::WatchError(_) | E::LeaseKeepAliveError(_) => true,
         E::GRpcStatus(status) => matches!(
             status.code() as i32,
             CANCELLED | UNKNOWN | DEADLINE_EXCEEDED | RESOURCE_EXHAUSTED | ABORTED | UNAVAILABLE
         ),
+        _ => false,
+    }
+}
+
+/// True if the client refused the server's TLS certificate. Retrying cannot help. tonic
+/// reports it as an "unavailable" status whose message is rustls's, so the message decides.
+pub(crate) fn is_tls_refusal(err: &etcd_client::Error) -> bool {
+    match err {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.message().contains("invalid peer certificate")
+        }
+        etcd_client::Error::TransportError(_) => {
+            err.to_string().contains("invalid peer certificate")
+        }
         _ => false,
     }
 }

@@ -20,7 +20,9 @@ use tokio::time::Instant;
 
 use crate::BACKEND;
 use crate::config::{EtcdConfig, config_error};
-use crate::error::{Detail, TimedOut, is_auth_error, is_lease_not_found, is_transient, map_err};
+use crate::error::{
+    Detail, TimedOut, is_auth_error, is_lease_not_found, is_tls_refusal, is_transient, map_err,
+};
 use crate::keys::Keys;
 
 /// HTTP/2 pings find a dead or frozen member under an idle watch within about this long.
@@ -857,6 +859,16 @@ fn connect_error(err: etcd_client::Error, endpoints: &str, user: Option<&str>) -
         };
         let detail = Detail {
             message,
+            source: Some(err),
+        };
+        return Error::backend(BACKEND, "connect", detail);
+    }
+    if is_tls_refusal(&err) {
+        let detail = Detail {
+            message: format!(
+                "etcd at {endpoints} presented a certificate this client does not trust: \
+                 check the CA file (?ca=)"
+            ),
             source: Some(err),
         };
         return Error::backend(BACKEND, "connect", detail);

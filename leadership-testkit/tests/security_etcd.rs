@@ -1,7 +1,8 @@
 //! etcd with auth enabled: a user whose role is limited to its namespace's key prefix works
 //! there; a user limited to another namespace's prefix gets no handle on this one (refused at
 //! connect, clearly and for good), so it can claim, check or revoke nothing here; and one namespace's
-//! keys, seen through a raw root client, all live under that namespace's prefix (N1).
+//! keys, seen through a raw root client, all live under that namespace's prefix (N1). Over
+//! TLS (`etcds://`) with a CA the test makes, the store works; with another CA it is refused.
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -9,7 +10,10 @@ use std::time::Duration;
 use leadership_core::{Checker, Claimer, Error, Pinner, Reader};
 use leadership_etcd::etcd_client::{Client, GetOptions, Permission};
 use leadership_etcd::{EtcdConfig, EtcdStore};
-use leadership_testkit::harness::EtcdServer;
+use leadership_testkit::harness::{EtcdServer, EtcdTls};
+
+mod tls_ca;
+use tls_ca::Ca;
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -172,4 +176,61 @@ async fn a_role_limited_to_another_prefix_can_do_nothing_here() {
         "SECURITY etcd: other-prefix user refused at connect, {} keys checked by prefix",
         keys.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcds_with_a_generated_ca_works_and_another_ca_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let ca = Ca::new("leadership etcd test CA");
+    let (cert, key) = ca.server_cert();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write a PEM file");
+        path
+    };
+    let tls = EtcdTls {
+        cert_file: write("server.pem", &cert),
+        key_file: write("server-key.pem", &key),
+    };
+    let ca_file = write("ca.pem", &ca.cert_pem);
+    let other_ca_file = write("other-ca.pem", &Ca::new("another CA").cert_pem);
+    let server = EtcdServer::start_tls(&tls).unwrap_or_else(|e| panic!("{e}"));
+    let url = server.tls_url().expect("a TLS endpoint");
+
+    let trusted = format!("{url}?ca={}&namespace=tls&timeout=3s", ca_file.display());
+    let store = match EtcdStore::connect_url(&trusted).await {
+        Ok(store) => store,
+        Err(err) => panic!("etcds:// with the right CA: {}", chain(&err)),
+    };
+    let fence = store
+        .claim_leadership("app", "app/0", LONG)
+        .await
+        .unwrap_or_else(|e| panic!("claim over TLS: {}", chain(&e)));
+    let checked = store.leadership_check("app", "app/0").check().await;
+    assert_eq!(checked.ok(), Some(fence), "check over TLS");
+
+    let untrusted = format!(
+        "{url}?ca={}&namespace=tls&timeout=3s",
+        other_ca_file.display()
+    );
+    let started = std::time::Instant::now();
+    let err = match EtcdStore::connect_url(&untrusted).await {
+        Ok(_) => panic!("etcds:// with another CA must be refused"),
+        Err(err) => err,
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "refusal took {:?}",
+        started.elapsed()
+    );
+    let text = chain(&err);
+    assert!(
+        text.to_lowercase().contains("certificate") || text.contains("UnknownIssuer"),
+        "the cause names the certificate: {text}"
+    );
+    assert!(
+        is_refused(&err),
+        "a certificate refusal is not retryable: {text}"
+    );
+    assert!(text.contains("does not trust"), "{text}");
 }

@@ -17,6 +17,9 @@ use leadership_redis::RedisStore;
 use leadership_testkit::harness::{RedisServer, RedisTls};
 use tokio::time::timeout;
 
+mod tls_ca;
+use tls_ca::Ca;
+
 /// Every command the store sends: on connect (`PING`; the redis crate's `CLIENT SETINFO`
 /// may be refused, it ignores the answer; Redis 7.0 does not know it), for
 /// checks (`GET`), inside its scripts (loaded with `SCRIPT LOAD`, run with `EVALSHA`, `EVAL`
@@ -281,45 +284,6 @@ async fn a_user_without_rights_on_the_namespace_gets_a_permission_error() {
         .expect_err("no rights at all");
     assert!(!err.is_retryable(), "{}", chain(&err));
     assert_eq!(err.to_string(), "redis store failed during login");
-}
-
-/// A CA, and a `localhost` server certificate it signed, as PEM (certificate, key).
-struct Ca {
-    cert_pem: String,
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = rcgen::KeyPair::generate().expect("CA key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).expect("self-signed CA");
-        Ca {
-            cert_pem: cert.pem(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    fn server_cert(&self) -> (String, String) {
-        let key = rcgen::KeyPair::generate().expect("server key");
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("server params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "localhost");
-        let cert = params.signed_by(&key, &self.issuer).expect("signed");
-        (cert.pem(), key.serialize_pem())
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

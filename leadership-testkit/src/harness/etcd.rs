@@ -40,6 +40,8 @@ static NONCE: AtomicU64 = AtomicU64::new(0);
 struct Member {
     name: String,
     client_port: u16,
+    /// The TLS client port, for servers started with [`EtcdServer::start_tls`].
+    tls_port: Option<u16>,
     peer_port: u16,
     process: ServerProcess,
     watchdog: Option<Child>,
@@ -119,12 +121,16 @@ impl EtcdCluster {
     /// [`HarnessError::MissingBinary`] (with the install command) if etcd is not installed;
     /// [`HarnessError::NotReady`] with the log tail if the cluster does not come up.
     pub fn start(n: usize) -> Result<Self, HarnessError> {
+        Self::start_with(n, None)
+    }
+
+    fn start_with(n: usize, tls: Option<&EtcdTls>) -> Result<Self, HarnessError> {
         let binary = find_binary("etcd", ETCD_ENV, ETCD_INSTALL)?;
         let mut last_error = None;
         // A free port can be taken by someone else before etcd binds it; start again on
         // fresh ports in that case.
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once(&binary, n.max(1)) {
+            match Self::start_once(&binary, n.max(1), tls) {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) => last_error = Some(e),
             }
@@ -134,7 +140,7 @@ impl EtcdCluster {
         }))
     }
 
-    fn start_once(binary: &Path, n: usize) -> Result<Self, HarnessError> {
+    fn start_once(binary: &Path, n: usize, tls: Option<&EtcdTls>) -> Result<Self, HarnessError> {
         let dir = tempfile::Builder::new()
             .prefix("leadership-etcd-")
             .tempdir()
@@ -145,6 +151,12 @@ impl EtcdCluster {
         for _ in 0..n {
             ports.push((free_port()?, free_port()?));
         }
+        let tls_ports = match tls {
+            Some(_) => (0..n)
+                .map(|_| free_port().map(Some))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => vec![None; n],
+        };
         let initial_cluster = ports
             .iter()
             .enumerate()
@@ -155,7 +167,7 @@ impl EtcdCluster {
         for (i, &(client_port, peer_port)) in ports.iter().enumerate() {
             let name = format!("{token}-{i}");
             let data_dir = dir.path().join(&name);
-            let args = member_args(
+            let mut args = member_args(
                 &name,
                 &data_dir,
                 client_port,
@@ -163,11 +175,15 @@ impl EtcdCluster {
                 &initial_cluster,
                 &token,
             );
+            if let (Some(tls), Some(tls_port)) = (tls, tls_ports[i]) {
+                tls.add_args(&mut args, client_port, tls_port);
+            }
             let log = dir.path().join(format!("{name}.log"));
             let process = ServerProcess::spawn(format!("etcd member {name}"), binary, args, log)?;
             let mut member = Member {
                 name,
                 client_port,
+                tls_port: tls_ports[i],
                 peer_port,
                 process,
                 watchdog: None,
@@ -340,6 +356,33 @@ impl EtcdCluster {
     }
 }
 
+/// A server certificate and key (PEM files) for [`EtcdServer::start_tls`].
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// The server certificate, valid for `127.0.0.1`.
+    pub cert_file: std::path::PathBuf,
+    /// Its private key.
+    pub key_file: std::path::PathBuf,
+}
+
+impl EtcdTls {
+    /// Serves clients over TLS on `tls_port` too; the plain port stays for the harness's
+    /// readiness checks.
+    fn add_args(&self, args: &mut Vec<OsString>, client_port: u16, tls_port: u16) {
+        let urls = format!("http://127.0.0.1:{client_port},https://127.0.0.1:{tls_port}");
+        for (flag, value) in [
+            ("--listen-client-urls", OsString::from(&urls)),
+            ("--advertise-client-urls", OsString::from(&urls)),
+            ("--cert-file", self.cert_file.clone().into_os_string()),
+            ("--key-file", self.key_file.clone().into_os_string()),
+        ] {
+            // The last occurrence of a flag wins in etcd's flag parsing.
+            args.push(flag.into());
+            args.push(value);
+        }
+    }
+}
+
 /// A private single-member etcd server, killed when dropped.
 #[derive(Debug)]
 pub struct EtcdServer {
@@ -353,6 +396,22 @@ impl EtcdServer {
     /// As [`EtcdCluster::start`].
     pub fn start() -> Result<Self, HarnessError> {
         EtcdCluster::start(1).map(|cluster| EtcdServer { cluster })
+    }
+
+    /// Starts one etcd member that also serves clients over TLS with `tls`'s certificate; see
+    /// [`EtcdServer::tls_url`].
+    ///
+    /// # Errors
+    /// As [`EtcdCluster::start`].
+    pub fn start_tls(tls: &EtcdTls) -> Result<Self, HarnessError> {
+        EtcdCluster::start_with(1, Some(tls)).map(|cluster| EtcdServer { cluster })
+    }
+
+    /// `etcds://127.0.0.1:port` for a server started with [`EtcdServer::start_tls`].
+    pub fn tls_url(&self) -> Option<String> {
+        self.cluster.members[0]
+            .tls_port
+            .map(|port| format!("etcds://127.0.0.1:{port}"))
     }
 
     /// The client endpoint `127.0.0.1:port`.

@@ -10,5 +10,5 @@ mod redis;
 pub use process::{HarnessError, ServerProcess, find_binary, free_port, wait_until};
 pub mod etcd;
 
-pub use etcd::{EtcdCluster, EtcdServer};
+pub use etcd::{EtcdCluster, EtcdServer, EtcdTls};
 pub use redis::{REDIS_SERVER_ENV, RedisServer, RedisServerBuilder, RedisTls};
