@@ -38,7 +38,14 @@ pub(crate) struct Inner {
     timeout: Duration,
     policy: Arc<dyn Policy>,
     waiters: Waiters,
+    /// Lease keys this handle's last claim was granted, so their renewal can take the fast
+    /// path (see [`Inner::renew`]). A hint only: the server decides every claim.
+    held: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// Past this many remembered leases the hint set is cleared (leases that ended without a
+/// revoke through this handle are never removed otherwise).
+const MAX_HELD_HINTS: usize = 100_000;
 
 /// The longest lease: 9,000,000,000 s (about 285 years), as etcd's. It keeps `now + duration`
 /// exact in the scripts' Lua numbers (doubles) and within Redis's expire range.
@@ -89,6 +96,7 @@ impl Inner {
             timeout,
             policy,
             waiters,
+            held: std::sync::Mutex::default(),
         }
     }
 
@@ -119,19 +127,71 @@ impl Inner {
             .await
     }
 
+    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     async fn claim(&self, application: &str, unit: &str, duration: Duration) -> Result<Fence> {
         self.policy.check_claim(application, unit, duration)?;
         let millis = lease_millis(duration)?;
+        let key = self.keys.lease(application, unit);
+        if self.held().contains(&key)
+            && let Some(fence) = self.renew(&key, millis).await?
+        {
+            return Ok(fence);
+        }
         let mut invocation = scripts::CLAIM.prepare_invoke();
         invocation
-            .key(self.keys.lease(application, unit))
+            .key(&key)
             .arg(millis)
             .arg(&self.keys.prefix)
             .arg(application)
             .arg(unit);
         match self.eval::<u64>("claim", &invocation).await? {
-            0 => Err(Error::ClaimDenied),
-            fence => Ok(Fence(fence)),
+            0 => {
+                self.held().remove(&key);
+                Err(Error::ClaimDenied)
+            }
+            fence => {
+                let mut held = self.held();
+                if held.len() >= MAX_HELD_HINTS {
+                    held.clear();
+                }
+                held.insert(key);
+                Ok(Fence(fence))
+            }
+        }
+    }
+
+    /// The holder's renewal as three plain commands in one round trip, `PEXPIRE key ms GT`,
+    /// `GET key` and `PTTL key`. The lease key exists exactly while its unit leads, so its
+    /// value is the fence; `GT` never shortens (C2), and where it did not extend, the key
+    /// already expires at or after `now + ms`, which is what a renewal promises (C4). Much
+    /// cheaper for the server than a script. `None` when the key is gone (expired or
+    /// revoked) or pinned (no TTL, and the claimed expiry it keeps must move): the script
+    /// then decides, as for any claim.
+    async fn renew(&self, key: &str, millis: u64) -> Result<Option<Fence>> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PEXPIRE")
+            .arg(key)
+            .arg(millis)
+            .arg("GT")
+            .cmd("GET")
+            .arg(key)
+            .cmd("PTTL")
+            .arg(key);
+        let mut conn = self.conn.clone();
+        let (_extended, fence, ttl): (i64, Option<u64>, i64) =
+            self.within("claim", pipe.query_async(&mut conn)).await?;
+        match fence {
+            // A TTL of -1 is a pinned lease, -2 one that ended after the GET.
+            Some(fence) if ttl >= 0 => Ok(Some(Fence(fence))),
+            _ => {
+                self.held().remove(key);
+                Ok(None)
+            }
         }
     }
 
@@ -240,6 +300,7 @@ impl Inner {
     async fn revoke(&self, application: &str, unit: &str) -> Result<()> {
         self.policy.check_member(application, unit)?;
         let lease_of = self.keys.lease_of(application);
+        self.held().remove(&format!("{lease_of}{unit}"));
         let mut invocation = scripts::REVOKE.prepare_invoke();
         invocation
             .key(format!("{lease_of}{unit}"))
