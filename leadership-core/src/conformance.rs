@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Error, Fence, Leadership, PermissivePolicy, Policy};
 
+pub use crate::tracker_conformance::{t4_handover_without_release, t8_handover_with_release};
+
 /// What a store promises about time, so the suite can hold it to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Profile {
@@ -108,6 +110,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@factory $factory;
             v5_names_are_encoded_injectively, n1_namespaces_share_nothing,
             b5_wait_survives_dropped_connections,
+            t4_handover_without_release, t8_handover_with_release,
         );
     };
     (@handle $factory:expr; $($case:ident),* $(,)?) => {

@@ -3,16 +3,20 @@
 mod error;
 mod fence;
 pub mod policy;
+pub mod tracker;
 mod traits;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
+pub mod tracker_conformance;
 
 pub use async_trait::async_trait;
 pub use error::{Error, Result, Source, redact_url};
 pub use fence::Fence;
 pub use policy::{JujuPolicy, PermissivePolicy, Policy};
 pub use tokio_util::sync::CancellationToken;
+pub use tracker::{LeaderTracker, TrackerBuilder};
 pub use traits::{
     Checker, Claimer, Leadership, Pinner, Reader, Revoker, Term, Ticket, Token, Tracker,
     TrackerWorker,

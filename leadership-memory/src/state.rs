@@ -7,6 +7,7 @@
 //! Time is `Nanos`, nanoseconds since the store's epoch (8 bytes instead of an `Instant`'s 16,
 //! which matters at a million leases).
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
@@ -20,6 +21,25 @@ pub(crate) type Nanos = u64;
 /// `App::scheduled` when no deadline of the application is in the timeline.
 const UNSCHEDULED: Nanos = Nanos::MAX;
 
+/// `App::holder` when nobody holds the lease.
+const NO_HOLDER: u64 = 0;
+/// `App::holder` when the holder's name is kept in `Extra::holder`.
+const NAMED_HOLDER: u64 = u64::MAX;
+
+/// The number `n` if `unit` is exactly `<application>/<n>` in canonical decimal (juju's unit
+/// names, V2), so that the number alone stands for the name, injectively.
+fn unit_number(application: &str, unit: &str) -> Option<u64> {
+    let digits = unit.strip_prefix(application)?.strip_prefix('/')?;
+    let canonical = match digits.as_bytes() {
+        [b'0'] => true,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    let number: u64 = digits.parse().ok().filter(|_| canonical)?;
+    // Leaves room for NO_HOLDER and NAMED_HOLDER in `App::holder`.
+    (number < NAMED_HOLDER - 1).then_some(number)
+}
+
 /// One application of one namespace: its lease (if any), its pins and its waiters.
 ///
 /// An entry exists only while it holds something: a lease, a pin, a waiter or a deadline in
@@ -28,14 +48,17 @@ const UNSCHEDULED: Nanos = Nanos::MAX;
 #[derive(Debug)]
 pub(crate) struct App {
     /// The unit whose lease this is; it may have expired (see [`App::held`]) until settled.
-    holder: Option<Box<str>>,
+    /// Packed so that the common lease allocates nothing for its holder: `NO_HOLDER`, a juju
+    /// unit `<application>/<n>` as `n + 1`, or `NAMED_HOLDER` with the name in `Extra::holder`.
+    holder: u64,
     /// The fence of the current (or last) term.
     fence: u64,
     /// When the lease expires unless pinned or extended (C2, C5, P3).
     expires: Nanos,
     /// The earliest deadline of this application in the timeline, or `UNSCHEDULED`.
     scheduled: Nanos,
-    /// Pins and waiters: rare, so boxed to keep the common lease small.
+    /// Pins, waiters and holder names that are not juju units: rare, so boxed to keep the
+    /// common lease small.
     extra: Option<Box<Extra>>,
 }
 
@@ -44,6 +67,7 @@ struct Extra {
     /// Sorted, unique (P2, P5).
     pins: Vec<Box<str>>,
     waiters: Option<Waiters>,
+    holder: Option<Box<str>>,
 }
 
 #[derive(Debug)]
@@ -55,11 +79,50 @@ struct Waiters {
 impl App {
     fn vacant() -> App {
         App {
-            holder: None,
+            holder: NO_HOLDER,
             fence: 0,
             expires: 0,
             scheduled: UNSCHEDULED,
             extra: None,
+        }
+    }
+
+    fn has_holder(&self) -> bool {
+        self.holder != NO_HOLDER
+    }
+
+    fn holder_is(&self, application: &str, unit: &str) -> bool {
+        match self.holder {
+            NO_HOLDER => false,
+            NAMED_HOLDER => self
+                .extra
+                .as_ref()
+                .is_some_and(|extra| extra.holder.as_deref() == Some(unit)),
+            number => unit_number(application, unit) == Some(number - 1),
+        }
+    }
+
+    fn holder_name(&self, application: &str) -> Option<Cow<'_, str>> {
+        match self.holder {
+            NO_HOLDER => None,
+            NAMED_HOLDER => self.extra.as_ref()?.holder.as_deref().map(Cow::Borrowed),
+            number => Some(Cow::Owned(format!("{application}/{}", number - 1))),
+        }
+    }
+
+    fn set_holder(&mut self, application: &str, unit: &str) {
+        match unit_number(application, unit) {
+            Some(number) => {
+                self.holder = number + 1;
+                if let Some(extra) = self.extra.as_mut() {
+                    extra.holder = None;
+                }
+                self.drop_empty_extra();
+            }
+            None => {
+                self.holder = NAMED_HOLDER;
+                self.extra.get_or_insert_default().holder = Some(unit.into());
+            }
         }
     }
 
@@ -72,44 +135,50 @@ impl App {
     /// Whether the lease is held at `now`: pinned leases never expire (P1); others expire at
     /// exactly `expires` (C5).
     fn held(&self, now: Nanos) -> bool {
-        self.holder.is_some() && (self.pinned() || now < self.expires)
+        self.has_holder() && (self.pinned() || now < self.expires)
     }
 
-    fn leader(&self, now: Nanos) -> Option<&str> {
+    fn leader(&self, application: &str, now: Nanos) -> Option<Cow<'_, str>> {
         if self.held(now) {
-            self.holder.as_deref()
+            self.holder_name(application)
         } else {
             None
         }
     }
 
+    fn leads(&self, application: &str, unit: &str, now: Nanos) -> bool {
+        self.held(now) && self.holder_is(application, unit)
+    }
+
     /// Ends a lease that has expired but was not collected yet, so no operation can revive it.
     fn settle(&mut self, now: Nanos) {
-        if self.holder.is_some() && !self.held(now) {
+        if self.has_holder() && !self.held(now) {
             self.end_term();
         }
     }
 
     /// Ends the term and releases every waiter on this application (R1, B2, B4). Pins stay (P6).
     fn end_term(&mut self) {
-        self.holder = None;
-        if let Some(waiters) = self.extra.as_ref().and_then(|extra| extra.waiters.as_ref()) {
-            waiters.notify.notify_waiters();
+        self.holder = NO_HOLDER;
+        if let Some(extra) = self.extra.as_mut() {
+            extra.holder = None;
+            if let Some(waiters) = &extra.waiters {
+                waiters.notify.notify_waiters();
+            }
         }
+        self.drop_empty_extra();
     }
 
     fn drop_empty_extra(&mut self) {
-        if self
-            .extra
-            .as_ref()
-            .is_some_and(|extra| extra.pins.is_empty() && extra.waiters.is_none())
-        {
+        if self.extra.as_ref().is_some_and(|extra| {
+            extra.pins.is_empty() && extra.waiters.is_none() && extra.holder.is_none()
+        }) {
             self.extra = None;
         }
     }
 
     fn removable(&self) -> bool {
-        self.holder.is_none() && self.extra.is_none() && self.scheduled == UNSCHEDULED
+        !self.has_holder() && self.extra.is_none() && self.scheduled == UNSCHEDULED
     }
 }
 
@@ -156,7 +225,7 @@ struct Timeline {
 
 impl Timeline {
     fn schedule(&mut self, space: u32, key: &Arc<str>, app: &mut App) {
-        if app.holder.is_none() || app.pinned() || app.expires >= app.scheduled {
+        if !app.has_holder() || app.pinned() || app.expires >= app.scheduled {
             return;
         }
         if self.heap.peek().is_none_or(|next| app.expires < next.at) {
@@ -291,22 +360,20 @@ impl State {
         let fence = match app {
             Some(app) => {
                 app.settle(now);
-                match app.holder.as_deref() {
-                    Some(holder) if holder == unit => {
-                        app.expires = app.expires.max(until);
-                        app.fence
-                    }
-                    Some(_) => return Err(Error::ClaimDenied),
-                    None => {
-                        let fence = space.next_fence()?;
-                        start_term(space.entry(application), unit, fence, until);
-                        fence
-                    }
+                if app.holder_is(application, unit) {
+                    app.expires = app.expires.max(until);
+                    app.fence
+                } else if app.has_holder() {
+                    return Err(Error::ClaimDenied);
+                } else {
+                    let fence = space.next_fence()?;
+                    start_term(space.entry(application), application, unit, fence, until);
+                    fence
                 }
             }
             None => {
                 let fence = space.next_fence()?;
-                start_term(space.entry(application), unit, fence, until);
+                start_term(space.entry(application), application, unit, fence, until);
                 fence
             }
         };
@@ -324,7 +391,7 @@ impl State {
     ) -> Result<Fence> {
         self.space(id)
             .and_then(|space| space.apps.get(application))
-            .filter(|app| app.leader(now) == Some(unit))
+            .filter(|app| app.leads(application, unit, now))
             .map(|app| Fence(app.fence))
             .ok_or_else(|| Error::not_leader(unit, application))
     }
@@ -355,10 +422,10 @@ impl State {
             return Ok(());
         };
         app.settle(now);
-        match app.holder.as_deref() {
-            None => {}
-            Some(holder) if holder == unit => app.end_term(),
-            Some(_) => return Err(Error::ClaimNotHeld),
+        if app.holder_is(application, unit) {
+            app.end_term();
+        } else if app.has_holder() {
+            return Err(Error::ClaimNotHeld);
         }
         space.remove_if_empty(application);
         Ok(())
@@ -439,7 +506,10 @@ impl State {
         space
             .apps
             .iter()
-            .filter_map(|(name, app)| Some((name.to_string(), app.leader(now)?.to_owned())))
+            .filter_map(|(name, app)| {
+                let leader = app.leader(name, now)?.into_owned();
+                Some((name.to_string(), leader))
+            })
             .collect()
     }
 
@@ -510,13 +580,17 @@ impl State {
         }
     }
 
-    /// The timer's work: ends every lease whose deadline has come (C5, B2) and re-schedules
-    /// extended ones. Returns the next deadline.
-    pub(crate) fn expire_due(&mut self, now: Nanos) -> Option<Nanos> {
+    /// The timer's work: ends leases whose deadline has come (C5, B2) and re-schedules extended
+    /// ones, at most `batch` deadlines per call so the lock is never held for long. Returns the
+    /// next deadline: at or before `now` if the batch ran out.
+    pub(crate) fn expire_due(&mut self, now: Nanos, batch: usize) -> Option<Nanos> {
         let State {
             spaces, timeline, ..
         } = self;
-        while timeline.heap.peek().is_some_and(|next| next.at <= now) {
+        for _ in 0..batch {
+            if timeline.heap.peek().is_none_or(|next| next.at > now) {
+                break;
+            }
             let Some(due) = timeline.heap.pop() else {
                 break;
             };
@@ -554,8 +628,8 @@ impl State {
     }
 }
 
-fn start_term(app: &mut App, unit: &str, fence: u64, until: Nanos) {
-    app.holder = Some(unit.into());
+fn start_term(app: &mut App, application: &str, unit: &str, fence: u64, until: Nanos) {
+    app.set_holder(application, unit);
     app.fence = fence;
     app.expires = until;
 }
@@ -569,6 +643,26 @@ mod tests {
     use super::*;
 
     const S: Nanos = 1_000_000_000;
+
+    impl State {
+        fn expire_due_all(&mut self, now: Nanos) -> Option<Nanos> {
+            self.expire_due(now, usize::MAX)
+        }
+    }
+
+    #[test]
+    fn expiry_works_in_batches() {
+        let (mut st, ns) = state();
+        for n in 0..10 {
+            st.claim(ns, &format!("a{n}"), &format!("a{n}/0"), 10, n)
+                .unwrap();
+        }
+        assert_eq!(st.expire_due(100, 4), Some(14));
+        assert_eq!(st.stats().applications, 6);
+        assert_eq!(st.expire_due(100, 4), Some(18));
+        assert_eq!(st.expire_due(100, 4), None);
+        assert_eq!(st.stats().applications, 0);
+    }
 
     fn state() -> (State, u32) {
         let mut state = State::default();
@@ -602,10 +696,10 @@ mod tests {
         let (mut st, ns) = state();
         st.claim(ns, "a", "a/0", 10, 0).unwrap();
         assert!(st.take_earlier());
-        assert_eq!(st.expire_due(9), Some(10));
+        assert_eq!(st.expire_due_all(9), Some(10));
         assert_eq!(st.leaders(ns, 9).len(), 1);
         assert_eq!(st.leaders(ns, 10).len(), 0);
-        assert_eq!(st.expire_due(10), None);
+        assert_eq!(st.expire_due_all(10), None);
         assert_eq!(st.stats().applications, 0);
         assert_eq!(st.stats().deadlines, 0);
     }
@@ -618,8 +712,8 @@ mod tests {
             st.claim(ns, "a", "a/0", 10, t).unwrap();
         }
         assert_eq!(st.stats().deadlines, 1);
-        assert_eq!(st.expire_due(10), Some(109));
-        assert_eq!(st.expire_due(109), None);
+        assert_eq!(st.expire_due_all(10), Some(109));
+        assert_eq!(st.expire_due_all(109), None);
         assert!(st.leaders(ns, 109).is_empty());
     }
 
@@ -643,7 +737,7 @@ mod tests {
     fn fences_never_repeat_after_the_entry_is_gone() {
         let (mut st, ns) = state();
         let f1 = st.claim(ns, "a", "a/0", 10, 0).unwrap();
-        st.expire_due(10);
+        st.expire_due_all(10);
         assert_eq!(st.stats().applications, 0);
         let f2 = st.claim(ns, "a", "a/0", 10, 10).unwrap();
         assert!(f2 > f1);
@@ -657,7 +751,7 @@ mod tests {
         st.pin(ns, "a", "m-0", 1).unwrap();
         st.pin(ns, "a", "m-1", 1).unwrap();
         assert_eq!(st.pinned(ns)["a"], vec!["m-0".to_owned(), "m-1".to_owned()]);
-        assert_eq!(st.expire_due(100), None);
+        assert_eq!(st.expire_due_all(100), None);
         assert!(st.check(ns, "a", "a/0", 100).is_ok());
         st.unpin(ns, "a", "m-0", 100).unwrap();
         st.unpin(ns, "a", "nobody", 100).unwrap();
@@ -673,11 +767,11 @@ mod tests {
         let (mut st, ns) = state();
         st.claim(ns, "a", "a/0", 10, 0).unwrap();
         st.pin(ns, "a", "m", 1).unwrap();
-        assert_eq!(st.expire_due(5), Some(10));
-        assert_eq!(st.expire_due(10), None);
+        assert_eq!(st.expire_due_all(5), Some(10));
+        assert_eq!(st.expire_due_all(10), None);
         st.claim(ns, "a", "a/0", 20, 8).unwrap();
         st.unpin(ns, "a", "m", 12).unwrap();
-        assert_eq!(st.expire_due(12), Some(28));
+        assert_eq!(st.expire_due_all(12), Some(28));
         assert!(st.check(ns, "a", "a/0", 27).is_ok());
         assert!(st.check(ns, "a", "a/0", 28).is_err());
     }
@@ -717,6 +811,45 @@ mod tests {
     }
 
     #[test]
+    fn unit_numbers_are_canonical() {
+        assert_eq!(unit_number("a", "a/0"), Some(0));
+        assert_eq!(unit_number("a-b", "a-b/120"), Some(120));
+        for not_juju in [
+            "a/01", "a/00", "a/", "a", "b/0", "a/0/1", "a/+1", "a/1x", "ab/1", "a//1",
+        ] {
+            assert_eq!(unit_number("a", not_juju), None, "{not_juju}");
+        }
+        assert_eq!(unit_number("a", &format!("a/{}", u64::MAX)), None);
+        assert_eq!(unit_number("a", &format!("a/{}", u64::MAX - 1)), None);
+        assert_eq!(
+            unit_number("a", &format!("a/{}", u64::MAX - 2)),
+            Some(u64::MAX - 2)
+        );
+    }
+
+    #[test]
+    fn named_and_numbered_holders_stay_apart() {
+        let (mut st, ns) = state();
+        // Names a permissive policy admits: look-alikes of `a/1` must not lead as `a/1`.
+        let f = st.claim(ns, "a", "a/01", 10, 0).unwrap();
+        assert!(st.check(ns, "a", "a/1", 1).is_err());
+        assert_eq!(st.check(ns, "a", "a/01", 1).unwrap(), f);
+        assert!(matches!(
+            st.claim(ns, "a", "a/1", 10, 1),
+            Err(Error::ClaimDenied)
+        ));
+        assert_eq!(st.leaders(ns, 1)["a"], "a/01");
+        st.revoke(ns, "a", "a/01", 2).unwrap();
+        st.claim(ns, "a", "a/1", 10, 2).unwrap();
+        assert!(st.check(ns, "a", "a/01", 3).is_err());
+        assert_eq!(st.leaders(ns, 3)["a"], "a/1");
+        st.claim(ns, "b", "pod-7", 10, 3).unwrap();
+        assert_eq!(st.leaders(ns, 3)["b"], "pod-7");
+        assert_eq!(st.expire_due_all(100), None);
+        assert_eq!(st.stats().applications, 0);
+    }
+
+    #[test]
     fn namespaces_share_nothing() {
         let (mut st, a) = state();
         let b = st.space_id("other").unwrap();
@@ -735,10 +868,10 @@ mod tests {
         st.claim(ns, "a", "a/0", 100, 0).unwrap();
         st.revoke(ns, "a", "a/0", 1).unwrap();
         st.claim(ns, "a", "a/1", 10, 1).unwrap();
-        assert_eq!(st.expire_due(1), Some(11));
-        assert_eq!(st.expire_due(11), Some(100));
+        assert_eq!(st.expire_due_all(1), Some(11));
+        assert_eq!(st.expire_due_all(11), Some(100));
         assert!(st.leaders(ns, 11).is_empty());
-        assert_eq!(st.expire_due(100), None);
+        assert_eq!(st.expire_due_all(100), None);
         assert_eq!(st.stats().applications, 0);
     }
 }

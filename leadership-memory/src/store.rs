@@ -54,10 +54,11 @@ impl Inner {
         nanos(Instant::now().saturating_duration_since(self.epoch))
     }
 
-    /// Ends due leases; returns when the timer should wake next.
+    /// Ends due leases, one batch; returns when the timer should wake next (in the past if
+    /// more are due).
     pub(crate) fn expire_due(&self) -> Option<Instant> {
         let mut state = self.state();
-        let next = state.expire_due(self.now())?;
+        let next = state.expire_due(self.now(), EXPIRY_BATCH)?;
         Some(self.epoch + Duration::from_nanos(next))
     }
 
@@ -72,6 +73,10 @@ impl Inner {
         }
     }
 }
+
+/// How many deadlines the timer handles per lock acquisition, so that a mass expiry does not
+/// stall other operations.
+const EXPIRY_BATCH: usize = 1024;
 
 /// A duration in nanoseconds, saturating (a lease of 584 years does not expire).
 pub(crate) fn nanos(duration: Duration) -> Nanos {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::store::Inner;
 
@@ -57,6 +58,10 @@ async fn run(store: Weak<Inner>, shared: Arc<TimerShared>) {
             None => return,
         };
         match next {
+            Some(deadline) if deadline <= Instant::now() => {
+                // More are due than one batch: let other tasks at the lock, then go on.
+                tokio::task::yield_now().await;
+            }
             Some(deadline) => {
                 tokio::select! {
                     () = tokio::time::sleep_until(deadline) => {}

@@ -201,3 +201,32 @@ async fn b3_cancel_and_drop_leave_nothing_behind() {
     let stats = store.stats();
     assert_eq!((stats.applications, stats.deadlines), (0, 0), "{stats:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn c5_a_mass_expiry_is_worked_through_in_batches() {
+    let store = MemoryStore::new();
+    let ns = store.namespace("mass");
+    let start = Instant::now();
+    for n in 0..5000 {
+        ns.claim_leadership(&format!("app{n}"), &format!("app{n}/0"), TEN)
+            .await
+            .unwrap();
+    }
+    let waiters: Vec<_> = [0, 2500, 4999]
+        .into_iter()
+        .map(|n| {
+            let ns = ns.clone();
+            tokio::spawn(async move {
+                ns.block_until_leadership_released(&format!("app{n}"), CancellationToken::new())
+                    .await
+                    .map(|()| Instant::now())
+            })
+        })
+        .collect();
+    for waiter in waiters {
+        assert_eq!(waiter.await.unwrap().unwrap(), start + TEN);
+    }
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let stats = store.stats();
+    assert_eq!((stats.applications, stats.deadlines), (0, 0), "{stats:?}");
+}

@@ -1,3 +1,12 @@
 #![doc = include_str!("../README.md")]
 
+pub mod faulty;
 pub mod harness;
+pub mod mocks;
+
+pub use faulty::{ClaimRecord, Fault, FaultyStore};
+pub use mockall;
+pub use mocks::{
+    MockChecker, MockClaimer, MockLeadership, MockPinner, MockReader, MockRevoker, MockTicket,
+    MockToken, MockTracker, MockTrackerWorker,
+};

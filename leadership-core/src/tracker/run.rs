@@ -1,0 +1,307 @@
+//! The tracker's task: claims, renewals, blocks, retries and the stop.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::{Instant, sleep_until};
+
+use super::state::Shared;
+use crate::{Claimer, Error, Result, Revoker};
+
+/// Everything the task needs besides the shared state.
+pub(super) struct Task {
+    pub(super) shared: Arc<Shared>,
+    pub(super) claimer: Arc<dyn Claimer>,
+    pub(super) release: Option<Arc<dyn Revoker>>,
+    pub(super) backoff_floor: Duration,
+    pub(super) backoff_ceiling: Duration,
+    /// A configuration error found at build time: the task stops with it at once (T9).
+    pub(super) invalid: Option<Error>,
+    /// False only while the tracker knows another unit holds the lease: a claim that was
+    /// denied. Any claim call, even one cut short, may have made it leader (E2).
+    pub(super) may_hold: AtomicBool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Not leader: claim (T4 after a release, or first claim, or re-contention after T7).
+    Claim,
+    /// Minion: wait until the lease is released (T4).
+    Block,
+    /// Leader: wait until the renewal is due (T2) or a ticket asks for one (T3).
+    Hold,
+    /// Leader: renew, retrying until the loss deadline (T7).
+    Renew,
+}
+
+/// How a phase ended.
+enum Step {
+    Next(Phase),
+    Stop(Result<()>),
+}
+
+impl Task {
+    pub(super) async fn run(mut self) -> Result<()> {
+        let outcome = match self.invalid.take() {
+            Some(err) => Err(err),
+            None => self.contend().await,
+        };
+        self.stop(&outcome).await;
+        outcome
+    }
+
+    /// The state machine; returns when killed (`Ok`) or on a fatal error (T9).
+    async fn contend(&self) -> Result<()> {
+        let mut failures: u32 = 0;
+        let mut phase = Phase::Claim;
+        loop {
+            if self.shared.kill.is_cancelled() {
+                return Ok(());
+            }
+            let step = match phase {
+                Phase::Claim => self.claim(&mut failures).await,
+                Phase::Block => self.block(&mut failures).await,
+                Phase::Hold => self.hold().await,
+                Phase::Renew => self.renew(&mut failures).await,
+            };
+            match step {
+                Step::Next(next) => phase = next,
+                Step::Stop(outcome) => return outcome,
+            }
+        }
+    }
+
+    async fn claim(&self, failures: &mut u32) -> Step {
+        let shared = &*self.shared;
+        let call_start = Instant::now();
+        self.may_hold.store(true, Ordering::Relaxed);
+        let result = tokio::select! {
+            biased;
+            () = shared.kill.cancelled() => return Step::Stop(Ok(())),
+            result = self.claimer.claim_leadership(
+                &shared.application, &shared.unit, shared.claim_duration) => result,
+        };
+        match result {
+            Ok(fence) => {
+                *failures = 0;
+                if shared.claimed(fence, call_start) {
+                    Step::Next(Phase::Hold)
+                } else {
+                    // The answer came after the claim's own window ended: claim again.
+                    shared.minion("the claim answered after its guaranteed window ended");
+                    Step::Next(Phase::Claim)
+                }
+            }
+            Err(Error::ClaimDenied) => {
+                *failures = 0;
+                self.may_hold.store(false, Ordering::Relaxed);
+                shared.minion("leadership claim denied");
+                Step::Next(Phase::Block)
+            }
+            Err(err) if err.is_retryable() => {
+                shared.minion("leadership claim failed");
+                self.retry_after(failures, &err, "claim failed", None).await
+            }
+            Err(err) => Step::Stop(Err(err)),
+        }
+    }
+
+    async fn block(&self, failures: &mut u32) -> Step {
+        let shared = &*self.shared;
+        tracing::debug!(
+            application = %shared.application,
+            unit = %shared.unit,
+            "waiting for leadership to be released"
+        );
+        let result = tokio::select! {
+            biased;
+            () = shared.kill.cancelled() => return Step::Stop(Ok(())),
+            result = self.claimer.block_until_leadership_released(
+                &shared.application, shared.kill.child_token()) => result,
+        };
+        match result {
+            Ok(()) => {
+                *failures = 0;
+                Step::Next(Phase::Claim)
+            }
+            Err(Error::BlockCancelled) if shared.kill.is_cancelled() => Step::Stop(Ok(())),
+            // Like juju, any error ends the wait and the tracker claims: a claim tells it
+            // what is going on (denied, vacant, unreachable or fatal). The backoff keeps a
+            // store that fails blocks at once from being hammered.
+            Err(err) => match self.retry_after(failures, &err, "block failed", None).await {
+                Step::Next(_) => Step::Next(Phase::Claim),
+                stop => stop,
+            },
+        }
+    }
+
+    async fn hold(&self) -> Step {
+        let shared = &*self.shared;
+        let Some(renew_at) = shared.renew_at() else {
+            return Step::Next(Phase::Claim);
+        };
+        tokio::select! {
+            biased;
+            () = shared.kill.cancelled() => Step::Stop(Ok(())),
+            () = shared.renew_now.notified() => Step::Next(Phase::Renew),
+            () = sleep_until(renew_at) => Step::Next(Phase::Renew),
+        }
+    }
+
+    async fn renew(&self, failures: &mut u32) -> Step {
+        let shared = &*self.shared;
+        let Some(deadline) = shared.deadline() else {
+            return Step::Next(Phase::Claim);
+        };
+        let call_start = Instant::now();
+        if call_start >= deadline {
+            shared.minion("no renewal succeeded within the guaranteed window");
+            return Step::Next(Phase::Claim);
+        }
+        self.may_hold.store(true, Ordering::Relaxed);
+        let result = tokio::select! {
+            biased;
+            () = shared.kill.cancelled() => return Step::Stop(Ok(())),
+            // T7: a renewal still in flight at the deadline cannot be trusted to have
+            // applied; turn minion now and re-contend.
+            () = sleep_until(deadline) => {
+                shared.minion("no renewal succeeded within the guaranteed window");
+                return Step::Next(Phase::Claim);
+            }
+            result = self.claimer.claim_leadership(
+                &shared.application, &shared.unit, shared.claim_duration) => result,
+        };
+        match result {
+            Ok(fence) => {
+                *failures = 0;
+                if shared.claimed(fence, call_start) {
+                    Step::Next(Phase::Hold)
+                } else {
+                    shared.minion("the renewal answered after its guaranteed window ended");
+                    Step::Next(Phase::Claim)
+                }
+            }
+            Err(Error::ClaimDenied) => {
+                *failures = 0;
+                self.may_hold.store(false, Ordering::Relaxed);
+                shared.minion("leadership renewal denied");
+                Step::Next(Phase::Block)
+            }
+            Err(err) if err.is_retryable() => {
+                match self
+                    .retry_after(failures, &err, "renew failed", Some(deadline))
+                    .await
+                {
+                    Step::Next(_) => Step::Next(Phase::Renew),
+                    stop => stop,
+                }
+            }
+            Err(err) => Step::Stop(Err(err)),
+        }
+    }
+
+    /// Logs a retryable failure and sleeps a jittered backoff, cut short by `wake_by` (the
+    /// loss deadline while leader). Returns `Next(Claim)` (callers pick their phase) or a stop.
+    async fn retry_after(
+        &self,
+        failures: &mut u32,
+        err: &Error,
+        what: &'static str,
+        wake_by: Option<Instant>,
+    ) -> Step {
+        let shared = &*self.shared;
+        *failures = failures.saturating_add(1);
+        let delay = self.backoff(*failures);
+        tracing::warn!(
+            application = %shared.application,
+            unit = %shared.unit,
+            fence = shared.current_term().map(|t| t.fence.get()),
+            transition = what,
+            error = %err,
+            attempt = *failures,
+            retry_in = ?delay,
+            "leadership {what}"
+        );
+        let mut wake = Instant::now() + delay;
+        if let Some(deadline) = wake_by {
+            wake = wake.min(deadline);
+        }
+        tokio::select! {
+            biased;
+            () = shared.kill.cancelled() => Step::Stop(Ok(())),
+            () = sleep_until(wake) => Step::Next(Phase::Claim),
+        }
+    }
+
+    /// Exponential backoff from the floor, capped at the ceiling, with "equal jitter": a
+    /// random delay in the upper half of the step, never below the floor.
+    fn backoff(&self, failures: u32) -> Duration {
+        let exponent = failures.saturating_sub(1).min(20);
+        let step = self
+            .backoff_floor
+            .saturating_mul(1 << exponent)
+            .min(self.backoff_ceiling);
+        let low = (step / 2).max(self.backoff_floor);
+        if low >= step {
+            return step;
+        }
+        rand::rng().random_range(low..=step)
+    }
+
+    /// Fires the loss signal, answers every ticket `false` and releases the lease if asked
+    /// (T6, T8).
+    async fn stop(&self, outcome: &Result<()>) {
+        let shared = &*self.shared;
+        let reason = match outcome {
+            Ok(()) => "tracker stopped",
+            Err(_) => "tracker failed",
+        };
+        // The loss signal fires before the revoke, so leader-only work has stopped before
+        // anyone else can be granted the lease.
+        let fence = shared.stop(reason);
+        if let Err(err) = outcome {
+            tracing::error!(
+                application = %shared.application,
+                unit = %shared.unit,
+                error = %err,
+                "leadership tracker stopped by a fatal error"
+            );
+        }
+        let Some(revoker) = &self.release else {
+            return;
+        };
+        if !self.may_hold.load(Ordering::Relaxed) {
+            return;
+        }
+        // Revoke even if the tracker did not believe it leads: a claim cut short by the
+        // kill or by a timeout may still have applied (E2). A non-holder's revoke changes
+        // nothing (R2, R3).
+        match revoker
+            .revoke_leadership(&shared.application, &shared.unit)
+            .await
+        {
+            Ok(()) => tracing::info!(
+                application = %shared.application,
+                unit = %shared.unit,
+                fence = fence.map(|f| f.get()),
+                transition = "released",
+                "leadership released"
+            ),
+            Err(Error::ClaimNotHeld) => tracing::debug!(
+                application = %shared.application,
+                unit = %shared.unit,
+                "nothing to release: the lease is held by another unit"
+            ),
+            // The lease then ends at its expiry instead, as without release.
+            Err(err) => tracing::warn!(
+                application = %shared.application,
+                unit = %shared.unit,
+                fence = fence.map(|f| f.get()),
+                error = %err,
+                "leadership release failed; the lease will expire instead"
+            ),
+        }
+    }
+}
