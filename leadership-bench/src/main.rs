@@ -4,6 +4,7 @@ mod driver;
 mod footprint;
 mod memory;
 mod report;
+mod scale;
 mod scenarios;
 mod stats;
 mod sys;
@@ -32,6 +33,7 @@ enum StoreArg {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ChildScenario {
     Footprint,
+    Scale,
 }
 
 /// Side-by-side benchmarks of the leadership stores against their raw stores and peers.
@@ -89,6 +91,16 @@ async fn run_child(args: &Args, child: ChildScenario) -> ExitCode {
                 .await
                 .unwrap_or_else(|e| Row::error("memory", "memory per lease", e)),
         ],
+        ChildScenario::Scale => match open_bench(args).await {
+            Ok(bench) => scale::scale(&*bench, sizes)
+                .await
+                .unwrap_or_else(|e| vec![Row::error(bench.name(), "scale", e)]),
+            Err(e) => vec![Row::error(
+                &format!("{:?}", args.store).to_lowercase(),
+                "scale",
+                e,
+            )],
+        },
     };
     match serde_json::to_string(&rows) {
         Ok(json) => {
@@ -99,6 +111,14 @@ async fn run_child(args: &Args, child: ChildScenario) -> ExitCode {
             eprintln!("leadership-bench child: cannot encode rows: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// The store a child process benchmarks: the one its `--store` names, at the given URLs.
+async fn open_bench(args: &Args) -> BenchResult<Box<dyn Bench>> {
+    match args.store {
+        StoreArg::Memory => Ok(Box::new(memory::MemoryBench::new())),
+        other => Err(format!("a child runs one store, not {other:?}")),
     }
 }
 
@@ -203,6 +223,10 @@ async fn run_store(bench: &dyn Bench, sizes: Sizes, quick: bool, rows: &mut Vec<
         scenarios::handover_crash(bench, sizes).await,
         "handover after crash",
     );
+    match in_child("scale", quick, bench.child_args()).await {
+        Ok(child_rows) => child_rows.into_iter().for_each(|r| push(Ok(r), "scale")),
+        Err(e) => push(Err(e), "scale"),
+    }
     if name == "memory" {
         match in_child("footprint", quick, bench.child_args()).await {
             Ok(child_rows) => child_rows

@@ -59,4 +59,8 @@ impl Bench for MemoryBench {
     fn scale_guarantee(&self) -> Duration {
         Duration::from_secs(2)
     }
+
+    fn child_args(&self) -> Vec<String> {
+        vec!["--store".to_owned(), "memory".to_owned()]
+    }
 }

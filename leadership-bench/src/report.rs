@@ -89,12 +89,6 @@ impl Row {
             ..Row::new(store, scenario)
         }
     }
-
-    /// Sets the row's note.
-    pub fn note(mut self, note: impl Into<String>) -> Row {
-        self.note = Some(note.into());
-        self
-    }
 }
 
 /// The whole run: what the table prints and the JSON file holds.

@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use leadership_core::{CancellationToken, Leadership, Token};
+use leadership_core::tracker::LeaderTracker;
+use leadership_core::{
+    CancellationToken, Claimer, Leadership, Token, Tracker as _, TrackerWorker as _,
+};
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 
@@ -269,15 +272,15 @@ pub async fn check(
     ))
 }
 
-/// Waits, as a second unit would, until it leads `app`; sends the moment it does.
-///
-/// Until the tracker lands this is what a tracker does underneath: block until released,
-/// then claim, again if denied.
+/// The waiting unit's tracker guarantee in the handover scenarios (it claims twice that).
+const WAITER_GUARANTEE: Duration = Duration::from_secs(10);
+
+/// Starts a tracker for `unit` (the waiting unit, a minion while another unit leads) and
+/// sends the moment its `claim_leader()` resolves `true`: after `wait_leader()` resolved
+/// `true`, `claim_leader()` answers at once for a fresh term.
 fn spawn_waiter(
     store: Arc<dyn Leadership>,
-    app: String,
     unit: String,
-    lease: Duration,
 ) -> (
     oneshot::Receiver<Result<Instant, String>>,
     CancellationToken,
@@ -286,20 +289,29 @@ fn spawn_waiter(
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
-        let result = loop {
-            if let Err(e) = store
-                .block_until_leadership_released(&app, stop.clone())
-                .await
-            {
-                break Err(format!("block on {app}: {e}"));
+        let claimer: Arc<dyn Claimer> = store.clone();
+        let tracker = LeaderTracker::builder(unit.clone(), WAITER_GUARANTEE, claimer)
+            .release_on_stop(store)
+            .spawn();
+        let led = async {
+            if !tracker.wait_leader().wait().await {
+                return Err(format!("{unit}'s tracker stopped before leading"));
             }
-            match store.claim_leadership(&app, &unit, lease).await {
-                Ok(_) => break Ok(Instant::now()),
-                Err(e) if e.is_claim_denied() => continue,
-                Err(e) => break Err(format!("claim of {app}: {e}")),
+            if !tracker.claim_leader().wait().await {
+                return Err(format!(
+                    "{unit}'s claim_leader() answered false after leading"
+                ));
             }
+            Ok(Instant::now())
         };
-        let _ = tx.send(result);
+        tokio::select! {
+            result = led => { let _ = tx.send(result); }
+            () = stop.cancelled() => {}
+        }
+        // Holds the tracker (and its lease) until the run is over, then releases it.
+        stop.cancelled().await;
+        tracker.kill();
+        let _ = tracker.wait().await;
     });
     (rx, cancel)
 }
@@ -353,7 +365,7 @@ pub async fn handover_revoke(bench: &dyn Bench, sizes: Sizes) -> BenchResult<Row
             .claim_leadership(&app, &u0, LEASE)
             .await
             .map_err(|e| format!("holder claim of {app}: {e}"))?;
-        let (rx, cancel) = spawn_waiter(Arc::clone(&waiter), app.clone(), u1, LEASE);
+        let (rx, cancel) = spawn_waiter(Arc::clone(&waiter), u1);
         tokio::time::sleep(bench.settle()).await;
         let started = Instant::now();
         holder
@@ -374,7 +386,9 @@ pub async fn handover_revoke(bench: &dyn Bench, sizes: Sizes) -> BenchResult<Row
         &failures,
         target,
     )
-    .note_if_none("from the revoke call to the waiting unit's successful claim"))
+    .note_if_none(
+        "from the revoke call until the waiting unit's tracker answers claim_leader() true",
+    ))
 }
 
 /// Scenario 4b: the holder claims and dies without revoking; time from the lease's nominal
@@ -401,7 +415,7 @@ pub async fn handover_crash(bench: &dyn Bench, sizes: Sizes) -> BenchResult<Row>
                 .await
                 .map_err(|e| format!("holder claim of {app}: {e}"))?;
             // The holder is gone from here on: it never renews nor revokes.
-            let (rx, cancel) = spawn_waiter(waiter, app, u1, LEASE);
+            let (rx, cancel) = spawn_waiter(waiter, u1);
             let led = await_waiter(rx, cancel).await?;
             let nominal = claimed + lease;
             Ok::<_, String>((led.saturating_duration_since(nominal), led < nominal))
@@ -434,7 +448,7 @@ pub async fn handover_crash(bench: &dyn Bench, sizes: Sizes) -> BenchResult<Row>
         target,
     );
     Ok(row.note_if_none(format!(
-        "lease {} ms, time past the holder's call start + lease until the next unit leads; {} runs in flight at once",
+        "lease {} ms, time from the holder's call start + lease until the waiting unit's tracker answers claim_leader() true; {} runs in flight at once",
         lease.as_millis(),
         sizes.crash_in_flight
     )))
