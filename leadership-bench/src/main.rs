@@ -259,6 +259,7 @@ async fn run(args: Args) -> ExitCode {
         date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         cores: sys::cores(),
         command: command_line(),
+        load: (sys::load_average(), String::new()),
         quick: args.quick,
         rows: Vec::new(),
         references: Vec::new(),
@@ -289,6 +290,7 @@ async fn run(args: Args) -> ExitCode {
             }
         }
     }
+    report.load.1 = sys::load_average();
     report.references.push(
         "Kubernetes client-go leaderelection: LeaseDuration 15 s, RenewDeadline 10 s, RetryPeriod 2 s (documented defaults, e.g. kube-controller-manager's --leader-elect-* flags): a crashed leader is replaced 15 s + up to 2 s after its last renewal; a released lease (ReleaseOnCancel) is taken at the next retry, up to 2 s. Documented, not measured.".to_owned(),
     );

@@ -100,6 +100,8 @@ pub struct Report {
     pub cores: usize,
     /// The command line, as invoked.
     pub command: String,
+    /// `/proc/loadavg` when the run started and when it ended: other work on the machine.
+    pub load: (String, String),
     /// Whether `--quick` sizes were used.
     pub quick: bool,
     /// Every row, in the order measured.
@@ -160,6 +162,11 @@ impl Report {
         let _ = writeln!(out, "date:    {}", self.date);
         let _ = writeln!(out, "cores:   {}", self.cores);
         let _ = writeln!(out, "command: {}", self.command);
+        let _ = writeln!(
+            out,
+            "load:    {} at start, {} at end (1, 5, 15 min load averages)",
+            self.load.0, self.load.1
+        );
         out.push('\n');
 
         let throughput: Vec<&Row> = self

@@ -174,6 +174,8 @@ pub async fn first_claim(bench: &dyn Bench, sizes: Sizes, callers: usize) -> Ben
     let labels = ("claim (new term)", base.write_label());
     // A counter per side, shared by its callers and rounds, so no name is claimed twice.
     let (subject_next, base_next) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let claimed = Arc::clone(&subject_next);
+    let cleanup_store = Arc::clone(&store);
     let key_prefix = format!("bench:{ns}:f");
     let samples = pair(
         callers,
@@ -196,6 +198,9 @@ pub async fn first_claim(bench: &dyn Bench, sizes: Sizes, callers: usize) -> Ben
         },
     )
     .await;
+    // Unmeasured: revoke every lease the scenario made, so that their expiry (timer work in
+    // the memory store, lease revocations in etcd) does not weigh on later scenarios.
+    revoke_all(cleanup_store, claimed.load(Ordering::Relaxed)).await;
     Ok(throughput_row(
         bench,
         "first claim",
@@ -204,6 +209,30 @@ pub async fn first_claim(bench: &dyn Bench, sizes: Sizes, callers: usize) -> Ben
         labels,
         bench.targets().first_claim_ratio,
     ))
+}
+
+/// Revokes `f0` … `f<count-1>` (held by their unit 0) from 64 concurrent tasks.
+async fn revoke_all(store: Arc<dyn Leadership>, count: u64) {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (store, next) = (Arc::clone(&store), Arc::clone(&next));
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let _ = store
+                    .revoke_leadership(&format!("f{i}"), &format!("f{i}/0"))
+                    .await;
+                if i % 32 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Scenario 3: the holder's token is checked, over [`APPLICATIONS`] applications. Tokens are

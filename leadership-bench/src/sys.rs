@@ -34,6 +34,14 @@ pub fn cpu_time() -> Option<Duration> {
     Some(micros(usage.user_time()) + micros(usage.system_time()))
 }
 
+/// The 1, 5 and 15 minute load averages, from `/proc/loadavg`.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 /// Cores available to the runner.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
