@@ -223,7 +223,7 @@ impl Report {
         let other: Vec<&Row> = self
             .rows
             .iter()
-            .filter(|r| !r.subject.as_ref().is_some_and(|s| s.ops_per_sec.is_some()))
+            .filter(|r| r.subject.as_ref().is_none_or(|s| s.ops_per_sec.is_none()))
             .collect();
         if !other.is_empty() {
             out.push_str("Latency, scale and memory\n\n");
