@@ -87,6 +87,19 @@ pub enum Command {
         /// The application.
         app: String,
     },
+    /// Run a tracker for UNIT: contend forever, print each transition until Ctrl-C.
+    Track {
+        /// The unit, e.g. `wordpress/0`; the application is the part before `/`.
+        unit: String,
+        /// How long a leader is guaranteed to stay leader; claims last twice as long.
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        guarantee: Duration,
+        /// Revoke the lease on exit, so a waiting unit takes over at once.
+        #[arg(long)]
+        release_on_exit: bool,
+    },
+    /// Watch several units compete, crash, hand over and fence a stale leader (the README's tour).
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Parses humane durations: `30s`, `2m`, `1h 30m`, `500ms`.
@@ -116,6 +129,27 @@ fn store_url(args: &Args) -> String {
 /// Runs the command and returns the exit code.
 pub async fn run(args: Args) -> u8 {
     let url = store_url(&args);
+    // The demo works in a namespace of its own unless one is given.
+    let url = match (&args.command, &args.namespace) {
+        (Command::Demo(_), None) if !args.store.contains("namespace=") => {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}namespace=demo-{}", std::process::id())
+        }
+        _ => url,
+    };
+    if let Command::Demo(demo) = &args.command {
+        let outcome = match crate::demo::open(&url).await {
+            Ok(opened) => crate::demo::run(opened, &url, demo, args.json).await,
+            Err(err) => Err(err),
+        };
+        return match outcome {
+            Ok(()) => 0,
+            Err(err) => {
+                print_error(&err, &url, args.json);
+                exit_code(&err)
+            }
+        };
+    }
     let store = match leadership::connect(&url).await {
         Ok(store) => store,
         Err(err) => {
@@ -135,6 +169,13 @@ pub async fn run(args: Args) -> u8 {
 async fn execute(args: &Args, store: Arc<dyn Leadership>) -> leadership::Result<()> {
     let json = args.json;
     match &args.command {
+        Command::Track {
+            unit,
+            guarantee,
+            release_on_exit,
+        } => crate::track::track(store, unit, *guarantee, *release_on_exit, json).await?,
+        // Handled in `run`, which opens the store its own way.
+        Command::Demo(_) => {}
         Command::Leaders => {
             let leaders = store.leaders().await?;
             print(json, || table(&leaders), || json!(leaders));
@@ -197,13 +238,7 @@ async fn execute(args: &Args, store: Arc<dyn Leadership>) -> leadership::Result<
             print(json, || table(&lines), || json!(pinned));
         }
         Command::WaitReleased { app } => {
-            let cancel = CancellationToken::new();
-            let on_ctrl_c = cancel.clone();
-            tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    on_ctrl_c.cancel();
-                }
-            });
+            let cancel = ctrl_c_token();
             store.block_until_leadership_released(app, cancel).await?;
             print(
                 json,
@@ -222,4 +257,16 @@ fn table(rows: &BTreeMap<String, String>) -> String {
         .map(|(key, value)| format!("{key:<width$}  {value}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A token cancelled on Ctrl-C.
+pub fn ctrl_c_token() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_ctrl_c.cancel();
+        }
+    });
+    cancel
 }

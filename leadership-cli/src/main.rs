@@ -5,7 +5,9 @@
 //! Ctrl-C.
 
 mod cli;
+mod demo;
 mod output;
+mod track;
 
 use std::process::ExitCode;
 

@@ -140,3 +140,106 @@ fn namespace_flag_selects_a_namespace() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn demo_runs_to_completion_and_reports_a_failover() {
+    let out = leadership(&[
+        "demo",
+        "--guarantee",
+        "300ms",
+        "--units",
+        "2",
+        "--apps",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|err| panic!("last line not JSON ({err}): {text}"));
+    let failover = summary["failover_ms"].as_f64().expect("failover_ms");
+    // A crash without release: the next leader waits out the 600 ms claim.
+    assert!(
+        (550.0..5_000.0).contains(&failover),
+        "failover {failover} ms: {text}"
+    );
+    assert_eq!(summary["pin_held"], true, "{text}");
+    assert_eq!(summary["pin_takeovers"], 0, "{text}");
+    assert_eq!(summary["stale_write_refused"], true, "{text}");
+    assert!(text.contains("took over with fence"), "{text}");
+}
+
+#[test]
+fn demo_human_summary() {
+    let out = leadership(&["demo", "--guarantee", "200ms"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for line in [
+        "Summary",
+        "failover after a crash (no release)",
+        "handover on a graceful stop",
+        "refused",
+    ] {
+        assert!(text.contains(line), "missing {line:?}: {text}");
+    }
+}
+
+#[test]
+fn track_prints_transitions_and_stops_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leadership"))
+        .args([
+            "track",
+            "wordpress/0",
+            "--guarantee",
+            "200ms",
+            "--release-on-exit",
+        ])
+        .env_remove("LEADERSHIP_STORE")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("track starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.expect("a line");
+        seen.push(line.clone());
+        if line.contains("promoted to leader") {
+            break;
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("wordpress/0  promoted to leader (fence 1)")),
+        "{seen:?}"
+    );
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let exit = child.wait().expect("track exits");
+    assert_eq!(exit.code(), Some(0), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("stopped, lease released")),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn track_with_an_invalid_unit_exits_2() {
+    let out = leadership(&["track", "Foo/0", "--guarantee", "1s"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid unit name \"Foo/0\""),
+        "{}",
+        stderr(&out)
+    );
+}

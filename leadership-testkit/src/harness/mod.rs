@@ -7,3 +7,6 @@
 mod process;
 
 pub use process::{HarnessError, ServerProcess, find_binary, free_port, wait_until};
+pub mod etcd;
+
+pub use etcd::{EtcdCluster, EtcdServer};

@@ -1,0 +1,294 @@
+//! Throughput of the etcd store against a plain etcd `put`, same client, same concurrency,
+//! same run; and the handover latency after a revoke.
+//!
+//! ```text
+//! cargo run --release -p leadership-etcd --example throughput
+//! LEADERSHIP_ETCD_ENDPOINTS=127.0.0.1:2379 cargo run --release -p leadership-etcd --example throughput
+//! ```
+//!
+//! Without `LEADERSHIP_ETCD_ENDPOINTS` it starts a private etcd member (testkit harness).
+//! `LEADERSHIP_BENCH_SECONDS` sets each phase's length (default 3); the phases run twice,
+//! interleaved, so that a noisy machine hurts every phase alike. Two reference phases show
+//! the floor of any design with one lease per term: a lease grant alone, and a grant followed
+//! by a put of a new key on that lease.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leadership_core::{Claimer, Revoker};
+use leadership_etcd::etcd_client::PutOptions;
+use leadership_etcd::{EtcdConfig, EtcdStore};
+use leadership_testkit::harness::EtcdServer;
+
+const CALLERS: usize = 64;
+/// Long enough that no lease expires during the run: expiry storms would slow later phases.
+const LEASE: Duration = Duration::from_secs(120);
+const ROUNDS: usize = 2;
+
+#[derive(Default)]
+struct Phase {
+    name: &'static str,
+    ops: usize,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+}
+
+impl Phase {
+    fn throughput(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies.get(index).copied().unwrap_or_default()
+    }
+
+    fn absorb(&mut self, other: Phase) {
+        self.name = other.name;
+        self.ops += other.ops;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        self.latencies.sort();
+    }
+
+    fn print(&self) {
+        println!(
+            "{:<16} {:>8.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} ops)",
+            self.name,
+            self.throughput(),
+            self.percentile(0.50).as_secs_f64() * 1e3,
+            self.percentile(0.99).as_secs_f64() * 1e3,
+            self.ops,
+        );
+    }
+}
+
+/// Runs `op(caller, iteration)` from `CALLERS` tasks for `length`.
+async fn phase<F, Fut>(name: &'static str, length: Duration, op: F) -> Phase
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let deadline = started + length;
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|caller| {
+            let op = op.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut i = 0;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    op(caller, i).await;
+                    latencies.push(t.elapsed());
+                    i += 1;
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("caller task"));
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    Phase {
+        name,
+        ops: latencies.len(),
+        elapsed,
+        latencies,
+    }
+}
+
+/// A waiting unit on its own connection: from just before the holder's revoke to the
+/// waiter's successful claim, one application at a time.
+async fn handover(store: &EtcdStore, endpoints: &[String]) -> Phase {
+    const HANDOVERS: usize = 200;
+    let config = EtcdConfig::new(endpoints.to_vec()).namespace(store.namespace());
+    let waiting = EtcdStore::connect(config)
+        .await
+        .expect("connect the waiter");
+    let started = Instant::now();
+    let mut latencies = Vec::with_capacity(HANDOVERS);
+    for round in 0..HANDOVERS {
+        let application = format!("handover{round}");
+        store
+            .claim_leadership(&application, &format!("{application}/0"), LEASE)
+            .await
+            .expect("holder claim");
+        let waiter = {
+            let (waiting, application) = (waiting.clone(), application.clone());
+            tokio::spawn(async move {
+                waiting
+                    .block_until_leadership_released(&application, Default::default())
+                    .await
+                    .expect("block");
+                waiting
+                    .claim_leadership(&application, &format!("{application}/1"), LEASE)
+                    .await
+                    .expect("waiter claim");
+                Instant::now()
+            })
+        };
+        // Let the waiter reach its watch.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let revoked = Instant::now();
+        store
+            .revoke_leadership(&application, &format!("{application}/0"))
+            .await
+            .expect("revoke");
+        let claimed = waiter.await.expect("waiter task");
+        latencies.push(claimed - revoked);
+    }
+    latencies.sort();
+    Phase {
+        name: "handover",
+        ops: HANDOVERS,
+        elapsed: started.elapsed(),
+        latencies,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds: u64 = std::env::var("LEADERSHIP_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let length = Duration::from_secs(seconds);
+    let (_server, endpoints) = match std::env::var("LEADERSHIP_ETCD_ENDPOINTS") {
+        Ok(list) => (None, list.split(',').map(str::to_owned).collect::<Vec<_>>()),
+        Err(_) => {
+            let server = EtcdServer::start().expect("start a private etcd");
+            let endpoints = server.endpoints();
+            (Some(server), endpoints)
+        }
+    };
+    let namespace = format!("bench-{}", std::process::id());
+    let store = EtcdStore::connect(EtcdConfig::new(endpoints.clone()).namespace(namespace))
+        .await
+        .expect("connect");
+    println!(
+        "etcd at {endpoints:?}, {CALLERS} concurrent callers on one client, \
+         {ROUNDS} × {seconds} s per phase"
+    );
+
+    // Every caller leads its own application; renewals then go to the holder's lease.
+    for caller in 0..CALLERS {
+        store
+            .claim_leadership(
+                &format!("renew{caller}"),
+                &format!("renew{caller}/0"),
+                LEASE,
+            )
+            .await
+            .expect("initial claim");
+    }
+    // The plain put writes a key and value of the same size as the leader key's.
+    let value_len = "renew00/0".len();
+    let key_len = store.leader_key("renew00").len();
+
+    let mut put = Phase::default();
+    let mut renewal = Phase::default();
+    let mut first = Phase::default();
+    let mut grant = Phase::default();
+    let mut grant_put = Phase::default();
+    for round in 0..ROUNDS {
+        let client = store.client();
+        put.absorb(
+            phase("put", length, move |caller, _| {
+                let mut kv = client.kv_client();
+                async move {
+                    let key = format!("{caller:0>key_len$}");
+                    kv.put(key, vec![b'u'; value_len], None).await.expect("put");
+                }
+            })
+            .await,
+        );
+
+        let renewing = store.clone();
+        renewal.absorb(
+            phase("renewal", length, move |caller, _| {
+                let store = renewing.clone();
+                async move {
+                    let application = format!("renew{caller}");
+                    store
+                        .claim_leadership(&application, &format!("{application}/0"), LEASE)
+                        .await
+                        .expect("renewal");
+                }
+            })
+            .await,
+        );
+
+        let claiming = store.clone();
+        first.absorb(
+            phase("first claim", length, move |caller, i| {
+                let store = claiming.clone();
+                async move {
+                    let application = format!("first{round}x{caller}x{i}");
+                    store
+                        .claim_leadership(&application, &format!("{application}/0"), LEASE)
+                        .await
+                        .expect("first claim");
+                }
+            })
+            .await,
+        );
+
+        let client = store.client();
+        grant.absorb(
+            phase("(lease grant)", length, move |_, _| {
+                let mut leases = client.lease_client();
+                async move {
+                    leases
+                        .grant(LEASE.as_secs() as i64, None)
+                        .await
+                        .expect("grant");
+                }
+            })
+            .await,
+        );
+
+        let client = store.client();
+        grant_put.absorb(
+            phase("(grant + put)", length, move |caller, i| {
+                let (mut leases, mut kv) = (client.lease_client(), client.kv_client());
+                async move {
+                    let lease = leases
+                        .grant(LEASE.as_secs() as i64, None)
+                        .await
+                        .expect("grant");
+                    let key = format!("{round}x{caller}x{i:0>key_len$}");
+                    let options = PutOptions::new().with_lease(lease.id());
+                    kv.put(key, vec![b'u'; value_len], Some(options))
+                        .await
+                        .expect("put");
+                }
+            })
+            .await,
+        );
+    }
+    let handover = handover(&store, &endpoints).await;
+
+    println!();
+    for p in [&put, &renewal, &first, &grant, &grant_put, &handover] {
+        p.print();
+    }
+    println!();
+    println!(
+        "renewal / put     = {:.2}  (target >= 0.80)",
+        renewal.throughput() / put.throughput()
+    );
+    println!(
+        "first claim / put = {:.2}  (target >= 0.45; grant + put / put = {:.2})",
+        first.throughput() / put.throughput(),
+        grant_put.throughput() / put.throughput()
+    );
+    println!(
+        "handover p99      = {:.1} ms (target <= 50 ms)",
+        handover.percentile(0.99).as_secs_f64() * 1e3
+    );
+}

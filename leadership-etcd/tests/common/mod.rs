@@ -1,0 +1,37 @@
+//! One private etcd member per test binary, and fresh store handles on it.
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use leadership_etcd::{EtcdConfig, EtcdStore};
+use leadership_testkit::harness::EtcdServer;
+
+static SERVER: OnceLock<EtcdServer> = OnceLock::new();
+
+/// The shared server of this test binary, started on first use.
+pub fn server() -> &'static EtcdServer {
+    SERVER.get_or_init(|| match EtcdServer::start() {
+        Ok(server) => server,
+        Err(err) => panic!("cannot start etcd for the tests: {err}"),
+    })
+}
+
+/// A new handle on the shared server in a namespace no other test uses.
+pub async fn store(case: &str) -> EtcdStore {
+    let namespace = leadership_core::conformance::unique_namespace(case);
+    connect(EtcdConfig::new(server().endpoints()).namespace(namespace)).await
+}
+
+pub mod proxy;
+
+/// Connects or fails the test with the error.
+pub async fn connect(config: EtcdConfig) -> EtcdStore {
+    match EtcdStore::connect(config).await {
+        Ok(store) => store,
+        Err(err) => panic!(
+            "cannot connect to the test etcd: {err} ({:?})",
+            std::error::Error::source(&err).map(ToString::to_string)
+        ),
+    }
+}

@@ -1,0 +1,70 @@
+//! The shared conformance suite against one private etcd member (one per test binary); each
+//! case in its own namespace, through its own client and its own cuttable proxy.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leadership_core::conformance::{Profile, StoreFactory};
+use leadership_core::{Leadership, Policy, async_trait};
+use leadership_etcd::{EtcdConfig, EtcdStore};
+
+use common::proxy::Proxy;
+
+struct Factory {
+    proxy: Proxy,
+}
+
+impl Factory {
+    async fn new() -> Factory {
+        let upstream = common::server().endpoint();
+        Factory {
+            proxy: Proxy::start(upstream).await,
+        }
+    }
+
+    async fn connect(&self, config: EtcdConfig) -> Arc<dyn Leadership> {
+        match EtcdStore::connect(config).await {
+            Ok(store) => Arc::new(store),
+            Err(err) => panic!("cannot connect to the test etcd: {err}"),
+        }
+    }
+}
+
+#[async_trait]
+impl StoreFactory for Factory {
+    async fn open(&self, namespace: &str) -> Arc<dyn Leadership> {
+        self.connect(EtcdConfig::new([self.proxy.endpoint()]).namespace(namespace))
+            .await
+    }
+
+    async fn open_with_policy(
+        &self,
+        namespace: &str,
+        policy: Arc<dyn Policy>,
+    ) -> Arc<dyn Leadership> {
+        let config = EtcdConfig::new([self.proxy.endpoint()])
+            .namespace(namespace)
+            .policy(policy);
+        self.connect(config).await
+    }
+
+    fn profile(&self) -> Profile {
+        Profile {
+            // etcd leases are whole seconds.
+            min_duration: Duration::from_secs(1),
+            // etcd's lessor looks for expired leases every 500 ms, then revokes them
+            // through raft; plus scheduling noise on a busy 2-core machine.
+            expiry_slack: Duration::from_secs(1),
+            notify_latency: Duration::from_millis(500),
+        }
+    }
+
+    async fn drop_connections(&self) -> bool {
+        self.proxy.drop_connections();
+        true
+    }
+}
+
+leadership_core::conformance_tests!(Factory::new().await);
