@@ -91,7 +91,12 @@ impl Bench for EtcdBench {
     }
 
     fn child_args(&self) -> Vec<String> {
-        vec!["--store".to_owned(), "etcd".to_owned(), "--etcd-url".to_owned(), self.url.clone()]
+        vec![
+            "--store".to_owned(),
+            "etcd".to_owned(),
+            "--etcd-url".to_owned(),
+            self.url.clone(),
+        ]
     }
 }
 
@@ -101,7 +106,10 @@ impl Bench for EtcdBench {
 pub async fn election_peer(bench: &EtcdBench, sizes: Sizes, callers: usize) -> BenchResult<Row> {
     let ns = fresh_namespace("peer");
     let store = bench.open(&ns).await?;
-    let client = bench.store(&fresh_namespace("peer-election")).await?.client();
+    let client = bench
+        .store(&fresh_namespace("peer-election"))
+        .await?
+        .client();
     let lease = client
         .lease_client()
         .grant(120, None)
@@ -116,10 +124,13 @@ pub async fn election_peer(bench: &EtcdBench, sizes: Sizes, callers: usize) -> B
         callers,
         sizes.round,
         move |_| {
-            let (mut election, next, prefix) = (election.clone(), Arc::clone(&theirs), prefix.clone());
+            let (mut election, next, prefix) =
+                (election.clone(), Arc::clone(&theirs), prefix.clone());
             async move {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let campaigned = election.campaign(format!("{prefix}{i}"), "unit/0", lease).await;
+                let campaigned = election
+                    .campaign(format!("{prefix}{i}"), "unit/0", lease)
+                    .await;
                 let Some(leader) = campaigned.ok().and_then(|r| r.leader().cloned()) else {
                     return false;
                 };
@@ -143,13 +154,22 @@ pub async fn election_peer(bench: &EtcdBench, sizes: Sizes, callers: usize) -> B
     let _ = client.lease_client().revoke(lease).await;
     let mut row = Row::new("etcd", "peer: claim+revoke");
     row.callers = Some(callers);
-    row.ratio = Some(if base.rate() > 0.0 { subj.rate() / base.rate() } else { 0.0 });
+    row.ratio = Some(if base.rate() > 0.0 {
+        subj.rate() / base.rate()
+    } else {
+        0.0
+    });
     row.subject = Some(subj.figures("claim + revoke"));
     row.baseline = Some(base.figures("election campaign+resign"));
-    row.note = Some("etcd-client election: one shared lease (a Go session); ours: a lease per term".to_owned());
+    row.note = Some(
+        "etcd-client election: one shared lease (a Go session); ours: a lease per term".to_owned(),
+    );
     if subj.errors + base.errors > 0 {
         row.verdict = Verdict::Error;
-        row.note = Some(format!("{} ours and {} election cycles failed", subj.errors, base.errors));
+        row.note = Some(format!(
+            "{} ours and {} election cycles failed",
+            subj.errors, base.errors
+        ));
     }
     Ok(row)
 }

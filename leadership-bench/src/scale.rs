@@ -54,8 +54,8 @@ impl Claimer for Counting {
     }
 }
 
-/// How long every tracker may take to become leader before the scenario gives up.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Trackers started at once during setup.
+const SETUP_BATCH: usize = 500;
 
 /// Runs `sizes.scale_apps` trackers (one unit per application, so each leads throughout)
 /// for `sizes.scale_window` and reports renewals, spurious losses, peak RSS and CPU.
@@ -68,25 +68,37 @@ pub async fn scale(bench: &dyn Bench, sizes: Sizes) -> BenchResult<Vec<Row>> {
         claims: AtomicU64::new(0),
         failures: AtomicU64::new(0),
     });
+    // Trackers start in batches, each batch leading before the next starts: 10,000 first
+    // claims at once would measure a thundering herd (on etcd, a lease grant each), not the
+    // steady state this scenario is about. The setup time is reported.
     let setup_started = Instant::now();
-    let trackers: Vec<LeaderTracker> = (0..apps)
-        .map(|i| {
-            let claimer: Arc<dyn Claimer> = counting.clone();
-            LeaderTracker::builder(format!("s{i}/0"), guarantee, claimer).spawn()
-        })
-        .collect();
+    let mut trackers: Vec<LeaderTracker> = Vec::with_capacity(apps);
     let mut terms = Vec::with_capacity(apps);
-    for tracker in &trackers {
-        let remaining = SETUP_TIMEOUT.saturating_sub(setup_started.elapsed());
-        match tokio::time::timeout(remaining, tracker.wait_leader().wait()).await {
-            Ok(true) => terms.push(tracker.current_term()),
-            Ok(false) => {
-                return Err(format!(
-                    "{}'s tracker stopped before leading",
-                    tracker.unit_name()
-                ));
+    let mut setup_missed = None;
+    'batches: while trackers.len() < apps {
+        let first = trackers.len();
+        let last = (first + SETUP_BATCH).min(apps);
+        for i in first..last {
+            let claimer: Arc<dyn Claimer> = counting.clone();
+            trackers.push(LeaderTracker::builder(format!("s{i}/0"), guarantee, claimer).spawn());
+        }
+        for tracker in &trackers[first..last] {
+            let remaining = sizes.scale_setup.saturating_sub(setup_started.elapsed());
+            match tokio::time::timeout(remaining, tracker.wait_leader().wait()).await {
+                Ok(true) => terms.push(tracker.current_term()),
+                Ok(false) => {
+                    return Err(format!(
+                        "{}'s tracker stopped before leading",
+                        tracker.unit_name()
+                    ));
+                }
+                Err(_) => {
+                    // Not a runner failure: the store could not keep up. The window runs with
+                    // the trackers that lead (the others keep trying), and a row says so.
+                    setup_missed = Some(terms.len());
+                    break 'batches;
+                }
             }
-            Err(_) => return Err(format!("not every tracker led within {SETUP_TIMEOUT:?}")),
         }
     }
     let setup = setup_started.elapsed();
@@ -106,6 +118,7 @@ pub async fn scale(bench: &dyn Bench, sizes: Sizes) -> BenchResult<Vec<Row>> {
     let failures = counting.failures.load(Ordering::Relaxed) - failures0;
 
     let mut losses = 0usize;
+    // Only trackers that led before the window count: the others never had a term to lose.
     for (tracker, term) in trackers.iter().zip(&terms) {
         let now = tracker.current_term();
         let lost = match (term, &now) {
@@ -132,7 +145,8 @@ pub async fn scale(bench: &dyn Bench, sizes: Sizes) -> BenchResult<Vec<Row>> {
     ));
     rate.number = Some(renewals as f64 / secs);
     rate.note = Some(format!(
-        "all {apps} trackers led {:.1} s after they were spawned",
+        "{} of {apps} trackers led {:.1} s after the first was spawned (batches of {SETUP_BATCH})",
+        terms.len(),
         setup.as_secs_f64()
     ));
     let mut lost = Row::new(store, "scale: spurious losses");
@@ -152,5 +166,17 @@ pub async fn scale(bench: &dyn Bench, sizes: Sizes) -> BenchResult<Vec<Row>> {
         cpu.as_secs_f64()
     ));
     cpu_row.number = Some(share);
-    Ok(vec![rate, lost, rss, cpu_row])
+    let mut rows = vec![rate, lost, rss, cpu_row];
+    if let Some(led) = setup_missed {
+        let mut setup_row = Row::new(store, "scale: setup");
+        setup_row.value = Some(format!(
+            "only {led} of {apps} trackers led within {:.0} s of the first spawn (batches of {SETUP_BATCH}); the window ran with those",
+            sizes.scale_setup.as_secs_f64()
+        ));
+        setup_row.number = Some(led as f64);
+        setup_row.target = Some(format!("all {apps} lead"));
+        setup_row.verdict = Verdict::Fail;
+        rows.insert(0, setup_row);
+    }
+    Ok(rows)
 }

@@ -31,6 +31,8 @@ pub struct Sizes {
     pub scale_window: Duration,
     /// Applications with a live tracker in the scale scenario.
     pub scale_apps: usize,
+    /// How long the scale scenario waits for every tracker to lead before its window.
+    pub scale_setup: Duration,
     /// Leases held in the memory scenario.
     pub memory_leases: usize,
 }
@@ -44,6 +46,7 @@ impl Sizes {
         crash_in_flight: 5,
         scale_window: Duration::from_secs(60),
         scale_apps: 10_000,
+        scale_setup: Duration::from_secs(120),
         memory_leases: 1_000_000,
     };
 
@@ -55,6 +58,7 @@ impl Sizes {
         crash_in_flight: 5,
         scale_window: Duration::from_secs(10),
         scale_apps: 10_000,
+        scale_setup: Duration::from_secs(30),
         memory_leases: 1_000_000,
     };
 }

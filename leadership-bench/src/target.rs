@@ -18,6 +18,8 @@ pub type BenchResult<T> = Result<T, BenchError>;
 pub enum Baseline {
     /// The memory store's baseline: a `Mutex<HashMap>`.
     Map(Arc<Mutex<HashMap<String, String>>>),
+    /// etcd `put` / range over the store's own etcd-client.
+    Etcd(crate::etcd_store::KvClient),
 }
 
 impl Baseline {
@@ -30,6 +32,7 @@ impl Baseline {
     pub fn write_label(&self) -> &'static str {
         match self {
             Baseline::Map(_) => "HashMap insert",
+            Baseline::Etcd(_) => "etcd put",
         }
     }
 
@@ -37,6 +40,7 @@ impl Baseline {
     pub fn read_label(&self) -> &'static str {
         match self {
             Baseline::Map(_) => "HashMap get",
+            Baseline::Etcd(_) => "etcd range",
         }
     }
 
@@ -48,6 +52,7 @@ impl Baseline {
                 black_box(map.insert(key.to_owned(), value.to_owned()));
                 true
             }
+            Baseline::Etcd(kv) => kv.clone().put(key, value, None).await.is_ok(),
         }
     }
 
@@ -59,6 +64,7 @@ impl Baseline {
                 black_box(map.get(key).map(String::len));
                 true
             }
+            Baseline::Etcd(kv) => kv.clone().get(key, None).await.is_ok(),
         }
     }
 }
