@@ -72,8 +72,15 @@ impl EtcdConfig {
     /// User, password and values are percent-decoded.
     ///
     /// # Errors
-    /// [`Error::Backend`] naming what is wrong with the URL.
+    /// [`Error::InvalidUrl`] naming what is wrong with the URL (password redacted).
     pub fn from_url(url: &str) -> Result<Self> {
+        Self::parse_url(url).map_err(|err| match err {
+            Error::Backend { source, .. } => Error::invalid_url(url, source.to_string()),
+            other => other,
+        })
+    }
+
+    fn parse_url(url: &str) -> Result<Self> {
         let (tls, rest) = if let Some(rest) = url.strip_prefix("etcd://") {
             (false, rest)
         } else if let Some(rest) = url.strip_prefix("etcds://") {
@@ -271,9 +278,11 @@ mod tests {
             "etcd://h:1?what=1",
             "etcd://h:1/path",
             "etcd://a:%zz@h:1",
+            "etcd://root:hunter2@h:1?timeout=-1s",
         ] {
             let err = EtcdConfig::from_url(url).unwrap_err();
-            assert!(matches!(err, Error::Backend { .. }), "{url}: {err}");
+            assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod faulty;
 pub mod harness;
+pub mod history;
 pub mod mocks;
 
 pub use faulty::{ClaimRecord, Fault, FaultyStore};

@@ -99,9 +99,30 @@ fn connect_memory(parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
     Err(feature_off(&parsed.original, "memory", "memory"))
 }
 
+/// `redis://…?namespace=NS&timeout=2s`: the facade's parameters are taken out, the rest of
+/// the URL goes to the redis crate.
 #[cfg(feature = "redis")]
-async fn connect_redis(url: &str, _parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
-    Err(Error::invalid_url(url, "the Redis store is not built yet"))
+async fn connect_redis(url: &str, parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut rest = Vec::new();
+    let mut timeout = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("namespace", _)) => {}
+            Some(("timeout", value)) => timeout = Some(url::parse_timeout(url, value)?),
+            _ => rest.push(pair),
+        }
+    }
+    let redis_url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    let mut builder = leadership_redis::RedisStore::builder(redis_url).namespace(&parsed.namespace);
+    if let Some(timeout) = timeout {
+        builder = builder.operation_timeout(timeout);
+    }
+    Ok(Arc::new(builder.connect().await?))
 }
 
 #[cfg(not(feature = "redis"))]
@@ -111,7 +132,8 @@ async fn connect_redis(url: &str, _parsed: &StoreUrl) -> Result<Arc<dyn Leadersh
 
 #[cfg(feature = "etcd")]
 async fn connect_etcd(url: &str, _parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
-    Err(Error::invalid_url(url, "the etcd store is not built yet"))
+    let store = leadership_etcd::EtcdStore::connect_url(url).await?;
+    Ok(Arc::new(store))
 }
 
 #[cfg(not(feature = "etcd"))]

@@ -84,6 +84,33 @@ impl StoreUrl {
     }
 }
 
+/// Parses a `timeout=` value: `500ms`, `2s`, `1m`.
+///
+/// # Errors
+/// [`Error::InvalidUrl`] unless it is a positive duration.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn parse_timeout(url: &str, value: &str) -> Result<std::time::Duration> {
+    let parsed = if let Some(ms) = value.strip_suffix("ms") {
+        ms.parse::<u64>().ok().map(std::time::Duration::from_millis)
+    } else if let Some(s) = value.strip_suffix('s') {
+        s.parse::<u64>().ok().map(std::time::Duration::from_secs)
+    } else if let Some(m) = value.strip_suffix('m') {
+        m.parse::<u64>()
+            .ok()
+            .and_then(|m| m.checked_mul(60))
+            .map(std::time::Duration::from_secs)
+    } else {
+        None
+    };
+    match parsed {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(Error::invalid_url(
+            url,
+            format!("timeout {value:?} is not a positive duration like 500ms, 5s or 1m"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +135,28 @@ mod tests {
             (url.authority.as_str(), url.namespace.as_str()),
             ("a:1,b:2", "x")
         );
+    }
+
+    #[test]
+    fn timeouts() {
+        assert_eq!(
+            parse_timeout("u", "250ms").ok(),
+            Some(std::time::Duration::from_millis(250))
+        );
+        assert_eq!(
+            parse_timeout("u", "2s").ok(),
+            Some(std::time::Duration::from_secs(2))
+        );
+        assert_eq!(
+            parse_timeout("u", "1m").ok(),
+            Some(std::time::Duration::from_secs(60))
+        );
+        for bad in ["0s", "soon", "-1s", "5", "99999999999999999999m"] {
+            assert!(
+                matches!(parse_timeout("u", bad), Err(Error::InvalidUrl { .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

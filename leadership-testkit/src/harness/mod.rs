@@ -5,8 +5,10 @@
 //! says how to install it: tests fail, they never skip.
 
 mod process;
+mod redis;
 
 pub use process::{HarnessError, ServerProcess, find_binary, free_port, wait_until};
 pub mod etcd;
 
 pub use etcd::{EtcdCluster, EtcdServer};
+pub use redis::{REDIS_SERVER_ENV, RedisServer, RedisServerBuilder, RedisTls};

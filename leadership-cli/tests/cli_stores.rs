@@ -1,0 +1,161 @@
+//! The CLI as a process against real Redis and etcd servers from the testkit harness: the
+//! operator commands share state across processes, `--json` parses, and an unreachable store
+//! exits 3 within its timeout.
+#![cfg(all(feature = "redis", feature = "etcd"))]
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use leadership_testkit::harness::{EtcdServer, RedisServer};
+
+fn leadership(store: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_leadership"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .output()
+        .expect("the leadership binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn expect(out: &Output, code: i32, args: &[&str]) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{args:?}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// Every operator command against one store URL, across separate processes.
+fn operator_commands(store: &str) {
+    let run = |args: &[&str], code: i32| expect(&leadership(store, args), code, args);
+    let claimed = run(&["--json", "claim", "mysql", "mysql/0", "--for", "30s"], 0);
+    let doc: serde_json::Value = serde_json::from_str(claimed.trim()).expect("claim JSON");
+    let fence = doc["fence"].as_u64().expect("a fence");
+    assert!(fence > 0);
+    let checked = run(&["check", "mysql", "mysql/0"], 0);
+    assert!(
+        checked.contains(&format!("mysql/0 leads mysql (fence {fence})")),
+        "{checked}"
+    );
+    run(&["check", "mysql", "mysql/1"], 1);
+    run(&["claim", "mysql", "mysql/1"], 1);
+    run(&["revoke", "mysql", "mysql/1"], 1);
+    let leaders = run(&["--json", "leaders"], 0);
+    let leaders: serde_json::Value = serde_json::from_str(leaders.trim()).expect("leaders JSON");
+    assert_eq!(leaders, serde_json::json!({ "mysql": "mysql/0" }));
+    run(&["pin", "mysql", "machine-0"], 0);
+    let pinned = run(&["--json", "pinned"], 0);
+    let pinned: serde_json::Value = serde_json::from_str(pinned.trim()).expect("pinned JSON");
+    assert_eq!(pinned, serde_json::json!({ "mysql": ["machine-0"] }));
+    run(&["unpin", "mysql", "machine-0"], 0);
+
+    // wait-released blocks while the lease is held and returns once it is revoked.
+    let waiter = Command::new(env!("CARGO_BIN_EXE_leadership"))
+        .args(["--store", store, "wait-released", "mysql"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("wait-released starts");
+    std::thread::sleep(Duration::from_millis(500));
+    run(&["revoke", "mysql", "mysql/0"], 0);
+    let out = waiter.wait_with_output().expect("wait-released ends");
+    let said = expect(&out, 0, &["wait-released"]);
+    assert!(said.contains("mysql has no leader"), "{said}");
+    let next = run(&["--json", "claim", "mysql", "mysql/1"], 0);
+    let next: serde_json::Value = serde_json::from_str(next.trim()).expect("claim JSON");
+    assert!(
+        next["fence"].as_u64().expect("a fence") > fence,
+        "F1: {next} after {fence}"
+    );
+}
+
+#[test]
+fn redis_operator_commands() {
+    let server = RedisServer::start().expect("redis-server starts");
+    operator_commands(&format!(
+        "{}?namespace=cli-{}",
+        server.url(),
+        std::process::id()
+    ));
+}
+
+#[test]
+fn etcd_operator_commands() {
+    let server = EtcdServer::start().expect("etcd starts");
+    operator_commands(&format!(
+        "{}?namespace=cli-{}",
+        server.url(),
+        std::process::id()
+    ));
+}
+
+#[test]
+fn demo_runs_on_redis() {
+    let server = RedisServer::start().expect("redis-server starts");
+    let store = server.url();
+    let args = [
+        "demo",
+        "--guarantee",
+        "300ms",
+        "--apps",
+        "1",
+        "--units",
+        "2",
+        "--json",
+    ];
+    let out = leadership(&store, &args);
+    let said = expect(&out, 0, &args);
+    let summary: serde_json::Value =
+        serde_json::from_str(said.lines().last().unwrap_or_default()).expect("summary JSON");
+    assert_eq!(summary["stale_write_refused"], true, "{said}");
+    assert!(
+        summary["failover_ms"].as_f64().unwrap_or(0.0) >= 550.0,
+        "{said}"
+    );
+}
+
+#[test]
+fn unreachable_stores_exit_3_within_the_timeout() {
+    // A port nobody listens on (taken, then released).
+    let port = leadership_testkit::harness::free_port().expect("a port");
+    for store in [
+        format!("redis://127.0.0.1:{port}?timeout=1s"),
+        format!("etcd://127.0.0.1:{port}?timeout=1s"),
+    ] {
+        let started = Instant::now();
+        let out = leadership(&store, &["leaders"]);
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(3), "{store}: {}", text(&out.stderr));
+        assert!(took < Duration::from_secs(10), "{store}: took {took:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("unavailable") && err.contains("running and reachable"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn wrong_password_is_clear_and_never_printed() {
+    let server = RedisServer::builder()
+        .requirepass("right-password")
+        .start()
+        .expect("redis-server starts");
+    let store = server
+        .url()
+        .replacen("redis://", "redis://default:hunter2@", 1);
+    let out = leadership(&store, &["leaders"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+    assert!(
+        err.to_lowercase().contains("login") || err.contains("password"),
+        "{err}"
+    );
+}

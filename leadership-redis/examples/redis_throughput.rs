@@ -1,0 +1,202 @@
+//! Throughput and latency of the store against plain redis commands from the same client
+//! crate, at the same concurrency, in the same run:
+//!
+//! - holder renewal claims (`claim_leadership` by the leader) vs plain `SET`;
+//! - token checks vs plain `GET`.
+//!
+//! ```text
+//! cargo run --release -p leadership-redis --example redis_throughput -- [seconds per phase] [callers]
+//! ```
+//!
+//! Uses `LEADERSHIP_REDIS_URL` if set, else starts a private redis-server.
+
+use std::time::{Duration, Instant};
+
+use leadership_core::{Checker, Claimer};
+use leadership_redis::RedisStore;
+use leadership_testkit::harness::RedisServer;
+use redis::aio::ConnectionManager;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Set,
+    Claim,
+    Get,
+    Check,
+}
+
+#[derive(Default)]
+struct Stats {
+    ops: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl Stats {
+    fn throughput(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((self.latencies_us.len() - 1) as f64 * p).round() as usize;
+        f64::from(self.latencies_us[index]) / 1000.0
+    }
+}
+
+async fn run_phase(
+    op: Op,
+    callers: usize,
+    length: Duration,
+    store: &RedisStore,
+    conn: &ConnectionManager,
+) -> Stats {
+    let start = Instant::now();
+    let deadline = start + length;
+    let mut tasks = Vec::with_capacity(callers);
+    for i in 0..callers {
+        let store = store.clone();
+        let mut conn = conn.clone();
+        tasks.push(tokio::spawn(async move {
+            let app = format!("app{i}");
+            let unit = format!("app{i}/0");
+            let key = format!("bench:key:{i}");
+            let token = store.leadership_check(&app, &unit);
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match op {
+                    Op::Set => redis::cmd("SET")
+                        .arg(&key)
+                        .arg("value")
+                        .query_async::<()>(&mut conn)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                    Op::Get => redis::cmd("GET")
+                        .arg(&key)
+                        .query_async::<Option<String>>(&mut conn)
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                    Op::Claim => store
+                        .claim_leadership(&app, &unit, Duration::from_secs(60))
+                        .await
+                        .map(drop)
+                        .map_err(|e| e.to_string()),
+                    Op::Check => token.check().await.map(drop).map_err(|e| e.to_string()),
+                }
+                .unwrap_or_else(|e| panic!("{op:?} failed: {e}"));
+                latencies.push(u32::try_from(t.elapsed().as_micros()).unwrap_or(u32::MAX));
+            }
+            latencies
+        }));
+    }
+    let mut stats = Stats::default();
+    for task in tasks {
+        stats.latencies_us.extend(task.await.expect("caller task"));
+    }
+    stats.elapsed = start.elapsed();
+    stats.ops = stats.latencies_us.len() as u64;
+    stats
+}
+
+fn merge(into: &mut Stats, from: Stats) {
+    into.ops += from.ops;
+    into.elapsed += from.elapsed;
+    into.latencies_us.extend(from.latencies_us);
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let seconds: f64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    let callers: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(64);
+    let length = Duration::from_secs_f64(seconds);
+
+    let (_server, url) = match std::env::var("LEADERSHIP_REDIS_URL") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let server = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+            let url = server.url();
+            (Some(server), url)
+        }
+    };
+    let store = RedisStore::connect(&url, &format!("bench-{}", std::process::id()))
+        .await
+        .expect("connect");
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let conn = ConnectionManager::new(client)
+        .await
+        .expect("baseline connection");
+
+    // Each caller leads its own application; the timed claims are the holder's renewals.
+    for i in 0..callers {
+        store
+            .claim_leadership(
+                &format!("app{i}"),
+                &format!("app{i}/0"),
+                Duration::from_secs(60),
+            )
+            .await
+            .expect("initial claim");
+    }
+    // Warm up (script cache, connections), then alternate phases twice so drift in machine
+    // load hits both sides alike.
+    for op in [Op::Set, Op::Claim, Op::Get, Op::Check] {
+        run_phase(op, callers, Duration::from_millis(300), &store, &conn).await;
+    }
+    let mut results: Vec<(Op, Stats)> = [Op::Set, Op::Claim, Op::Get, Op::Check]
+        .into_iter()
+        .map(|op| (op, Stats::default()))
+        .collect();
+    for _round in 0..2 {
+        for (op, total) in &mut results {
+            let stats = run_phase(*op, callers, length / 2, &store, &conn).await;
+            merge(total, stats);
+        }
+    }
+    for (_, stats) in &mut results {
+        stats.latencies_us.sort_unstable();
+    }
+
+    println!(
+        "redis throughput, {callers} concurrent callers, {seconds} s per operation, url {}",
+        if _server.is_some() {
+            "private redis-server"
+        } else {
+            "LEADERSHIP_REDIS_URL"
+        }
+    );
+    println!(
+        "{:<24} {:>12} {:>10} {:>10}",
+        "operation", "ops/s", "p50 ms", "p99 ms"
+    );
+    let names = [
+        (Op::Set, "plain SET"),
+        (Op::Claim, "claim (holder renewal)"),
+        (Op::Get, "plain GET"),
+        (Op::Check, "token check"),
+    ];
+    for (op, stats) in &results {
+        let name = names.iter().find(|(o, _)| o == op).map_or("?", |(_, n)| n);
+        println!(
+            "{name:<24} {:>12.0} {:>10.3} {:>10.3}",
+            stats.throughput(),
+            stats.percentile(0.5),
+            stats.percentile(0.99)
+        );
+    }
+    let get = |op: Op| results.iter().find(|(o, _)| *o == op).map(|(_, s)| s);
+    if let (Some(set), Some(claim), Some(get_), Some(check)) =
+        (get(Op::Set), get(Op::Claim), get(Op::Get), get(Op::Check))
+    {
+        let claim_ratio = claim.throughput() / set.throughput();
+        let check_ratio = check.throughput() / get_.throughput();
+        println!(
+            "claim / SET = {claim_ratio:.2} (target >= 0.80)   check / GET = {check_ratio:.2} (target >= 0.90)"
+        );
+    }
+}

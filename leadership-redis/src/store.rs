@@ -1,0 +1,510 @@
+//! The store: the leadership traits over the scripts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use leadership_core::{
+    CancellationToken, Checker, Claimer, Error, Fence, Pinner, Policy, Reader, Result, Revoker,
+    Token,
+};
+use redis::aio::ConnectionManager;
+use redis::{Client, FromRedisValue, RedisResult, Script, ScriptInvocation};
+
+use crate::config::RedisStoreBuilder;
+use crate::error::{BACKEND, BadReply, TimedOut, map_redis_error};
+use crate::keys::Keys;
+use crate::scripts;
+use crate::waiters::{Backoff, Waiters};
+
+/// A leadership store over Redis 7.
+///
+/// Cheap to clone: clones share one auto-reconnecting connection. Every claim, check,
+/// extension and revoke is one script round trip; the server's clock alone decides expiry.
+/// Durations are rounded up to whole milliseconds (the store's granularity, V3).
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    conn: ConnectionManager,
+    keys: Keys,
+    namespace: String,
+    endpoint: String,
+    timeout: Duration,
+    policy: Arc<dyn Policy>,
+    waiters: Waiters,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("endpoint", &self.inner.endpoint)
+            .field("namespace", &self.inner.namespace)
+            .field("operation_timeout", &self.inner.timeout)
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    pub(crate) fn new(
+        client: Client,
+        conn: ConnectionManager,
+        namespace: &str,
+        endpoint: String,
+        timeout: Duration,
+        policy: Arc<dyn Policy>,
+    ) -> Self {
+        let keys = Keys::new(namespace);
+        let waiters = Waiters::new(client, keys.channel.clone(), timeout);
+        Inner {
+            conn,
+            keys,
+            namespace: namespace.to_owned(),
+            endpoint,
+            timeout,
+            policy,
+            waiters,
+        }
+    }
+
+    /// Runs `call` within the operation timeout, mapping errors (E1).
+    async fn within<T>(
+        &self,
+        operation: &'static str,
+        call: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(map_redis_error(operation, err)),
+            Err(_) => Err(Error::unavailable(
+                BACKEND,
+                operation,
+                TimedOut(self.timeout),
+            )),
+        }
+    }
+
+    async fn eval<T: FromRedisValue>(
+        &self,
+        operation: &'static str,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let mut conn = self.conn.clone();
+        self.within(operation, invocation.invoke_async(&mut conn))
+            .await
+    }
+
+    async fn claim(&self, application: &str, unit: &str, duration: Duration) -> Result<Fence> {
+        self.policy.check_claim(application, unit, duration)?;
+        // V3: the store's granularity is a millisecond; round up, never down.
+        let millis = u64::try_from(duration.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+        let mut invocation = scripts::CLAIM.prepare_invoke();
+        invocation
+            .key(self.keys.lease(application, unit))
+            .arg(millis)
+            .arg(&self.keys.prefix)
+            .arg(application)
+            .arg(unit);
+        match self.eval::<u64>("claim", &invocation).await? {
+            0 => Err(Error::ClaimDenied),
+            fence => Ok(Fence(fence)),
+        }
+    }
+
+    async fn check(&self, application: &str, unit: &str) -> Result<Fence> {
+        self.policy.check_member(application, unit)?;
+        // The lease key exists exactly while the unit leads (Redis expires it on the
+        // server's clock), so a check is one plain GET.
+        let key = self.keys.lease(application, unit);
+        let mut conn = self.conn.clone();
+        let fence: Option<u64> = self
+            .within("check", redis::cmd("GET").arg(key).query_async(&mut conn))
+            .await?;
+        match fence {
+            Some(fence) => Ok(Fence(fence)),
+            None => Err(Error::not_leader(unit, application)),
+        }
+    }
+
+    /// The state of `application` for a waiter: `None` if vacant, else how long until it
+    /// expires (`Some(None)` while pinned).
+    async fn inspect(&self, application: &str) -> Result<Option<Option<Duration>>> {
+        let mut invocation = scripts::INSPECT.prepare_invoke();
+        invocation
+            .key(&self.keys.owners)
+            .arg(application)
+            .arg(self.keys.lease_of(application));
+        Ok(match self.eval::<i64>("block", &invocation).await? {
+            -1 => Some(None),
+            millis if millis > 0 => Some(Some(Duration::from_millis(millis.unsigned_abs()))),
+            _ => None,
+        })
+    }
+
+    async fn block(&self, application: &str, cancel: CancellationToken) -> Result<()> {
+        self.policy.check_application(application)?;
+        if cancel.is_cancelled() {
+            return Err(Error::BlockCancelled);
+        }
+        let mut registration = self.waiters.register(application);
+        let mut subscription = self.waiters.subscription();
+        let mut backoff = Backoff::new();
+        loop {
+            // Look only while subscribed: a release after the look is then never missed.
+            while !subscription.borrow_and_update().connected {
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return Err(Error::BlockCancelled),
+                    changed = subscription.changed() => if changed.is_err() {
+                        return Err(Error::Stopped { what: "redis release subscriber" });
+                    },
+                }
+            }
+            let seen = *registration.events.borrow_and_update();
+            let state = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(Error::BlockCancelled),
+                state = self.inspect(application) => state,
+            };
+            let sleep_for = match state {
+                Ok(None) => return Ok(()),
+                Ok(Some(left)) => {
+                    backoff.reset();
+                    // A millisecond past the server's expiry, so one look usually suffices.
+                    left.map(|left| left + Duration::from_millis(1))
+                }
+                Err(error) => {
+                    // Never Ok because of an error (B5): wait, then look again.
+                    tracing::debug!(%error, application, "redis block look failed; retrying");
+                    Some(backoff.next_delay())
+                }
+            };
+            let timer = async {
+                match sleep_for {
+                    Some(delay) => tokio::time::sleep(delay).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(Error::BlockCancelled),
+                changed = registration.events.changed() => {
+                    if changed.is_err() {
+                        return Err(Error::Stopped { what: "redis release subscriber" });
+                    }
+                    if registration.events.borrow().released != seen.released {
+                        return Ok(());
+                    }
+                }
+                changed = subscription.changed() => if changed.is_err() {
+                    return Err(Error::Stopped { what: "redis release subscriber" });
+                },
+                () = timer => {}
+            }
+        }
+    }
+
+    async fn revoke(&self, application: &str, unit: &str) -> Result<()> {
+        self.policy.check_member(application, unit)?;
+        let lease_of = self.keys.lease_of(application);
+        let mut invocation = scripts::REVOKE.prepare_invoke();
+        invocation
+            .key(format!("{lease_of}{unit}"))
+            .key(&self.keys.owners)
+            .key(&self.keys.pinexp)
+            .arg(application)
+            .arg(lease_of)
+            .arg(&self.keys.channel);
+        match self.eval::<i64>("revoke", &invocation).await? {
+            0 => Err(Error::ClaimNotHeld),
+            _ => Ok(()),
+        }
+    }
+
+    async fn pin(&self, application: &str, entity: &str, script: &Script) -> Result<()> {
+        self.policy.check_pin(application, entity)?;
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.keys.pins(application))
+            .key(&self.keys.pinned)
+            .key(&self.keys.owners)
+            .key(&self.keys.pinexp)
+            .arg(application)
+            .arg(entity)
+            .arg(self.keys.lease_of(application))
+            .arg(&self.keys.channel);
+        self.eval::<i64>("pin", &invocation).await.map(drop)
+    }
+
+    async fn pinned(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        let mut invocation = scripts::PINNED.prepare_invoke();
+        invocation
+            .key(&self.keys.pinned)
+            .arg(&self.keys.pins_prefix);
+        let pairs: Vec<(String, Vec<String>)> = self.eval("pinned", &invocation).await?;
+        Ok(pairs
+            .into_iter()
+            .filter(|(_, entities)| !entities.is_empty())
+            .map(|(application, mut entities)| {
+                entities.sort();
+                (application, entities)
+            })
+            .collect())
+    }
+
+    async fn leaders(&self) -> Result<BTreeMap<String, String>> {
+        let mut invocation = scripts::LEADERS.prepare_invoke();
+        invocation
+            .key(&self.keys.owners)
+            .arg(&self.keys.lease_prefix);
+        let pairs: Vec<(String, String)> = self.eval("leaders", &invocation).await?;
+        Ok(pairs.into_iter().collect())
+    }
+
+    async fn guarded<T: FromRedisValue>(
+        &self,
+        application: &str,
+        unit: &str,
+        fence: Fence,
+        script: &Script,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Result<T> {
+        self.policy.check_member(application, unit)?;
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(self.keys.lease(application, unit))
+            .arg(fence.get());
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let reply: redis::Value = self.eval("guarded write", &invocation).await?;
+        let redis::Value::Array(mut items) = reply else {
+            return Err(bad_reply("guarded write", "not an array"));
+        };
+        let result = if items.len() > 1 {
+            items.swap_remove(1)
+        } else {
+            redis::Value::Nil
+        };
+        match items.first() {
+            Some(redis::Value::Int(1)) => {}
+            Some(redis::Value::Int(0)) => return Err(Error::not_leader(unit, application)),
+            _ => return Err(bad_reply("guarded write", "no guard status")),
+        }
+        T::from_redis_value(result).map_err(|e| map_redis_error("guarded write", e.into()))
+    }
+}
+
+fn bad_reply(operation: &'static str, what: &str) -> Error {
+    Error::backend(BACKEND, operation, BadReply(what.to_owned()))
+}
+
+impl RedisStore {
+    /// Options: credentials, database, namespace, timeouts, policy, TLS roots.
+    ///
+    /// `url` is `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS.
+    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
+        RedisStoreBuilder::new(url)
+    }
+
+    /// Connects to `url` with the default options and `namespace`.
+    ///
+    /// # Errors
+    /// See [`RedisStoreBuilder::connect`].
+    pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
+        Self::builder(url).namespace(namespace).connect().await
+    }
+
+    pub(crate) fn from_inner(inner: Inner) -> Self {
+        RedisStore {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// This handle's namespace (N1).
+    pub fn namespace(&self) -> &str {
+        &self.inner.namespace
+    }
+
+    /// How many calls are blocked in `block_until_leadership_released` on this handle (and
+    /// its clones). A cancelled or dropped wait leaves nothing behind (B3).
+    pub fn blocked_waiters(&self) -> usize {
+        self.inner.waiters.registered()
+    }
+
+    /// The key prefix of this namespace, `leadership:{n<ns>}:`. Keys for guarded writes
+    /// that start with it share the namespace's hash tag, so they live in the same cluster
+    /// slot as the lease.
+    pub fn key_prefix(&self) -> &str {
+        &self.inner.keys.prefix
+    }
+
+    /// Sets `key` to `value` only if `unit` leads `application` with `fence`, atomically
+    /// (F2). A stale leader's write fails once a new term has begun.
+    ///
+    /// # Errors
+    /// [`Error::NotLeader`] if the unit does not lead with that fence; `Invalid*`;
+    /// [`Error::Unavailable`]; [`Error::Backend`].
+    pub async fn guarded_set(
+        &self,
+        application: &str,
+        unit: &str,
+        fence: Fence,
+        key: &str,
+        value: impl AsRef<[u8]>,
+    ) -> Result<()> {
+        self.inner
+            .guarded::<redis::Value>(
+                application,
+                unit,
+                fence,
+                &scripts::GUARDED_SET,
+                &[key],
+                &[value.as_ref()],
+            )
+            .await
+            .map(drop)
+    }
+
+    /// Deletes `key` only if `unit` leads `application` with `fence` (F2). Returns whether
+    /// the key existed.
+    ///
+    /// # Errors
+    /// As [`RedisStore::guarded_set`].
+    pub async fn guarded_del(
+        &self,
+        application: &str,
+        unit: &str,
+        fence: Fence,
+        key: &str,
+    ) -> Result<bool> {
+        self.inner
+            .guarded::<i64>(application, unit, fence, &scripts::GUARDED_DEL, &[key], &[])
+            .await
+            .map(|deleted| deleted > 0)
+    }
+
+    /// Runs a Lua script body atomically, only if `unit` leads `application` with `fence`
+    /// (F2). The body sees its own `KEYS` and `ARGV` (from `keys` and `args`) and may
+    /// `return` a value, converted to `T`.
+    ///
+    /// Each distinct body is one script on the server (loaded once, by its hash); build a
+    /// [`GuardedScript`] once and reuse it.
+    ///
+    /// # Errors
+    /// As [`RedisStore::guarded_set`]; a failing body gives [`Error::Backend`].
+    pub async fn guarded_script<T: FromRedisValue>(
+        &self,
+        application: &str,
+        unit: &str,
+        fence: Fence,
+        script: &GuardedScript,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> Result<T> {
+        self.inner
+            .guarded(application, unit, fence, &script.0, keys, args)
+            .await
+    }
+}
+
+/// A Lua script body wrapped in the leadership guard, for [`RedisStore::guarded_script`].
+#[derive(Clone)]
+pub struct GuardedScript(Script);
+
+impl GuardedScript {
+    /// Wraps `body`, e.g. `"return redis.call('INCRBY', KEYS[1], ARGV[1])"`.
+    pub fn new(body: &str) -> Self {
+        GuardedScript(scripts::guarded(body))
+    }
+}
+
+impl fmt::Debug for GuardedScript {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("GuardedScript")
+            .field(&self.0.get_hash())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Claimer for RedisStore {
+    async fn claim_leadership(
+        &self,
+        application: &str,
+        unit: &str,
+        duration: Duration,
+    ) -> Result<Fence> {
+        self.inner.claim(application, unit, duration).await
+    }
+
+    async fn block_until_leadership_released(
+        &self,
+        application: &str,
+        cancel: CancellationToken,
+    ) -> Result<()> {
+        self.inner.block(application, cancel).await
+    }
+}
+
+impl Checker for RedisStore {
+    fn leadership_check(&self, application: &str, unit: &str) -> Box<dyn Token> {
+        Box::new(RedisToken {
+            inner: self.inner.clone(),
+            application: application.to_owned(),
+            unit: unit.to_owned(),
+        })
+    }
+}
+
+struct RedisToken {
+    inner: Arc<Inner>,
+    application: String,
+    unit: String,
+}
+
+#[async_trait]
+impl Token for RedisToken {
+    async fn check(&self) -> Result<Fence> {
+        self.inner.check(&self.application, &self.unit).await
+    }
+}
+
+#[async_trait]
+impl Revoker for RedisStore {
+    async fn revoke_leadership(&self, application: &str, unit: &str) -> Result<()> {
+        self.inner.revoke(application, unit).await
+    }
+}
+
+#[async_trait]
+impl Pinner for RedisStore {
+    async fn pin_leadership(&self, application: &str, entity: &str) -> Result<()> {
+        self.inner.pin(application, entity, &scripts::PIN).await
+    }
+
+    async fn unpin_leadership(&self, application: &str, entity: &str) -> Result<()> {
+        self.inner.pin(application, entity, &scripts::UNPIN).await
+    }
+
+    async fn pinned_leadership(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        self.inner.pinned().await
+    }
+}
+
+#[async_trait]
+impl Reader for RedisStore {
+    async fn leaders(&self) -> Result<BTreeMap<String, String>> {
+        self.inner.leaders().await
+    }
+}

@@ -1,0 +1,102 @@
+//! Shared by the test binaries: one redis-server per binary, a conformance factory.
+#![allow(dead_code)] // each test binary uses part of it
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use leadership_core::conformance::{Profile, StoreFactory};
+use leadership_core::{Leadership, Policy};
+use leadership_redis::RedisStore;
+use leadership_testkit::harness::RedisServer;
+
+/// One server for the whole test binary; each test opens its own clients and namespaces.
+pub fn server() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(|| match RedisServer::start() {
+        Ok(server) => server,
+        Err(err) => panic!("{err}"),
+    })
+}
+
+/// Redis's promises to the conformance suite. The store's expiry is exact on the server's
+/// clock (µs); the slacks cover a loaded two-core machine and the pub/sub hop.
+pub fn profile() -> Profile {
+    Profile {
+        min_duration: Duration::from_millis(200),
+        expiry_slack: Duration::from_millis(250),
+        notify_latency: Duration::from_millis(500),
+    }
+}
+
+/// Opens stores as its own ACL user, so that `drop_connections` can kill exactly this
+/// factory's connections (`CLIENT KILL USER`) without disturbing tests running in parallel.
+pub struct Factory {
+    url: String,
+    user: String,
+    password: String,
+}
+
+impl Factory {
+    pub fn new() -> Self {
+        let server = server();
+        let user = format!("conformance-{:016x}", rand::random::<u64>());
+        let password = format!("pw-{:016x}", rand::random::<u64>());
+        let rule = format!(">{password}");
+        server
+            .command(&["ACL", "SETUSER", &user, "on", &rule, "~*", "&*", "+@all"])
+            .expect("create ACL user");
+        Factory {
+            url: server.url(),
+            user,
+            password,
+        }
+    }
+
+    pub async fn store(&self, namespace: &str) -> RedisStore {
+        RedisStore::builder(&self.url)
+            .username(&self.user)
+            .password(&self.password)
+            .namespace(namespace)
+            .connect()
+            .await
+            .expect("connect to the test redis-server")
+    }
+}
+
+#[leadership_core::async_trait]
+impl StoreFactory for Factory {
+    async fn open(&self, namespace: &str) -> Arc<dyn Leadership> {
+        Arc::new(self.store(namespace).await)
+    }
+
+    async fn open_with_policy(
+        &self,
+        namespace: &str,
+        policy: Arc<dyn Policy>,
+    ) -> Arc<dyn Leadership> {
+        let store = RedisStore::builder(&self.url)
+            .username(&self.user)
+            .password(&self.password)
+            .namespace(namespace)
+            .policy(policy)
+            .connect()
+            .await
+            .expect("connect to the test redis-server");
+        Arc::new(store)
+    }
+
+    fn profile(&self) -> Profile {
+        profile()
+    }
+
+    async fn drop_connections(&self) -> bool {
+        let killed = server()
+            .command(&["CLIENT", "KILL", "USER", &self.user])
+            .expect("CLIENT KILL USER");
+        assert_ne!(
+            killed, "0",
+            "the factory's stores had no connections to kill"
+        );
+        true
+    }
+}
