@@ -4,6 +4,7 @@ mod driver;
 mod etcd_store;
 mod footprint;
 mod memory;
+mod redis_store;
 mod report;
 mod scale;
 mod scenarios;
@@ -119,7 +120,10 @@ async fn run_child(args: &Args, child: ChildScenario) -> ExitCode {
 async fn open_bench(args: &Args) -> BenchResult<Box<dyn Bench>> {
     match args.store {
         StoreArg::Memory => Ok(Box::new(memory::MemoryBench::new())),
-        StoreArg::Redis => Err("the redis store is not on main yet".to_owned()),
+        StoreArg::Redis => match &args.redis_url {
+            Some(url) => Ok(Box::new(redis_store::RedisBench::start(Some(url.clone()))?)),
+            None => Err("a redis child needs --redis-url".to_owned()),
+        },
         StoreArg::Etcd => match &args.etcd_url {
             Some(url) => Ok(Box::new(etcd_store::EtcdBench::start(Some(url.clone()))?)),
             None => Err("an etcd child needs --etcd-url".to_owned()),
@@ -290,13 +294,25 @@ async fn run(args: Args) -> ExitCode {
         run_store(&bench, sizes, args.quick, &mut report.rows, Vec::new()).await;
     }
     if wanted(StoreArg::Redis) {
-        let row = Row::error(
-            "redis",
-            "all scenarios",
-            "the redis store is not on main yet",
-        );
-        progress(&row);
-        report.rows.push(row);
+        match redis_store::RedisBench::start(args.redis_url.clone()) {
+            Ok(bench) => {
+                let mut extra = Vec::new();
+                for callers in [1, 64] {
+                    extra.push(redis_store::redis_benchmark(&bench, sizes, callers).await);
+                    extra.push(
+                        redis_store::rslock_peer(&bench, sizes, callers)
+                            .await
+                            .unwrap_or_else(|e| Row::error("redis", "peer: claim+revoke", e)),
+                    );
+                }
+                run_store(&bench, sizes, args.quick, &mut report.rows, extra).await;
+            }
+            Err(e) => {
+                let row = Row::error("redis", "all scenarios", e);
+                progress(&row);
+                report.rows.push(row);
+            }
+        }
     }
     if wanted(StoreArg::Etcd) {
         match etcd_store::EtcdBench::start(args.etcd_url.clone()) {

@@ -40,10 +40,14 @@ impl RedisBench {
 
     /// A new connection manager from the redis crate, as the store makes.
     pub async fn connection(&self) -> BenchResult<ConnectionManager> {
-        let client = redis::Client::open(self.url.as_str()).map_err(|e| format!("redis client: {e}"))?;
-        ConnectionManager::new(client)
-            .await
-            .map_err(|e| format!("redis connection to {}: {e}", leadership_core::redact_url(&self.url)))
+        let client =
+            redis::Client::open(self.url.as_str()).map_err(|e| format!("redis client: {e}"))?;
+        ConnectionManager::new(client).await.map_err(|e| {
+            format!(
+                "redis connection to {}: {e}",
+                leadership_core::redact_url(&self.url)
+            )
+        })
     }
 
     fn host_port(&self) -> Option<(String, String)> {
@@ -96,7 +100,12 @@ impl Bench for RedisBench {
     }
 
     fn child_args(&self) -> Vec<String> {
-        vec!["--store".to_owned(), "redis".to_owned(), "--redis-url".to_owned(), self.url.clone()]
+        vec![
+            "--store".to_owned(),
+            "redis".to_owned(),
+            "--redis-url".to_owned(),
+            self.url.clone(),
+        ]
     }
 }
 
@@ -107,7 +116,11 @@ pub async fn redis_benchmark(bench: &RedisBench, sizes: Sizes, callers: usize) -
     let Some((host, port)) = bench.host_port() else {
         return row.with_note("cannot tell host and port from the URL");
     };
-    let requests = if sizes.round < Duration::from_secs(1) { 20_000 } else { 200_000 };
+    let requests = if sizes.round < Duration::from_secs(1) {
+        20_000
+    } else {
+        200_000
+    };
     let args = [
         "-h".to_owned(),
         host,
@@ -121,7 +134,9 @@ pub async fn redis_benchmark(bench: &RedisBench, sizes: Sizes, callers: usize) -
         requests.to_string(),
         "-q".to_owned(),
     ];
-    let output = tokio::task::spawn_blocking(move || Command::new("redis-benchmark").args(args).output()).await;
+    let output =
+        tokio::task::spawn_blocking(move || Command::new("redis-benchmark").args(args).output())
+            .await;
     let text = match output {
         Ok(Ok(out)) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
         Ok(Ok(out)) => return row.with_note(format!("redis-benchmark failed: {}", out.status)),
@@ -136,7 +151,10 @@ pub async fn redis_benchmark(bench: &RedisBench, sizes: Sizes, callers: usize) -
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .and_then(|n| n.parse::<f64>().ok());
     row.value = Some(match rate {
-        Some(rate) => format!("{} SET/s ({callers} connections, {requests} requests): {summary}", human_rate(rate)),
+        Some(rate) => format!(
+            "{} SET/s ({callers} connections, {requests} requests): {summary}",
+            human_rate(rate)
+        ),
         None => summary.clone(),
     });
     row.number = rate;
@@ -148,7 +166,8 @@ pub async fn redis_benchmark(bench: &RedisBench, sizes: Sizes, callers: usize) -
 pub async fn rslock_peer(bench: &RedisBench, sizes: Sizes, callers: usize) -> BenchResult<Row> {
     let ns = fresh_namespace("peer");
     let store = bench.open(&ns).await?;
-    let client = redis::Client::open(bench.url.as_str()).map_err(|e| format!("redis client: {e}"))?;
+    let client =
+        redis::Client::open(bench.url.as_str()).map_err(|e| format!("redis client: {e}"))?;
     let client = rslock::LockManager::from_clients(vec![client]);
     let (ours, theirs) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let prefix = format!("bench:{ns}:lock:");
@@ -175,19 +194,27 @@ pub async fn rslock_peer(bench: &RedisBench, sizes: Sizes, callers: usize) -> Be
             async move {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let (app, unit) = (format!("p{i}"), format!("p{i}/0"));
-                s.claim_leadership(&app, &unit, lease).await.is_ok() && s.revoke_leadership(&app, &unit).await.is_ok()
+                s.claim_leadership(&app, &unit, lease).await.is_ok()
+                    && s.revoke_leadership(&app, &unit).await.is_ok()
             }
         },
     )
     .await;
     let mut row = Row::new("redis", "peer: claim+revoke");
     row.callers = Some(callers);
-    row.ratio = Some(if base.rate() > 0.0 { subj.rate() / base.rate() } else { 0.0 });
+    row.ratio = Some(if base.rate() > 0.0 {
+        subj.rate() / base.rate()
+    } else {
+        0.0
+    });
     row.subject = Some(subj.figures("claim + revoke"));
     row.baseline = Some(base.figures("rslock lock+unlock"));
     if subj.errors + base.errors > 0 {
         row.verdict = Verdict::Error;
-        row.note = Some(format!("{} ours and {} rslock cycles failed", subj.errors, base.errors));
+        row.note = Some(format!(
+            "{} ours and {} rslock cycles failed",
+            subj.errors, base.errors
+        ));
     }
     Ok(row)
 }

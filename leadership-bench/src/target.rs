@@ -18,6 +18,8 @@ pub type BenchResult<T> = Result<T, BenchError>;
 pub enum Baseline {
     /// The memory store's baseline: a `Mutex<HashMap>`.
     Map(Arc<Mutex<HashMap<String, String>>>),
+    /// Redis `SET` / `GET` over the redis crate's `ConnectionManager`, as the store uses.
+    Redis(redis::aio::ConnectionManager),
     /// etcd `put` / range over the store's own etcd-client.
     Etcd(crate::etcd_store::KvClient),
 }
@@ -32,6 +34,7 @@ impl Baseline {
     pub fn write_label(&self) -> &'static str {
         match self {
             Baseline::Map(_) => "HashMap insert",
+            Baseline::Redis(_) => "SET",
             Baseline::Etcd(_) => "etcd put",
         }
     }
@@ -40,6 +43,7 @@ impl Baseline {
     pub fn read_label(&self) -> &'static str {
         match self {
             Baseline::Map(_) => "HashMap get",
+            Baseline::Redis(_) => "GET",
             Baseline::Etcd(_) => "etcd range",
         }
     }
@@ -52,6 +56,15 @@ impl Baseline {
                 black_box(map.insert(key.to_owned(), value.to_owned()));
                 true
             }
+            Baseline::Redis(conn) => {
+                let mut conn = conn.clone();
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .is_ok()
+            }
             Baseline::Etcd(kv) => kv.clone().put(key, value, None).await.is_ok(),
         }
     }
@@ -63,6 +76,14 @@ impl Baseline {
                 let map = map.lock().unwrap_or_else(PoisonError::into_inner);
                 black_box(map.get(key).map(String::len));
                 true
+            }
+            Baseline::Redis(conn) => {
+                let mut conn = conn.clone();
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async::<Option<String>>(&mut conn)
+                    .await
+                    .is_ok()
             }
             Baseline::Etcd(kv) => kv.clone().get(key, None).await.is_ok(),
         }
