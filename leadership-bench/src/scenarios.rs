@@ -115,13 +115,16 @@ fn throughput_row(
         row.target = Some((targets.ratio_text)(min));
         row.verdict = Verdict::of(ratio >= min);
     }
-    let errors = subj.errors + base.errors;
-    if errors > 0 {
-        row.verdict = Verdict::Error;
+    // Failed operations are the store's (or the baseline's) result, not the runner's: the
+    // library's failures fail the row; the baseline's are noted.
+    if subj.errors + base.errors > 0 {
         row.note = Some(format!(
-            "{} subject and {} baseline operations failed",
-            subj.errors, base.errors
+            "{} of {} library and {} of {} baseline operations failed",
+            subj.errors, subj.ops, base.errors, base.ops
         ));
+    }
+    if subj.errors > 0 {
+        row.verdict = Verdict::Fail;
     }
     row
 }
