@@ -1,6 +1,362 @@
-//! Side-by-side benchmarks of leadership stores against raw-store baselines.
+#![doc = include_str!("../README.md")]
 
-fn main() {
-    eprintln!("leadership: not built yet");
-    std::process::exit(2);
+mod driver;
+mod etcd_store;
+mod footprint;
+mod memory;
+mod redis_store;
+mod report;
+mod scale;
+mod scenarios;
+mod stats;
+mod sys;
+mod target;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::SystemTime;
+
+use clap::{Parser, ValueEnum};
+
+use crate::report::{Report, Row, Verdict};
+use crate::scenarios::Sizes;
+use crate::target::{Bench, BenchResult};
+
+/// Which stores to benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreArg {
+    Memory,
+    Redis,
+    Etcd,
+    All,
+}
+
+/// Scenarios that run in a child process of their own (clean RSS and CPU figures).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ChildScenario {
+    Footprint,
+    Scale,
+}
+
+/// Side-by-side benchmarks of the leadership stores against their raw stores and peers.
+#[derive(Debug, Parser)]
+#[command(name = "leadership-bench", version)]
+struct Args {
+    /// Shorter rounds and fewer runs (under 3 minutes for all stores); for CI.
+    #[arg(long)]
+    quick: bool,
+    /// The store(s) to benchmark.
+    #[arg(long, value_enum, default_value = "all")]
+    store: StoreArg,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Use this Redis server instead of starting one (redis://host:port).
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Use this etcd endpoint instead of starting a member (http://host:port).
+    #[arg(long, value_name = "URL")]
+    etcd_url: Option<String>,
+    /// Internal: run one scenario in this process and print its rows as JSON.
+    #[arg(long, value_enum, hide = true)]
+    child: Option<ChildScenario>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("leadership-bench: cannot start the tokio runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(child) = args.child {
+        return runtime.block_on(run_child(&args, child));
+    }
+    runtime.block_on(run(args))
+}
+
+fn sizes(quick: bool) -> Sizes {
+    if quick { Sizes::QUICK } else { Sizes::FULL }
+}
+
+/// The child side: one scenario, rows as JSON on stdout.
+async fn run_child(args: &Args, child: ChildScenario) -> ExitCode {
+    let sizes = sizes(args.quick);
+    let rows: Vec<Row> = match child {
+        ChildScenario::Footprint => vec![
+            footprint::memory_per_lease(sizes.memory_leases)
+                .await
+                .unwrap_or_else(|e| Row::error("memory", "memory per lease", e)),
+        ],
+        ChildScenario::Scale => match open_bench(args).await {
+            Ok(bench) => scale::scale(&*bench, sizes)
+                .await
+                .unwrap_or_else(|e| vec![Row::error(bench.name(), "scale", e)]),
+            Err(e) => vec![Row::error(
+                &format!("{:?}", args.store).to_lowercase(),
+                "scale",
+                e,
+            )],
+        },
+    };
+    match serde_json::to_string(&rows) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("leadership-bench child: cannot encode rows: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The store a child process benchmarks: the one its `--store` names, at the given URLs.
+async fn open_bench(args: &Args) -> BenchResult<Box<dyn Bench>> {
+    match args.store {
+        StoreArg::Memory => Ok(Box::new(memory::MemoryBench::new())),
+        StoreArg::Redis => match &args.redis_url {
+            Some(url) => Ok(Box::new(redis_store::RedisBench::start(Some(url.clone()))?)),
+            None => Err("a redis child needs --redis-url".to_owned()),
+        },
+        StoreArg::Etcd => match &args.etcd_url {
+            Some(url) => Ok(Box::new(etcd_store::EtcdBench::start(Some(url.clone()))?)),
+            None => Err("an etcd child needs --etcd-url".to_owned()),
+        },
+        StoreArg::All => Err("a child runs one store, not all".to_owned()),
+    }
+}
+
+/// Runs a child scenario in a new process of this binary and collects its rows.
+async fn in_child(child: &str, quick: bool, extra: Vec<String>) -> BenchResult<Vec<Row>> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the runner's binary: {e}"))?;
+    let mut command = Command::new(exe);
+    command
+        .args(["--child", child])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+    if quick {
+        command.arg("--quick");
+    }
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .map_err(|e| format!("child {child}: {e}"))?
+        .map_err(|e| format!("cannot start child {child}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("child {child} failed: {}", output.status));
+    }
+    serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("child {child} printed bad JSON: {e}"))
+}
+
+/// Prints a row as soon as it is measured, so CI logs show progress and verdicts.
+fn progress(row: &Row) {
+    let figure = match (&row.subject, &row.ratio, &row.value) {
+        (Some(s), Some(ratio), _) => format!(
+            "{} ops/s vs {} {} ops/s, ratio {ratio:.2}",
+            s.ops_per_sec
+                .map_or_else(|| "-".to_owned(), stats::human_rate),
+            row.baseline.as_ref().map_or("-", |b| b.label.as_str()),
+            row.baseline
+                .as_ref()
+                .and_then(|b| b.ops_per_sec)
+                .map_or_else(|| "-".to_owned(), stats::human_rate),
+        ),
+        (Some(s), None, _) => format!(
+            "p50 {} p99 {}",
+            stats::human_us(s.p50_us),
+            stats::human_us(s.p99_us)
+        ),
+        (None, _, Some(v)) => v.clone(),
+        _ => row.note.clone().unwrap_or_default(),
+    };
+    let callers = row
+        .callers
+        .map(|c| format!(" ({c} callers)"))
+        .unwrap_or_default();
+    let verdict = match row.verdict {
+        Verdict::Pass => "PASS",
+        Verdict::Fail => "FAIL",
+        Verdict::Info => "info",
+        Verdict::Error => "ERROR",
+    };
+    let target = row
+        .target
+        .as_deref()
+        .map(|t| format!(" [target {t}]"))
+        .unwrap_or_default();
+    eprintln!(
+        "{verdict:5} {} / {}{callers}: {figure}{target}",
+        row.store, row.scenario
+    );
+}
+
+/// Every scenario for one store; `extra` adds the store's own rows (peers, references).
+async fn run_store(
+    bench: &dyn Bench,
+    sizes: Sizes,
+    quick: bool,
+    rows: &mut Vec<Row>,
+    extra: Vec<Row>,
+) {
+    let name = bench.name();
+    let mut push = |row: BenchResult<Row>, scenario: &str| {
+        let row = row.unwrap_or_else(|e| Row::error(name, scenario, e));
+        progress(&row);
+        rows.push(row);
+    };
+    for callers in [1, 64] {
+        push(scenarios::renewal(bench, sizes, callers).await, "renewal");
+    }
+    for callers in [1, 64] {
+        push(
+            scenarios::first_claim(bench, sizes, callers).await,
+            "first claim",
+        );
+    }
+    for callers in [1, 64] {
+        push(
+            scenarios::check(bench, sizes, callers, false).await,
+            "token check",
+        );
+    }
+    push(
+        scenarios::check(bench, sizes, 1, true).await,
+        "check, new token per call",
+    );
+    push(
+        scenarios::handover_revoke(bench, sizes).await,
+        "handover after revoke",
+    );
+    push(
+        scenarios::handover_crash(bench, sizes).await,
+        "handover after crash",
+    );
+    for row in extra {
+        push(Ok(row), "peers");
+    }
+    match in_child("scale", quick, bench.child_args()).await {
+        Ok(child_rows) => child_rows.into_iter().for_each(|r| push(Ok(r), "scale")),
+        Err(e) => push(Err(e), "scale"),
+    }
+    if name == "memory" {
+        match in_child("footprint", quick, bench.child_args()).await {
+            Ok(child_rows) => child_rows
+                .into_iter()
+                .for_each(|r| push(Ok(r), "memory per lease")),
+            Err(e) => push(Err(e), "memory per lease"),
+        }
+    }
+}
+
+fn command_line() -> String {
+    let mut args = std::env::args();
+    let program = args
+        .next()
+        .map(|p| {
+            PathBuf::from(&p)
+                .file_name()
+                .map_or(p.clone(), |f| f.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "leadership-bench".to_owned());
+    std::iter::once(program)
+        .chain(args)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn run(args: Args) -> ExitCode {
+    let sizes = sizes(args.quick);
+    let mut report = Report {
+        date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        cores: sys::cores(),
+        command: command_line(),
+        load: (sys::load_average(), String::new()),
+        quick: args.quick,
+        rows: Vec::new(),
+        references: Vec::new(),
+    };
+    eprintln!(
+        "leadership-bench: {} on {} cores, {}",
+        report.command, report.cores, report.date
+    );
+    let wanted = |s: StoreArg| args.store == s || args.store == StoreArg::All;
+    let mut failed = false;
+    if wanted(StoreArg::Memory) {
+        let bench = memory::MemoryBench::new();
+        run_store(&bench, sizes, args.quick, &mut report.rows, Vec::new()).await;
+    }
+    if wanted(StoreArg::Redis) {
+        match redis_store::RedisBench::start(args.redis_url.clone()) {
+            Ok(bench) => {
+                let mut extra = Vec::new();
+                for callers in [1, 64] {
+                    extra.push(redis_store::redis_benchmark(&bench, sizes, callers).await);
+                    extra.push(
+                        redis_store::rslock_peer(&bench, sizes, callers)
+                            .await
+                            .unwrap_or_else(|e| Row::error("redis", "peer: claim+revoke", e)),
+                    );
+                }
+                run_store(&bench, sizes, args.quick, &mut report.rows, extra).await;
+            }
+            Err(e) => {
+                let row = Row::error("redis", "all scenarios", e);
+                progress(&row);
+                report.rows.push(row);
+            }
+        }
+    }
+    if wanted(StoreArg::Etcd) {
+        match etcd_store::EtcdBench::start(args.etcd_url.clone()) {
+            Ok(bench) => {
+                let mut extra = Vec::new();
+                for callers in [1, 64] {
+                    extra.push(
+                        etcd_store::election_peer(&bench, sizes, callers)
+                            .await
+                            .unwrap_or_else(|e| Row::error("etcd", "peer: claim+revoke", e)),
+                    );
+                }
+                run_store(&bench, sizes, args.quick, &mut report.rows, extra).await;
+            }
+            Err(e) => {
+                let row = Row::error("etcd", "all scenarios", e);
+                progress(&row);
+                report.rows.push(row);
+            }
+        }
+    }
+    report.load.1 = sys::load_average();
+    report.references.push(
+        "Kubernetes client-go leaderelection: LeaseDuration 15 s, RenewDeadline 10 s, RetryPeriod 2 s (documented defaults, e.g. kube-controller-manager's --leader-elect-* flags): a crashed leader is replaced 15 s + up to 2 s after its last renewal; a released lease (ReleaseOnCancel) is taken at the next retry, up to 2 s. Documented, not measured.".to_owned(),
+    );
+    println!("{}", report.table());
+    if let Some(path) = &args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => {
+                if let Err(e) = std::fs::write(path, json) {
+                    eprintln!("leadership-bench: cannot write {}: {e}", path.display());
+                    failed = true;
+                }
+            }
+            Err(e) => {
+                eprintln!("leadership-bench: cannot encode the report: {e}");
+                failed = true;
+            }
+        }
+    }
+    failed |= report.rows.iter().any(|r| r.verdict == Verdict::Error);
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -1,0 +1,155 @@
+//! The concurrency driver: N callers issue one operation after another for a fixed time.
+//!
+//! Every caller is a tokio task on the runner's multi-threaded runtime. All start together
+//! (a barrier) and stop when a shared flag is raised; each times one operation in
+//! [`SAMPLE_EVERY`] (the same ones for subject and baseline), so that reading the clock does
+//! not weigh on operations that take tens of nanoseconds. Throughput counts every operation.
+//! Callers yield to the scheduler every [`YIELD_EVERY`] operations so that, with an
+//! in-process store whose operations never wait, 64 callers really interleave on 2 threads.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::sync::Barrier;
+use tokio::time::Instant;
+
+use crate::stats::{self, Figures};
+
+/// One operation in this many is timed.
+pub const SAMPLE_EVERY: u64 = 8;
+/// Callers yield to the scheduler after this many operations.
+pub const YIELD_EVERY: u64 = 32;
+
+/// What one timed run of a driver measured.
+pub struct Sample {
+    /// Operations completed.
+    pub ops: u64,
+    /// Operations that returned `false` (an error).
+    pub errors: u64,
+    /// Wall time from the common start to the last caller's stop.
+    pub elapsed: Duration,
+    /// Sampled latencies.
+    pub hist: Histogram<u64>,
+}
+
+impl Sample {
+    fn empty() -> Sample {
+        Sample {
+            ops: 0,
+            errors: 0,
+            elapsed: Duration::ZERO,
+            hist: stats::histogram(),
+        }
+    }
+
+    /// Adds another run of the same operation (times add up, so the rate stays a mean).
+    pub fn absorb(&mut self, other: Sample) {
+        self.ops += other.ops;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        stats::merge(&mut self.hist, &other.hist);
+    }
+
+    /// Successful and failed operations per second.
+    pub fn rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.ops as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// The row figures for this sample.
+    pub fn figures(&self, label: &str) -> Figures {
+        Figures::from_histogram(label, &self.hist, self.ops, self.errors, Some(self.rate()))
+    }
+}
+
+/// Runs `op` from `callers` concurrent tasks for `run_for`. `op(i)` gets a sequence number
+/// unique across callers (caller `c`'s `k`-th call gets `k * callers + c`) and returns whether
+/// it succeeded.
+pub async fn drive<F, Fut>(callers: usize, run_for: Duration, op: F) -> Sample
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let callers = callers.max(1);
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(callers + 1));
+    let mut tasks = Vec::with_capacity(callers);
+    for caller in 0..callers {
+        let (op, stop, barrier) = (Arc::clone(&op), Arc::clone(&stop), Arc::clone(&barrier));
+        let stride = callers as u64;
+        tasks.push(tokio::spawn(async move {
+            let mut hist = stats::histogram();
+            let (mut ops, mut errors) = (0u64, 0u64);
+            barrier.wait().await;
+            while !stop.load(Ordering::Relaxed) {
+                let seq = ops * stride + caller as u64;
+                let ok = if ops % SAMPLE_EVERY == 0 {
+                    let started = Instant::now();
+                    let ok = op(seq).await;
+                    stats::record(&mut hist, started.elapsed());
+                    ok
+                } else {
+                    op(seq).await
+                };
+                ops += 1;
+                errors += u64::from(!ok);
+                if ops % YIELD_EVERY == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            (ops, errors, Instant::now(), hist)
+        }));
+    }
+    barrier.wait().await;
+    let started = Instant::now();
+    tokio::time::sleep(run_for).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut sample = Sample::empty();
+    let mut last = started;
+    for task in tasks {
+        // A panicking operation is a bug in the runner: let it surface as a failed caller.
+        let Ok((ops, errors, ended, hist)) = task.await else {
+            sample.errors += 1;
+            continue;
+        };
+        sample.ops += ops;
+        sample.errors += errors;
+        last = last.max(ended);
+        stats::merge(&mut sample.hist, &hist);
+    }
+    sample.elapsed = last.saturating_duration_since(started);
+    sample
+}
+
+/// Baseline and subject measured in the same run at the same concurrency, in the order
+/// baseline, subject, subject, baseline (so a drift of the machine during the pair weighs on
+/// both alike), after a short warm-up of each.
+pub async fn pair<B, BF, S, SF>(
+    callers: usize,
+    round: Duration,
+    baseline: B,
+    subject: S,
+) -> (Sample, Sample)
+where
+    B: Fn(u64) -> BF + Clone + Send + Sync + 'static,
+    BF: Future<Output = bool> + Send,
+    S: Fn(u64) -> SF + Clone + Send + Sync + 'static,
+    SF: Future<Output = bool> + Send,
+{
+    let warm = round / 4;
+    drive(callers, warm, baseline.clone()).await;
+    drive(callers, warm, subject.clone()).await;
+    let mut base = drive(callers, round, baseline.clone()).await;
+    let mut subj = drive(callers, round, subject.clone()).await;
+    subj.absorb(drive(callers, round, subject).await);
+    base.absorb(drive(callers, round, baseline).await);
+    (base, subj)
+}

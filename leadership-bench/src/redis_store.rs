@@ -1,0 +1,226 @@
+//! The Redis store, against `SET`/`GET` over the same client crate, `redis-benchmark`, and
+//! the `rslock` peer.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use leadership_core::Leadership;
+use leadership_redis::RedisStore;
+use leadership_testkit::harness::RedisServer;
+use redis::aio::ConnectionManager;
+
+use crate::driver::pair;
+use crate::report::Row;
+use crate::scenarios::Sizes;
+use crate::stats::human_rate;
+use crate::target::{Baseline, Bench, BenchResult, Targets, fresh_namespace};
+
+/// A Redis server (ours, or the one `--redis-url` names) under benchmark.
+pub struct RedisBench {
+    url: String,
+    /// Kept alive for the run; killed on drop.
+    _server: Option<RedisServer>,
+}
+
+impl RedisBench {
+    /// Starts a private redis-server through the testkit harness unless `url` is given.
+    pub fn start(url: Option<String>) -> BenchResult<RedisBench> {
+        if let Some(url) = url {
+            return Ok(RedisBench { url, _server: None });
+        }
+        let server = RedisServer::start().map_err(|e| format!("cannot start redis-server: {e}"))?;
+        Ok(RedisBench {
+            url: server.url(),
+            _server: Some(server),
+        })
+    }
+
+    /// A new connection manager from the redis crate, as the store makes.
+    pub async fn connection(&self) -> BenchResult<ConnectionManager> {
+        let client =
+            redis::Client::open(self.url.as_str()).map_err(|e| format!("redis client: {e}"))?;
+        ConnectionManager::new(client).await.map_err(|e| {
+            format!(
+                "redis connection to {}: {e}",
+                leadership_core::redact_url(&self.url)
+            )
+        })
+    }
+
+    fn host_port(&self) -> Option<(String, String)> {
+        let rest = self.url.split("://").nth(1)?;
+        let rest = rest.rsplit('@').next()?;
+        let host_port = rest.split('/').next()?;
+        let (host, port) = host_port.rsplit_once(':')?;
+        Some((host.to_owned(), port.to_owned()))
+    }
+}
+
+#[async_trait]
+impl Bench for RedisBench {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn open(&self, namespace: &str) -> BenchResult<Arc<dyn Leadership>> {
+        let store = RedisStore::connect(&self.url, namespace)
+            .await
+            .map_err(|e| format!("redis store: {e}"))?;
+        Ok(Arc::new(store))
+    }
+
+    async fn baseline(&self) -> BenchResult<Baseline> {
+        Ok(Baseline::Redis(self.connection().await?))
+    }
+
+    fn targets(&self) -> Targets {
+        Targets {
+            renew_ratio: 0.8,
+            first_claim_ratio: None,
+            check_ratio: 0.9,
+            ratio_text: |min| format!("≥ {min:.2}"),
+            handover_revoke_p99: Duration::from_millis(20),
+            handover_crash_p99: Duration::from_millis(50),
+        }
+    }
+
+    fn crash_lease(&self) -> Duration {
+        Duration::from_millis(300)
+    }
+
+    fn settle(&self) -> Duration {
+        Duration::from_millis(30)
+    }
+
+    fn scale_guarantee(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+
+    fn child_args(&self) -> Vec<String> {
+        vec![
+            "--store".to_owned(),
+            "redis".to_owned(),
+            "--redis-url".to_owned(),
+            self.url.clone(),
+        ]
+    }
+}
+
+/// `redis-benchmark -t set` at `callers` connections, as an outside reference for `SET`.
+pub async fn redis_benchmark(bench: &RedisBench, sizes: Sizes, callers: usize) -> Row {
+    let mut row = Row::new("redis", "redis-benchmark -t set");
+    row.callers = Some(callers);
+    let Some((host, port)) = bench.host_port() else {
+        return row.with_note("cannot tell host and port from the URL");
+    };
+    let requests = if sizes.round < Duration::from_secs(1) {
+        20_000
+    } else {
+        200_000
+    };
+    let args = [
+        "-h".to_owned(),
+        host,
+        "-p".to_owned(),
+        port,
+        "-t".to_owned(),
+        "set".to_owned(),
+        "-c".to_owned(),
+        callers.to_string(),
+        "-n".to_owned(),
+        requests.to_string(),
+        "-q".to_owned(),
+    ];
+    let output =
+        tokio::task::spawn_blocking(move || Command::new("redis-benchmark").args(args).output())
+            .await;
+    let text = match output {
+        Ok(Ok(out)) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
+        Ok(Ok(out)) => return row.with_note(format!("redis-benchmark failed: {}", out.status)),
+        Ok(Err(e)) => return row.with_note(format!("redis-benchmark not run: {e}")),
+        Err(e) => return row.with_note(format!("redis-benchmark not run: {e}")),
+    };
+    // The last carriage-return-separated part holds the summary:
+    // `SET: 123456.79 requests per second, p50=0.215 msec`.
+    let summary = text.rsplit('\r').next().unwrap_or(&text).trim().to_owned();
+    let rate = summary
+        .split_once(':')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok());
+    row.value = Some(match rate {
+        Some(rate) => format!(
+            "{} SET/s ({callers} connections, {requests} requests): {summary}",
+            human_rate(rate)
+        ),
+        None => summary.clone(),
+    });
+    row.number = rate;
+    row.with_note("an outside reference for SET at the same concurrency (its own connections and pipelining-free loop)")
+}
+
+/// rslock (Redlock on one server) lock + unlock against our claim + revoke, each on a fresh
+/// application / resource per cycle.
+pub async fn rslock_peer(bench: &RedisBench, sizes: Sizes, callers: usize) -> BenchResult<Row> {
+    let ns = fresh_namespace("peer");
+    let store = bench.open(&ns).await?;
+    let client =
+        redis::Client::open(bench.url.as_str()).map_err(|e| format!("redis client: {e}"))?;
+    let client = rslock::LockManager::from_clients(vec![client]);
+    let (ours, theirs) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let prefix = format!("bench:{ns}:lock:");
+    let lease = Duration::from_secs(30);
+    let (base, subj) = pair(
+        callers,
+        sizes.round,
+        move |_| {
+            let (locks, next, prefix) = (client.clone(), Arc::clone(&theirs), prefix.clone());
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let resource = format!("{prefix}{i}");
+                match locks.lock(resource.as_str(), lease).await {
+                    Ok(lock) => {
+                        locks.unlock(&lock).await;
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        },
+        move |_| {
+            let (s, next) = (Arc::clone(&store), Arc::clone(&ours));
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (app, unit) = (format!("p{i}"), format!("p{i}/0"));
+                s.claim_leadership(&app, &unit, lease).await.is_ok()
+                    && s.revoke_leadership(&app, &unit).await.is_ok()
+            }
+        },
+    )
+    .await;
+    let mut row = Row::new("redis", "peer: claim+revoke");
+    row.callers = Some(callers);
+    row.ratio = Some(if base.rate() > 0.0 {
+        subj.rate() / base.rate()
+    } else {
+        0.0
+    });
+    row.subject = Some(subj.figures("claim + revoke"));
+    row.baseline = Some(base.figures("rslock lock+unlock"));
+    if subj.errors + base.errors > 0 {
+        row.note = Some(format!(
+            "{} ours and {} rslock cycles failed",
+            subj.errors, base.errors
+        ));
+    }
+    Ok(row)
+}
+
+impl Row {
+    fn with_note(mut self, note: impl Into<String>) -> Row {
+        self.note = Some(note.into());
+        self
+    }
+}

@@ -1,0 +1,294 @@
+//! Rows, verdicts against the targets, the printed table and the JSON file.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::{Figures, human_rate, human_us};
+
+/// How a row compares with its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Verdict {
+    /// The target is met.
+    Pass,
+    /// The target is missed.
+    Fail,
+    /// No target: a figure for reference.
+    Info,
+    /// The scenario could not be measured (the runner exits non-zero).
+    Error,
+}
+
+impl Verdict {
+    /// `Pass` when `ok`, else `Fail`.
+    pub fn of(ok: bool) -> Verdict {
+        if ok { Verdict::Pass } else { Verdict::Fail }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "PASS",
+            Verdict::Fail => "FAIL",
+            Verdict::Info => "info",
+            Verdict::Error => "ERROR",
+        }
+    }
+}
+
+/// One line of the table.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    /// `memory`, `redis` or `etcd`.
+    pub store: String,
+    /// The scenario, e.g. `renewal` or `handover after revoke`.
+    pub scenario: String,
+    /// Concurrent callers, where the scenario has them.
+    pub callers: Option<usize>,
+    /// What the library did.
+    pub subject: Option<Figures>,
+    /// What the raw store (or a peer crate) did in the same run at the same concurrency.
+    pub baseline: Option<Figures>,
+    /// Subject throughput ÷ baseline throughput.
+    pub ratio: Option<f64>,
+    /// A figure that is not a throughput (bytes per lease, losses, RSS, …), as text.
+    pub value: Option<String>,
+    /// The same figure as a number, for machines (unit in `scenario` or `note`).
+    pub number: Option<f64>,
+    /// The target for this row, as text.
+    pub target: Option<String>,
+    /// The row against its target.
+    pub verdict: Verdict,
+    /// Anything a reader needs to interpret the row.
+    pub note: Option<String>,
+}
+
+impl Row {
+    /// A row with only its store and scenario set.
+    pub fn new(store: &str, scenario: impl Into<String>) -> Row {
+        Row {
+            store: store.to_owned(),
+            scenario: scenario.into(),
+            callers: None,
+            subject: None,
+            baseline: None,
+            ratio: None,
+            value: None,
+            number: None,
+            target: None,
+            verdict: Verdict::Info,
+            note: None,
+        }
+    }
+
+    /// A row saying that a scenario could not run, and why.
+    pub fn error(store: &str, scenario: impl Into<String>, why: impl Into<String>) -> Row {
+        Row {
+            verdict: Verdict::Error,
+            note: Some(why.into()),
+            ..Row::new(store, scenario)
+        }
+    }
+}
+
+/// The whole run: what the table prints and the JSON file holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    /// When the run started (RFC 3339, UTC).
+    pub date: String,
+    /// Cores available to the runner.
+    pub cores: usize,
+    /// The command line, as invoked.
+    pub command: String,
+    /// `/proc/loadavg` when the run started and when it ended: other work on the machine.
+    pub load: (String, String),
+    /// Whether `--quick` sizes were used.
+    pub quick: bool,
+    /// Every row, in the order measured.
+    pub rows: Vec<Row>,
+    /// Reference lines that are not measurements (documented defaults of peers).
+    pub references: Vec<String>,
+}
+
+fn opt_rate(figures: Option<&Figures>) -> String {
+    figures
+        .and_then(|f| f.ops_per_sec)
+        .map_or_else(|| "-".to_owned(), human_rate)
+}
+
+fn opt_us(figures: Option<&Figures>, pick: fn(&Figures) -> f64) -> String {
+    figures.map_or_else(|| "-".to_owned(), |f| human_us(pick(f)))
+}
+
+/// Lays out rows of cells in aligned columns.
+fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            out.push_str(cell);
+            if i + 1 < cells.len() {
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.trim_end().to_owned()
+    };
+    let mut out = line(header.iter().map(|h| (*h).to_owned()).collect());
+    out.push('\n');
+    out.push_str(&line(widths.iter().map(|w| "-".repeat(*w)).collect()));
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row.clone()));
+        out.push('\n');
+    }
+    out
+}
+
+impl Report {
+    /// The final table, as printed.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "leadership-bench {}",
+            if self.quick { "(quick)" } else { "(full)" }
+        );
+        let _ = writeln!(out, "date:    {}", self.date);
+        let _ = writeln!(out, "cores:   {}", self.cores);
+        let _ = writeln!(out, "command: {}", self.command);
+        let _ = writeln!(
+            out,
+            "load:    {} at start, {} at end (1, 5, 15 min load averages)",
+            self.load.0, self.load.1
+        );
+        out.push('\n');
+
+        let throughput: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.subject.as_ref().is_some_and(|s| s.ops_per_sec.is_some()))
+            .collect();
+        if !throughput.is_empty() {
+            out.push_str("Throughput against the raw store (same run, same callers; latencies are per operation)\n\n");
+            let cells: Vec<Vec<String>> = throughput
+                .iter()
+                .map(|r| {
+                    let s = r.subject.as_ref();
+                    let b = r.baseline.as_ref();
+                    vec![
+                        r.store.clone(),
+                        r.scenario.clone(),
+                        r.callers.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+                        opt_rate(s),
+                        opt_us(s, |f| f.p50_us),
+                        opt_us(s, |f| f.p99_us),
+                        b.map_or_else(|| "-".to_owned(), |f| f.label.clone()),
+                        opt_rate(b),
+                        opt_us(b, |f| f.p50_us),
+                        opt_us(b, |f| f.p99_us),
+                        r.ratio
+                            .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}")),
+                        r.target.clone().unwrap_or_else(|| "-".to_owned()),
+                        r.verdict.as_str().to_owned(),
+                    ]
+                })
+                .collect();
+            out.push_str(&columns(
+                &[
+                    "store",
+                    "scenario",
+                    "callers",
+                    "ops/s",
+                    "p50",
+                    "p99",
+                    "baseline",
+                    "base ops/s",
+                    "base p50",
+                    "base p99",
+                    "ratio",
+                    "target",
+                    "verdict",
+                ],
+                &cells,
+            ));
+            out.push('\n');
+        }
+
+        let other: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.subject.as_ref().is_none_or(|s| s.ops_per_sec.is_none()))
+            .collect();
+        if !other.is_empty() {
+            out.push_str("Latency, scale and memory\n\n");
+            let cells: Vec<Vec<String>> = other
+                .iter()
+                .map(|r| {
+                    let figure = match (&r.subject, &r.value) {
+                        (Some(s), _) => format!(
+                            "p50 {}  p99 {}  max {}  (n={})",
+                            human_us(s.p50_us),
+                            human_us(s.p99_us),
+                            human_us(s.max_us),
+                            s.samples
+                        ),
+                        (None, Some(v)) => v.clone(),
+                        (None, None) => "-".to_owned(),
+                    };
+                    vec![
+                        r.store.clone(),
+                        r.scenario.clone(),
+                        figure,
+                        r.target.clone().unwrap_or_else(|| "-".to_owned()),
+                        r.verdict.as_str().to_owned(),
+                    ]
+                })
+                .collect();
+            out.push_str(&columns(
+                &["store", "scenario", "figure", "target", "verdict"],
+                &cells,
+            ));
+            out.push('\n');
+        }
+
+        let notes: Vec<String> = self
+            .rows
+            .iter()
+            .filter_map(|r| {
+                r.note
+                    .as_ref()
+                    .map(|n| format!("{} / {}: {n}", r.store, r.scenario))
+            })
+            .collect();
+        if !notes.is_empty() {
+            out.push_str("Notes\n");
+            for note in notes {
+                let _ = writeln!(out, "- {note}");
+            }
+            out.push('\n');
+        }
+        if !self.references.is_empty() {
+            out.push_str("References (documented, not measured)\n");
+            for reference in &self.references {
+                let _ = writeln!(out, "- {reference}");
+            }
+            out.push('\n');
+        }
+        let count = |v: Verdict| self.rows.iter().filter(|r| r.verdict == v).count();
+        let _ = writeln!(
+            out,
+            "{} PASS, {} FAIL, {} info, {} ERROR",
+            count(Verdict::Pass),
+            count(Verdict::Fail),
+            count(Verdict::Info),
+            count(Verdict::Error)
+        );
+        out
+    }
+}

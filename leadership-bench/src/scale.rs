@@ -1,0 +1,182 @@
+//! Scenario 5: many applications, each with a live tracker, for a steady window. Runs in a
+//! child process of its own, so the peak RSS and CPU figures are this scenario's alone.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use leadership_core::tracker::LeaderTracker;
+use leadership_core::{
+    CancellationToken, Claimer, Fence, Leadership, Result, Tracker as _, TrackerWorker as _,
+};
+use tokio::time::Instant;
+
+use crate::report::{Row, Verdict};
+use crate::scenarios::Sizes;
+use crate::sys::{self, human_bytes};
+use crate::target::{Bench, BenchResult, fresh_namespace};
+
+/// Counts the claims the trackers make (each one after the first is a renewal).
+struct Counting {
+    inner: Arc<dyn Leadership>,
+    claims: AtomicU64,
+    failures: AtomicU64,
+}
+
+#[async_trait]
+impl Claimer for Counting {
+    async fn claim_leadership(
+        &self,
+        application: &str,
+        unit: &str,
+        duration: Duration,
+    ) -> Result<Fence> {
+        let result = self
+            .inner
+            .claim_leadership(application, unit, duration)
+            .await;
+        match &result {
+            Ok(_) => self.claims.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.failures.fetch_add(1, Ordering::Relaxed),
+        };
+        result
+    }
+
+    async fn block_until_leadership_released(
+        &self,
+        application: &str,
+        cancel: CancellationToken,
+    ) -> Result<()> {
+        self.inner
+            .block_until_leadership_released(application, cancel)
+            .await
+    }
+}
+
+/// Trackers started at once during setup.
+const SETUP_BATCH: usize = 500;
+
+/// Runs `sizes.scale_apps` trackers (one unit per application, so each leads throughout)
+/// for `sizes.scale_window` and reports renewals, spurious losses, peak RSS and CPU.
+pub async fn scale(bench: &dyn Bench, sizes: Sizes) -> BenchResult<Vec<Row>> {
+    let store = bench.name();
+    let guarantee = bench.scale_guarantee();
+    let apps = sizes.scale_apps;
+    let counting = Arc::new(Counting {
+        inner: bench.open(&fresh_namespace("scale")).await?,
+        claims: AtomicU64::new(0),
+        failures: AtomicU64::new(0),
+    });
+    // Trackers start in batches, each batch leading before the next starts: 10,000 first
+    // claims at once would measure a thundering herd (on etcd, a lease grant each), not the
+    // steady state this scenario is about. The setup time is reported.
+    let setup_started = Instant::now();
+    let mut trackers: Vec<LeaderTracker> = Vec::with_capacity(apps);
+    let mut terms = Vec::with_capacity(apps);
+    let mut setup_missed = None;
+    'batches: while trackers.len() < apps {
+        let first = trackers.len();
+        let last = (first + SETUP_BATCH).min(apps);
+        for i in first..last {
+            let claimer: Arc<dyn Claimer> = counting.clone();
+            trackers.push(LeaderTracker::builder(format!("s{i}/0"), guarantee, claimer).spawn());
+        }
+        for tracker in &trackers[first..last] {
+            let remaining = sizes.scale_setup.saturating_sub(setup_started.elapsed());
+            match tokio::time::timeout(remaining, tracker.wait_leader().wait()).await {
+                Ok(true) => terms.push(tracker.current_term()),
+                Ok(false) => {
+                    return Err(format!(
+                        "{}'s tracker stopped before leading",
+                        tracker.unit_name()
+                    ));
+                }
+                Err(_) => {
+                    // Not a runner failure: the store could not keep up. The window runs with
+                    // the trackers that lead (the others keep trying), and a row says so.
+                    setup_missed = Some(terms.len());
+                    break 'batches;
+                }
+            }
+        }
+    }
+    let setup = setup_started.elapsed();
+
+    let (claims0, failures0) = (
+        counting.claims.load(Ordering::Relaxed),
+        counting.failures.load(Ordering::Relaxed),
+    );
+    let cpu0 = sys::cpu_time().ok_or("cannot read getrusage")?;
+    let started = Instant::now();
+    tokio::time::sleep(sizes.scale_window).await;
+    let window = started.elapsed();
+    let cpu = sys::cpu_time()
+        .ok_or("cannot read getrusage")?
+        .saturating_sub(cpu0);
+    let renewals = counting.claims.load(Ordering::Relaxed) - claims0;
+    let failures = counting.failures.load(Ordering::Relaxed) - failures0;
+
+    let mut losses = 0usize;
+    // Only trackers that led before the window count: the others never had a term to lose.
+    for (tracker, term) in trackers.iter().zip(&terms) {
+        let now = tracker.current_term();
+        let lost = match (term, &now) {
+            (Some(term), Some(now)) => term.lost.is_cancelled() || term.fence != now.fence,
+            _ => true,
+        };
+        losses += usize::from(lost);
+    }
+    let peak = sys::peak_rss().ok_or("cannot read VmHWM from /proc/self/status")?;
+    for tracker in &trackers {
+        tracker.kill();
+    }
+    for tracker in &trackers {
+        let _ = tracker.wait().await;
+    }
+
+    let secs = window.as_secs_f64();
+    let expected = apps as f64 / guarantee.as_secs_f64();
+    let what = format!("{apps} apps, guarantee {} s", guarantee.as_secs_f64());
+    let mut rate = Row::new(store, "scale: renewals/s");
+    rate.value = Some(format!(
+        "{:.0}/s over {secs:.0} s ({what}; one per guarantee = {expected:.0}/s); {failures} failed claims",
+        renewals as f64 / secs
+    ));
+    rate.number = Some(renewals as f64 / secs);
+    rate.note = Some(format!(
+        "{} of {apps} trackers led {:.1} s after the first was spawned (batches of {SETUP_BATCH})",
+        terms.len(),
+        setup.as_secs_f64()
+    ));
+    let mut lost = Row::new(store, "scale: spurious losses");
+    lost.value = Some(format!(
+        "{losses} of {apps} trackers lost leadership during the window"
+    ));
+    lost.number = Some(losses as f64);
+    lost.target = Some("0".to_owned());
+    lost.verdict = Verdict::of(losses == 0);
+    let mut rss = Row::new(store, "scale: runner peak RSS");
+    rss.value = Some(format!("{} ({what})", human_bytes(peak)));
+    rss.number = Some(peak as f64);
+    let mut cpu_row = Row::new(store, "scale: runner CPU");
+    let share = cpu.as_secs_f64() / secs * 100.0;
+    cpu_row.value = Some(format!(
+        "{share:.1}% of one core over the window ({:.2} s CPU in {secs:.0} s)",
+        cpu.as_secs_f64()
+    ));
+    cpu_row.number = Some(share);
+    let mut rows = vec![rate, lost, rss, cpu_row];
+    if let Some(led) = setup_missed {
+        let mut setup_row = Row::new(store, "scale: setup");
+        setup_row.value = Some(format!(
+            "only {led} of {apps} trackers led within {:.0} s of the first spawn (batches of {SETUP_BATCH}); the window ran with those",
+            sizes.scale_setup.as_secs_f64()
+        ));
+        setup_row.number = Some(led as f64);
+        setup_row.target = Some(format!("all {apps} lead"));
+        setup_row.verdict = Verdict::Fail;
+        rows.insert(0, setup_row);
+    }
+    Ok(rows)
+}
