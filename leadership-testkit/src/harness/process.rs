@@ -207,12 +207,25 @@ impl ServerProcess {
         Ok(())
     }
 
-    /// SIGSTOP: the server keeps its sockets but answers nothing.
+    /// SIGSTOP: the server keeps its sockets but answers nothing. Returns once the kernel
+    /// reports the process stopped (a signal is delivered asynchronously), so a test that
+    /// pauses and then expects silence really meets a stopped server.
     ///
     /// # Errors
-    /// If the process cannot be signalled.
+    /// If the process cannot be signalled, or is not seen stopped within 2 s.
     pub fn pause(&self) -> Result<(), HarnessError> {
-        self.signal(Signal::SIGSTOP)
+        self.signal(Signal::SIGSTOP)?;
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        if wait_until(Duration::from_secs(2), || is_stopped(pid)) {
+            Ok(())
+        } else {
+            Err(HarnessError::io(
+                format!("pausing {}", self.name),
+                std::io::Error::other("the process was not seen stopped within 2 s"),
+            ))
+        }
     }
 
     /// SIGCONT after [`ServerProcess::pause`].
@@ -264,6 +277,17 @@ impl ServerProcess {
             log_tail: self.log_tail(2048),
         }
     }
+}
+
+/// True if `/proc/<pid>/stat` shows the process stopped (`T`) or traced (`t`).
+fn is_stopped(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold spaces.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state == "T" || state == "t")
 }
 
 impl Drop for ServerProcess {
