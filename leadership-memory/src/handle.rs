@@ -130,6 +130,15 @@ impl Waiter<'_> {
     }
 }
 
+impl Waiter<'_> {
+    /// The lease's expiry as an instant, if it can expire.
+    fn expiry(&self) -> Option<tokio::time::Instant> {
+        let inner = &self.handle.inner;
+        let expires = inner.state().expiry(self.handle.space, self.application)?;
+        Some(inner.instant(expires))
+    }
+}
+
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         self.handle
@@ -173,10 +182,21 @@ impl Claimer for MemoryLeadership {
                 return Ok(());
             }
             timer::ensure_running(&self.inner);
+            // The store's timer wakes waiters at expiry; the waiter's own sleep until the
+            // expiry covers a timer whose runtime is shutting down (a store shared by several
+            // runtimes), so an expiry is never missed.
+            let expiry = waiter.expiry();
+            let at_expiry = async {
+                match expiry {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => return Err(Error::BlockCancelled),
                 () = notified => {}
+                () = at_expiry => {}
             }
         }
     }

@@ -547,6 +547,13 @@ impl State {
             .is_none_or(|app| !app.held(now) || app.fence != fence)
     }
 
+    /// When a waiter on `application` should look again at the latest: the lease's expiry,
+    /// unless it is pinned (then only a release or an unpin, which notify, can end it).
+    pub(crate) fn expiry(&self, id: u32, application: &str) -> Option<Nanos> {
+        let app = self.space(id)?.apps.get(application)?;
+        (app.has_holder() && !app.pinned()).then_some(app.expires)
+    }
+
     /// B3: forgets a waiter that returned or was dropped.
     pub(crate) fn unregister(&mut self, id: u32, application: &str) {
         let Some(space) = self.space_mut(id) else {

@@ -49,6 +49,11 @@ impl Inner {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The instant `at` nanoseconds after the store's epoch.
+    pub(crate) fn instant(&self, at: Nanos) -> Instant {
+        self.epoch + Duration::from_nanos(at)
+    }
+
     /// Now, in nanoseconds since the store's epoch.
     pub(crate) fn now(&self) -> Nanos {
         nanos(Instant::now().saturating_duration_since(self.epoch))
