@@ -125,6 +125,30 @@ fn is_juju_application(name: &str) -> bool {
         })
 }
 
+/// V2: the application part of a juju unit name `<application>/<number>`, borrowed (checks
+/// and claims validate on every call, so this does not allocate).
+fn juju_unit_application(unit: &str) -> Result<&str> {
+    let Some((application, number)) = unit.split_once('/') else {
+        return Err(invalid_unit(
+            unit,
+            "a unit name is <application>/<number> (V2)",
+        ));
+    };
+    if !is_juju_application(application) {
+        return Err(invalid_unit(
+            unit,
+            "the part before '/' is not a valid application name (V2)",
+        ));
+    }
+    if !is_unit_number(number) {
+        return Err(invalid_unit(
+            unit,
+            "the unit number is 0 or a decimal without leading zeros (V2)",
+        ));
+    }
+    Ok(application)
+}
+
 /// V2's unit number: `0|[1-9][0-9]*`.
 fn is_unit_number(number: &str) -> bool {
     match number.as_bytes() {
@@ -192,7 +216,7 @@ impl Policy for JujuPolicy {
     }
 
     fn check_unit(&self, application: &str, unit: &str) -> Result<()> {
-        let owner = self.application_of(unit)?;
+        let owner = juju_unit_application(unit)?;
         if owner != application {
             return Err(invalid_unit(
                 unit,
@@ -203,25 +227,7 @@ impl Policy for JujuPolicy {
     }
 
     fn application_of(&self, unit: &str) -> Result<String> {
-        let Some((application, number)) = unit.split_once('/') else {
-            return Err(invalid_unit(
-                unit,
-                "a unit name is <application>/<number> (V2)",
-            ));
-        };
-        if !is_juju_application(application) {
-            return Err(invalid_unit(
-                unit,
-                "the part before '/' is not a valid application name (V2)",
-            ));
-        }
-        if !is_unit_number(number) {
-            return Err(invalid_unit(
-                unit,
-                "the unit number is 0 or a decimal without leading zeros (V2)",
-            ));
-        }
-        Ok(application.to_owned())
+        juju_unit_application(unit).map(str::to_owned)
     }
 
     fn check_duration(&self, duration: Duration) -> Result<()> {

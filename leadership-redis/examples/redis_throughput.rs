@@ -4,15 +4,20 @@
 //! - holder renewal claims (`claim_leadership` by the leader) vs plain `SET`;
 //! - token checks vs plain `GET`.
 //!
+//! Operations go round-robin over 1,000 applications and 1,000 baseline keys, as in
+//! leadership-bench.
+//!
 //! ```text
 //! cargo run --release -p leadership-redis --example redis_throughput -- [seconds per phase] [callers]
 //! ```
 //!
 //! Uses `LEADERSHIP_REDIS_URL` if set, else starts a private redis-server.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use leadership_core::{Checker, Claimer};
+use leadership_core::{Checker, Claimer, Token};
 use leadership_redis::RedisStore;
 use leadership_testkit::harness::RedisServer;
 use redis::aio::ConnectionManager;
@@ -46,43 +51,61 @@ impl Stats {
     }
 }
 
+/// Operations spread round-robin over this many applications (and baseline keys), as in
+/// leadership-bench, so that no lease is renewed twice within the same millisecond.
+const APPLICATIONS: usize = 1000;
+
+/// One application's names, its baseline key, and a token made once (K2).
+struct Target {
+    app: String,
+    unit: String,
+    key: String,
+    token: Box<dyn Token>,
+}
+
 async fn run_phase(
     op: Op,
     callers: usize,
     length: Duration,
     store: &RedisStore,
     conn: &ConnectionManager,
+    targets: &Arc<Vec<Target>>,
 ) -> Stats {
     let start = Instant::now();
     let deadline = start + length;
+    let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(callers);
-    for i in 0..callers {
+    for _ in 0..callers {
         let store = store.clone();
         let mut conn = conn.clone();
+        let targets = Arc::clone(targets);
+        let next = Arc::clone(&next);
         tasks.push(tokio::spawn(async move {
-            let app = format!("app{i}");
-            let unit = format!("app{i}/0");
-            let key = format!("bench:key:{i}");
-            let token = store.leadership_check(&app, &unit);
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
+                let Target {
+                    app,
+                    unit,
+                    key,
+                    token,
+                } = &targets[next.fetch_add(1, Ordering::Relaxed) % targets.len()];
                 let t = Instant::now();
                 match op {
                     Op::Set => redis::cmd("SET")
-                        .arg(&key)
-                        .arg("value")
+                        .arg(key)
+                        .arg(unit)
                         .query_async::<()>(&mut conn)
                         .await
                         .map(drop)
                         .map_err(|e| e.to_string()),
                     Op::Get => redis::cmd("GET")
-                        .arg(&key)
+                        .arg(key)
                         .query_async::<Option<String>>(&mut conn)
                         .await
                         .map(drop)
                         .map_err(|e| e.to_string()),
                     Op::Claim => store
-                        .claim_leadership(&app, &unit, Duration::from_secs(60))
+                        .claim_leadership(app, unit, Duration::from_secs(60))
                         .await
                         .map(drop)
                         .map_err(|e| e.to_string()),
@@ -132,21 +155,43 @@ async fn main() {
         .await
         .expect("baseline connection");
 
-    // Each caller leads its own application; the timed claims are the holder's renewals.
-    for i in 0..callers {
+    // Every application is led by its unit 0; the timed claims are the holder's renewals.
+    let mut targets = Vec::with_capacity(APPLICATIONS);
+    let mut setup = conn.clone();
+    for i in 0..APPLICATIONS {
+        let (app, unit) = (format!("app{i}"), format!("app{i}/0"));
         store
-            .claim_leadership(
-                &format!("app{i}"),
-                &format!("app{i}/0"),
-                Duration::from_secs(60),
-            )
+            .claim_leadership(&app, &unit, Duration::from_secs(60))
             .await
             .expect("initial claim");
+        let key = format!("bench:key:{i}");
+        redis::cmd("SET")
+            .arg(&key)
+            .arg(&unit)
+            .query_async::<()>(&mut setup)
+            .await
+            .expect("baseline key");
+        let token = store.leadership_check(&app, &unit);
+        targets.push(Target {
+            app,
+            unit,
+            key,
+            token,
+        });
     }
+    let targets = Arc::new(targets);
     // Warm up (script cache, connections), then alternate phases twice so drift in machine
     // load hits both sides alike.
     for op in [Op::Set, Op::Claim, Op::Get, Op::Check] {
-        run_phase(op, callers, Duration::from_millis(300), &store, &conn).await;
+        run_phase(
+            op,
+            callers,
+            Duration::from_millis(300),
+            &store,
+            &conn,
+            &targets,
+        )
+        .await;
     }
     let mut results: Vec<(Op, Stats)> = [Op::Set, Op::Claim, Op::Get, Op::Check]
         .into_iter()
@@ -154,7 +199,7 @@ async fn main() {
         .collect();
     for _round in 0..2 {
         for (op, total) in &mut results {
-            let stats = run_phase(*op, callers, length / 2, &store, &conn).await;
+            let stats = run_phase(*op, callers, length / 2, &store, &conn, &targets).await;
             merge(total, stats);
         }
     }

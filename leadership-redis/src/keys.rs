@@ -53,7 +53,13 @@ impl Keys {
 
     /// The lease key of `unit` leading `application`.
     pub(crate) fn lease(&self, application: &str, unit: &str) -> String {
-        let mut key = self.lease_of(application);
+        use std::fmt::Write as _;
+        // One allocation: built on every claim and check.
+        let mut key =
+            String::with_capacity(self.lease_prefix.len() + 21 + application.len() + unit.len());
+        key.push_str(&self.lease_prefix);
+        let _ = write!(key, "{}:", application.len());
+        key.push_str(application);
         key.push_str(unit);
         key
     }

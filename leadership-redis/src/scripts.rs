@@ -3,7 +3,8 @@
 //!
 //! A lease is the key `lease:<len>:<app><unit>`, holding the term's fence, with the lease's
 //! expiry as its TTL (`SET … PX`, `PEXPIRE … GT`), so Redis's own expiry ends it: a token
-//! check is a plain `GET` and a holder's renewal is `GET` + `PEXPIRE GT` inside one script.
+//! check is a plain `GET`, and a holder's renewal is `GET` + `PEXPIRE GT` inside the claim
+//! script (or a bare `PEXPIRE GT` from a handle that read the fence moments ago).
 //! While an application is pinned its lease key has no TTL and the claimed expiry waits in
 //! `pinexp` (P1, P3). Redis 7 replicates script effects, so `TIME` may precede writes.
 //! Durations are whole milliseconds (rounded up by the caller).

@@ -1,10 +1,11 @@
 //! The store: the leadership traits over the scripts.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use leadership_core::{
@@ -22,9 +23,11 @@ use crate::waiters::{Backoff, Waiters};
 
 /// A leadership store over Redis 7.
 ///
-/// Cheap to clone: clones share one auto-reconnecting connection. Every claim, check,
-/// extension and revoke is one script round trip; the server's clock alone decides expiry.
-/// Durations are rounded up to whole milliseconds (the store's granularity, V3).
+/// Cheap to clone: clones share one auto-reconnecting connection. A check is one `GET`; a
+/// claim, extension or revoke is one script round trip, except a holder's renewal shortly
+/// after this handle read its lease, which is one `PEXPIRE … GT` (falling back to the
+/// script when that does not extend). The server's clock alone decides expiry. Durations
+/// are rounded up to whole milliseconds (the store's granularity, V3).
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
@@ -38,12 +41,43 @@ pub(crate) struct Inner {
     timeout: Duration,
     policy: Arc<dyn Policy>,
     waiters: Waiters,
-    /// Lease keys this handle's last claim was granted, so their renewal can take the fast
-    /// path (see [`Inner::renew`]). A hint only: the server decides every claim.
-    held: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Leases this handle was granted or last saw held by the claiming unit, by lease key, so
+    /// that their renewal can take a fast path (see [`Inner::claim`]). A hint only: the
+    /// server decides every claim.
+    held: Mutex<HashMap<String, Held>>,
 }
 
-/// Past this many remembered leases the hint set is cleared (leases that ended without a
+/// What a handle knows of a lease it holds: the term's fence, read from the server by a
+/// call that started at `verified` and extended the lease to at least `verified + millis`.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    fence: Fence,
+    verified: Instant,
+    millis: u64,
+}
+
+impl Held {
+    /// Whether a renewal starting at `now` may skip reading the fence: the lease key was
+    /// read recently enough that it cannot have expired since (C4 of the verifying call),
+    /// and any term change through another handle of the same unit shows within
+    /// [`REVERIFY_AFTER`].
+    fn fresh(&self, now: Instant) -> bool {
+        // A hundredth of the lease covers any drift between the two clocks' rates.
+        let lease = Duration::from_millis(self.millis - self.millis / 100);
+        now.saturating_duration_since(self.verified) < lease.min(REVERIFY_AFTER)
+    }
+}
+
+/// How long a renewal may return the fence this handle last read without reading it again.
+///
+/// Within this window a renewal is one `PEXPIRE GT`. A lease key exists exactly while its
+/// unit leads and cannot expire within the window, so only a revoke and a new claim of the
+/// *same unit* through *another handle* can change the term under it; this handle then
+/// reports the previous term's fence, which is lower and fails every guarded write (F2),
+/// for at most this long.
+const REVERIFY_AFTER: Duration = Duration::from_millis(250);
+
+/// Past this many remembered leases the hints are cleared (leases that ended without a
 /// revoke through this handle are never removed otherwise).
 const MAX_HELD_HINTS: usize = 100_000;
 
@@ -96,7 +130,7 @@ impl Inner {
             timeout,
             policy,
             waiters,
-            held: std::sync::Mutex::default(),
+            held: Mutex::default(),
         }
     }
 
@@ -127,21 +161,53 @@ impl Inner {
             .await
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
-        self.held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn held(&self) -> MutexGuard<'_, HashMap<String, Held>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Remembers that `key`'s lease is held with `fence`, as read by a call started at
+    /// `verified` that extended it by `millis`.
+    fn remember(&self, key: String, fence: Fence, verified: Instant, millis: u64) {
+        let mut held = self.held();
+        if held.len() >= MAX_HELD_HINTS && !held.contains_key(&key) {
+            held.clear();
+        }
+        held.insert(
+            key,
+            Held {
+                fence,
+                verified,
+                millis,
+            },
+        );
     }
 
     async fn claim(&self, application: &str, unit: &str, duration: Duration) -> Result<Fence> {
         self.policy.check_claim(application, unit, duration)?;
         let millis = lease_millis(duration)?;
         let key = self.keys.lease(application, unit);
-        if self.held().contains(&key)
-            && let Some(fence) = self.renew(&key, millis).await?
+        let started = Instant::now();
+        let hint = self.held().get(&key).copied();
+        if let Some(hint) = hint
+            && hint.fresh(started)
+            && self.extend(&key, millis).await?
         {
-            return Ok(fence);
+            return Ok(hint.fence);
         }
+        // Boxed, so that the fast path above, the hot one, stays a small future.
+        Box::pin(self.claim_script(key, application, unit, millis, started)).await
+    }
+
+    /// Any claim as one script: a new term (C1), the holder's extension (C2, pinned or not,
+    /// reading the fence), or a denial (C3).
+    async fn claim_script(
+        &self,
+        key: String,
+        application: &str,
+        unit: &str,
+        millis: u64,
+        started: Instant,
+    ) -> Result<Fence> {
         let mut invocation = scripts::CLAIM.prepare_invoke();
         invocation
             .key(&key)
@@ -155,51 +221,42 @@ impl Inner {
                 Err(Error::ClaimDenied)
             }
             fence => {
-                let mut held = self.held();
-                if held.len() >= MAX_HELD_HINTS {
-                    held.clear();
-                }
-                held.insert(key);
-                Ok(Fence(fence))
+                let fence = Fence(fence);
+                self.remember(key, fence, started, millis);
+                Ok(fence)
             }
         }
     }
 
-    /// The holder's renewal as three plain commands in one round trip, `PEXPIRE key ms GT`,
-    /// `GET key` and `PTTL key`. The lease key exists exactly while its unit leads, so its
-    /// value is the fence; `GT` never shortens (C2), and where it did not extend, the key
-    /// already expires at or after `now + ms`, which is what a renewal promises (C4). Much
-    /// cheaper for the server than a script. `None` when the key is gone (expired or
-    /// revoked) or pinned (no TTL, and the claimed expiry it keeps must move): the script
-    /// then decides, as for any claim.
-    async fn renew(&self, key: &str, millis: u64) -> Result<Option<Fence>> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("PEXPIRE")
-            .arg(key)
-            .arg(millis)
-            .arg("GT")
-            .cmd("GET")
-            .arg(key)
-            .cmd("PTTL")
-            .arg(key);
+    /// The holder's renewal while its hint is fresh: one `PEXPIRE key ms GT`, the cheapest
+    /// write there is. `true` if it extended the lease key, which exists exactly while the
+    /// unit leads, to `now + ms` (C2: `GT` never shortens). `false` (the key is gone, pinned,
+    /// or already expires at or after `now + ms`): the caller runs the claim script instead.
+    async fn extend(&self, key: &str, millis: u64) -> Result<bool> {
         let mut conn = self.conn.clone();
-        let (_extended, fence, ttl): (i64, Option<u64>, i64) =
-            self.within("claim", pipe.query_async(&mut conn)).await?;
-        match fence {
-            // A TTL of -1 is a pinned lease, -2 one that ended after the GET.
-            Some(fence) if ttl >= 0 => Ok(Some(Fence(fence))),
-            _ => {
-                self.held().remove(key);
-                Ok(None)
-            }
-        }
+        let extended: i64 = self
+            .within(
+                "claim",
+                redis::cmd("PEXPIRE")
+                    .arg(key)
+                    .arg(millis)
+                    .arg("GT")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(extended == 1)
     }
 
-    async fn check(&self, application: &str, unit: &str) -> Result<Fence> {
+    /// The lease key a token of `unit` for `application` checks, or why the names are
+    /// invalid; worked out once per token (K2: a token is checked many times).
+    fn token_key(&self, application: &str, unit: &str) -> Result<String> {
         self.policy.check_member(application, unit)?;
+        Ok(self.keys.lease(application, unit))
+    }
+
+    async fn check(&self, application: &str, unit: &str, key: &str) -> Result<Fence> {
         // The lease key exists exactly while the unit leads (Redis expires it on the
         // server's clock), so a check is one plain GET.
-        let key = self.keys.lease(application, unit);
         let mut conn = self.conn.clone();
         let fence: Option<u64> = self
             .within("check", redis::cmd("GET").arg(key).query_async(&mut conn))
@@ -549,6 +606,7 @@ impl Checker for RedisStore {
     fn leadership_check(&self, application: &str, unit: &str) -> Box<dyn Token> {
         Box::new(RedisToken {
             inner: self.inner.clone(),
+            key: self.inner.token_key(application, unit),
             application: application.to_owned(),
             unit: unit.to_owned(),
         })
@@ -557,6 +615,8 @@ impl Checker for RedisStore {
 
 struct RedisToken {
     inner: Arc<Inner>,
+    /// The lease key to read, or the validation error every check returns.
+    key: Result<String>,
     application: String,
     unit: String,
 }
@@ -564,7 +624,10 @@ struct RedisToken {
 #[async_trait]
 impl Token for RedisToken {
     async fn check(&self) -> Result<Fence> {
-        self.inner.check(&self.application, &self.unit).await
+        match &self.key {
+            Ok(key) => self.inner.check(&self.application, &self.unit, key).await,
+            Err(invalid) => Err(invalid.clone()),
+        }
     }
 }
 
@@ -594,5 +657,30 @@ impl Pinner for RedisStore {
 impl Reader for RedisStore {
     async fn leaders(&self) -> Result<BTreeMap<String, String>> {
         self.inner.leaders().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hint_is_fresh_within_the_window_and_the_lease() {
+        let verified = Instant::now();
+        let hint = |millis| Held {
+            fence: Fence(7),
+            verified,
+            millis,
+        };
+        let long = hint(30_000);
+        assert!(long.fresh(verified));
+        assert!(long.fresh(verified + REVERIFY_AFTER - Duration::from_millis(1)));
+        assert!(!long.fresh(verified + REVERIFY_AFTER));
+        // A lease shorter than the window: fresh only while it surely has not expired.
+        let short = hint(100);
+        assert!(short.fresh(verified + Duration::from_millis(98)));
+        assert!(!short.fresh(verified + Duration::from_millis(99)));
+        // A clock read before `verified` (another thread's `now`) is not a reason to panic.
+        assert!(long.fresh(verified - Duration::from_millis(5)));
     }
 }
