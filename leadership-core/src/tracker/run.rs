@@ -36,6 +36,14 @@ enum Phase {
     Renew,
 }
 
+/// A claim call: a claimant's, or the holder's renewal, which must succeed before the
+/// term's loss deadline (T7).
+#[derive(Debug, Clone, Copy)]
+enum Attempt {
+    Claim,
+    Renew { deadline: Instant },
+}
+
 /// How a phase ended.
 enum Step {
     Next(Phase),
@@ -74,20 +82,46 @@ impl Task {
     }
 
     async fn claim(&self, failures: &mut u32) -> Step {
+        self.attempt(Attempt::Claim, failures).await
+    }
+
+    /// One claim call, a first claim or the holder's renewal, and what follows from its
+    /// answer.
+    async fn attempt(&self, attempt: Attempt, failures: &mut u32) -> Step {
         let shared = &*self.shared;
         let call_start = Instant::now();
         self.may_hold.store(true, Ordering::Relaxed);
+        let deadline = match attempt {
+            Attempt::Claim => None,
+            Attempt::Renew { deadline } => Some(deadline),
+        };
+        let loss = async {
+            match deadline {
+                Some(deadline) => sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
         let result = tokio::select! {
             biased;
             () = shared.kill.cancelled() => return Step::Stop(Ok(())),
+            // T7: a renewal still in flight at the deadline cannot be trusted to have
+            // applied; turn minion now and re-contend.
+            () = loss => {
+                shared.minion("no renewal succeeded within the guaranteed window");
+                return Step::Next(Phase::Claim);
+            }
             result = self.claimer.claim_leadership(
                 &shared.application, &shared.unit, shared.claim_duration) => result,
         };
+        let renewing = deadline.is_some();
         match result {
             Ok(fence) => {
                 *failures = 0;
                 if shared.claimed(fence, call_start) {
                     Step::Next(Phase::Hold)
+                } else if renewing {
+                    shared.minion("the renewal answered after its guaranteed window ended");
+                    Step::Next(Phase::Claim)
                 } else {
                     // The answer came after the claim's own window ended: claim again.
                     shared.minion("the claim answered after its guaranteed window ended");
@@ -97,8 +131,22 @@ impl Task {
             Err(Error::ClaimDenied) => {
                 *failures = 0;
                 self.may_hold.store(false, Ordering::Relaxed);
-                shared.minion("leadership claim denied");
+                shared.minion(if renewing {
+                    "leadership renewal denied"
+                } else {
+                    "leadership claim denied"
+                });
                 Step::Next(Phase::Block)
+            }
+            // A leader keeps renewing until the loss deadline (T7); a claimant is no leader.
+            Err(err) if err.is_retryable() && renewing => {
+                match self
+                    .retry_after(failures, &err, "renew failed", deadline)
+                    .await
+                {
+                    Step::Next(_) => Step::Next(Phase::Renew),
+                    stop => stop,
+                }
             }
             Err(err) if err.is_retryable() => {
                 shared.minion("leadership claim failed");
@@ -155,51 +203,11 @@ impl Task {
         let Some(deadline) = shared.deadline() else {
             return Step::Next(Phase::Claim);
         };
-        let call_start = Instant::now();
-        if call_start >= deadline {
+        if Instant::now() >= deadline {
             shared.minion("no renewal succeeded within the guaranteed window");
             return Step::Next(Phase::Claim);
         }
-        self.may_hold.store(true, Ordering::Relaxed);
-        let result = tokio::select! {
-            biased;
-            () = shared.kill.cancelled() => return Step::Stop(Ok(())),
-            // T7: a renewal still in flight at the deadline cannot be trusted to have
-            // applied; turn minion now and re-contend.
-            () = sleep_until(deadline) => {
-                shared.minion("no renewal succeeded within the guaranteed window");
-                return Step::Next(Phase::Claim);
-            }
-            result = self.claimer.claim_leadership(
-                &shared.application, &shared.unit, shared.claim_duration) => result,
-        };
-        match result {
-            Ok(fence) => {
-                *failures = 0;
-                if shared.claimed(fence, call_start) {
-                    Step::Next(Phase::Hold)
-                } else {
-                    shared.minion("the renewal answered after its guaranteed window ended");
-                    Step::Next(Phase::Claim)
-                }
-            }
-            Err(Error::ClaimDenied) => {
-                *failures = 0;
-                self.may_hold.store(false, Ordering::Relaxed);
-                shared.minion("leadership renewal denied");
-                Step::Next(Phase::Block)
-            }
-            Err(err) if err.is_retryable() => {
-                match self
-                    .retry_after(failures, &err, "renew failed", Some(deadline))
-                    .await
-                {
-                    Step::Next(_) => Step::Next(Phase::Renew),
-                    stop => stop,
-                }
-            }
-            Err(err) => Step::Stop(Err(err)),
-        }
+        self.attempt(Attempt::Renew { deadline }, failures).await
     }
 
     /// Logs a retryable failure and sleeps a jittered backoff, cut short by `wake_by` (the
