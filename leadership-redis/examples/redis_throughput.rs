@@ -11,7 +11,10 @@
 //! cargo run --release -p leadership-redis --example redis_throughput -- [seconds per phase] [callers]
 //! ```
 //!
-//! Uses `LEADERSHIP_REDIS_URL` if set, else starts a private redis-server.
+//! Uses `LEADERSHIP_REDIS_URL` if set, else starts a private redis-server. Besides rates and
+//! latencies it prints the CPU time each operation cost the client (this process, from
+//! /proc, 10 ms ticks) and the server (`INFO cpu`): on a loaded machine these move far less
+//! than the rates.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,6 +38,9 @@ struct Stats {
     ops: u64,
     elapsed: Duration,
     latencies_us: Vec<u32>,
+    /// CPU time this process (the client) and the server spent during the phase.
+    client_cpu: Duration,
+    server_cpu: Duration,
 }
 
 impl Stats {
@@ -130,6 +136,39 @@ fn merge(into: &mut Stats, from: Stats) {
     into.ops += from.ops;
     into.elapsed += from.elapsed;
     into.latencies_us.extend(from.latencies_us);
+    into.client_cpu += from.client_cpu;
+    into.server_cpu += from.server_cpu;
+}
+
+/// CPU time (user + system) of this process so far, from /proc (clock ticks of 10 ms).
+fn client_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which ends with the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// The server's CPU time so far (`INFO cpu`: used_cpu_user + used_cpu_sys, µs precision).
+async fn server_cpu(conn: &ConnectionManager) -> Duration {
+    let mut conn = conn.clone();
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    let seconds: f64 = info
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| *name == "used_cpu_user" || *name == "used_cpu_sys")
+        .filter_map(|(_, value)| value.trim().parse::<f64>().ok())
+        .sum();
+    Duration::from_secs_f64(seconds)
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -199,7 +238,10 @@ async fn main() {
         .collect();
     for _round in 0..2 {
         for (op, total) in &mut results {
-            let stats = run_phase(*op, callers, length / 2, &store, &conn, &targets).await;
+            let (client0, server0) = (client_cpu(), server_cpu(&conn).await);
+            let mut stats = run_phase(*op, callers, length / 2, &store, &conn, &targets).await;
+            stats.client_cpu = client_cpu().saturating_sub(client0);
+            stats.server_cpu = server_cpu(&conn).await.saturating_sub(server0);
             merge(total, stats);
         }
     }
@@ -216,8 +258,8 @@ async fn main() {
         }
     );
     println!(
-        "{:<24} {:>12} {:>10} {:>10}",
-        "operation", "ops/s", "p50 ms", "p99 ms"
+        "{:<24} {:>12} {:>10} {:>10} {:>14} {:>14}",
+        "operation", "ops/s", "p50 ms", "p99 ms", "client µs/op", "server µs/op"
     );
     let names = [
         (Op::Set, "plain SET"),
@@ -227,11 +269,14 @@ async fn main() {
     ];
     for (op, stats) in &results {
         let name = names.iter().find(|(o, _)| o == op).map_or("?", |(_, n)| n);
+        let per_op = |cpu: Duration| cpu.as_secs_f64() * 1e6 / stats.ops.max(1) as f64;
         println!(
-            "{name:<24} {:>12.0} {:>10.3} {:>10.3}",
+            "{name:<24} {:>12.0} {:>10.3} {:>10.3} {:>14.2} {:>14.2}",
             stats.throughput(),
             stats.percentile(0.5),
-            stats.percentile(0.99)
+            stats.percentile(0.99),
+            per_op(stats.client_cpu),
+            per_op(stats.server_cpu),
         );
     }
     let get = |op: Op| results.iter().find(|(o, _)| *o == op).map(|(_, s)| s);

@@ -53,15 +53,47 @@ impl Keys {
 
     /// The lease key of `unit` leading `application`.
     pub(crate) fn lease(&self, application: &str, unit: &str) -> String {
-        use std::fmt::Write as _;
-        // One allocation: built on every claim and check.
+        // One allocation.
         let mut key =
             String::with_capacity(self.lease_prefix.len() + 21 + application.len() + unit.len());
+        self.push_lease(&mut key, application, unit);
+        key
+    }
+
+    /// Runs `f` on the lease key of `unit` leading `application`, built in a reused
+    /// per-thread buffer: the renewal fast path looks up and sends the key without
+    /// allocating it.
+    pub(crate) fn with_lease<R>(
+        &self,
+        application: &str,
+        unit: &str,
+        f: impl FnOnce(&str) -> R,
+    ) -> R {
+        thread_local! {
+            static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        KEY.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut key) => {
+                key.clear();
+                self.push_lease(&mut key, application, unit);
+                let result = f(&key);
+                if key.capacity() > 4096 {
+                    // Long names once: do not keep their buffer for ever.
+                    *key = String::new();
+                }
+                result
+            }
+            // Only if `f` itself builds a key this way.
+            Err(_) => f(&self.lease(application, unit)),
+        })
+    }
+
+    fn push_lease(&self, key: &mut String, application: &str, unit: &str) {
+        use std::fmt::Write as _;
         key.push_str(&self.lease_prefix);
         let _ = write!(key, "{}:", application.len());
         key.push_str(application);
         key.push_str(unit);
-        key
     }
 
     /// The set of entities pinning `application`.
@@ -100,6 +132,26 @@ mod tests {
             Some(0) | None => key,
             Some(len) => &key[open + 1..open + 1 + len],
         }
+    }
+
+    #[test]
+    fn the_reused_buffer_builds_the_same_lease_keys() {
+        let keys = Keys::new("ns");
+        let long = "x".repeat(10_000);
+        for (app, unit) in [
+            ("app", "app/0"),
+            ("a", "b"),
+            (long.as_str(), "u"),
+            ("app", "app/1"),
+        ] {
+            let built = keys.with_lease(app, unit, str::to_owned);
+            assert_eq!(built, keys.lease(app, unit));
+        }
+        // Nested use falls back to a fresh key instead of panicking.
+        let nested = keys.with_lease("a", "a/0", |outer| {
+            keys.with_lease("b", "b/0", |inner| (outer.to_owned(), inner.to_owned()))
+        });
+        assert_eq!(nested, (keys.lease("a", "a/0"), keys.lease("b", "b/0")));
     }
 
     #[test]

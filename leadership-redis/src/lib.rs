@@ -2,6 +2,7 @@
 
 mod config;
 mod error;
+mod hints;
 mod keys;
 mod scripts;
 mod store;

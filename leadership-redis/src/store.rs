@@ -1,10 +1,9 @@
 //! The store: the leadership traits over the scripts.
 
 use std::collections::BTreeMap;
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -17,6 +16,7 @@ use redis::{Client, FromRedisValue, RedisResult, Script, ScriptInvocation};
 
 use crate::config::RedisStoreBuilder;
 use crate::error::{BACKEND, BadReply, TimedOut, map_redis_error};
+use crate::hints::{Held, Hints};
 use crate::keys::Keys;
 use crate::scripts;
 use crate::waiters::{Backoff, Waiters};
@@ -44,42 +44,8 @@ pub(crate) struct Inner {
     /// Leases this handle was granted or last saw held by the claiming unit, by lease key, so
     /// that their renewal can take a fast path (see [`Inner::claim`]). A hint only: the
     /// server decides every claim.
-    held: Mutex<HashMap<String, Held>>,
+    hints: Hints,
 }
-
-/// What a handle knows of a lease it holds: the term's fence, read from the server by a
-/// call that started at `verified` and extended the lease to at least `verified + millis`.
-#[derive(Debug, Clone, Copy)]
-struct Held {
-    fence: Fence,
-    verified: Instant,
-    millis: u64,
-}
-
-impl Held {
-    /// Whether a renewal starting at `now` may skip reading the fence: the lease key was
-    /// read recently enough that it cannot have expired since (C4 of the verifying call),
-    /// and any term change through another handle of the same unit shows within
-    /// [`REVERIFY_AFTER`].
-    fn fresh(&self, now: Instant) -> bool {
-        // A hundredth of the lease covers any drift between the two clocks' rates.
-        let lease = Duration::from_millis(self.millis - self.millis / 100);
-        now.saturating_duration_since(self.verified) < lease.min(REVERIFY_AFTER)
-    }
-}
-
-/// How long a renewal may return the fence this handle last read without reading it again.
-///
-/// Within this window a renewal is one `PEXPIRE GT`. A lease key exists exactly while its
-/// unit leads and cannot expire within the window, so only a revoke and a new claim of the
-/// *same unit* through *another handle* can change the term under it; this handle then
-/// reports the previous term's fence, which is lower and fails every guarded write (F2),
-/// for at most this long.
-const REVERIFY_AFTER: Duration = Duration::from_millis(250);
-
-/// Past this many remembered leases the hints are cleared (leases that ended without a
-/// revoke through this handle are never removed otherwise).
-const MAX_HELD_HINTS: usize = 100_000;
 
 /// The longest lease: 9,000,000,000 s (about 285 years), as etcd's. It keeps `now + duration`
 /// exact in the scripts' Lua numbers (doubles) and within Redis's expire range.
@@ -130,7 +96,7 @@ impl Inner {
             timeout,
             policy,
             waiters,
-            held: Mutex::default(),
+            hints: Hints::new(),
         }
     }
 
@@ -161,39 +127,27 @@ impl Inner {
             .await
     }
 
-    fn held(&self) -> MutexGuard<'_, HashMap<String, Held>> {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Remembers that `key`'s lease is held with `fence`, as read by a call started at
-    /// `verified` that extended it by `millis`.
-    fn remember(&self, key: String, fence: Fence, verified: Instant, millis: u64) {
-        let mut held = self.held();
-        if held.len() >= MAX_HELD_HINTS && !held.contains_key(&key) {
-            held.clear();
-        }
-        held.insert(
-            key,
-            Held {
-                fence,
-                verified,
-                millis,
-            },
-        );
-    }
-
     async fn claim(&self, application: &str, unit: &str, duration: Duration) -> Result<Fence> {
-        self.policy.check_claim(application, unit, duration)?;
-        let millis = lease_millis(duration)?;
-        let key = self.keys.lease(application, unit);
         let started = Instant::now();
-        let hint = self.held().get(&key).copied();
-        if let Some(hint) = hint
-            && hint.fresh(started)
-            && self.extend(&key, millis).await?
-        {
-            return Ok(hint.fence);
+        let millis = lease_millis(duration);
+        // A fresh hint exists only for names this handle's policy accepted before, so the
+        // fast path checks the duration alone.
+        let fast = self.keys.with_lease(application, unit, |key| {
+            let hint = self.hints.get(key).filter(|hint| hint.fresh(started))?;
+            let millis = *millis.as_ref().ok()?;
+            let mut pexpire = redis::cmd("PEXPIRE");
+            pexpire.arg(key).arg(millis).arg("GT");
+            Some((hint.fence, pexpire))
+        });
+        if let Some((fence, pexpire)) = fast {
+            self.policy.check_duration(duration)?;
+            if self.extend(&pexpire).await? {
+                return Ok(fence);
+            }
         }
+        self.policy.check_claim(application, unit, duration)?;
+        let millis = millis?;
+        let key = self.keys.lease(application, unit);
         // Boxed, so that the fast path above, the hot one, stays a small future.
         Box::pin(self.claim_script(key, application, unit, millis, started)).await
     }
@@ -217,12 +171,20 @@ impl Inner {
             .arg(unit);
         match self.eval::<u64>("claim", &invocation).await? {
             0 => {
-                self.held().remove(&key);
+                self.hints.remove(&key);
                 Err(Error::ClaimDenied)
             }
             fence => {
                 let fence = Fence(fence);
-                self.remember(key, fence, started, millis);
+                let verified = started;
+                self.hints.insert(
+                    key,
+                    Held {
+                        fence,
+                        verified,
+                        millis,
+                    },
+                );
                 Ok(fence)
             }
         }
@@ -232,18 +194,9 @@ impl Inner {
     /// write there is. `true` if it extended the lease key, which exists exactly while the
     /// unit leads, to `now + ms` (C2: `GT` never shortens). `false` (the key is gone, pinned,
     /// or already expires at or after `now + ms`): the caller runs the claim script instead.
-    async fn extend(&self, key: &str, millis: u64) -> Result<bool> {
+    async fn extend(&self, pexpire: &redis::Cmd) -> Result<bool> {
         let mut conn = self.conn.clone();
-        let extended: i64 = self
-            .within(
-                "claim",
-                redis::cmd("PEXPIRE")
-                    .arg(key)
-                    .arg(millis)
-                    .arg("GT")
-                    .query_async(&mut conn),
-            )
-            .await?;
+        let extended: i64 = self.within("claim", pexpire.query_async(&mut conn)).await?;
         Ok(extended == 1)
     }
 
@@ -357,7 +310,7 @@ impl Inner {
     async fn revoke(&self, application: &str, unit: &str) -> Result<()> {
         self.policy.check_member(application, unit)?;
         let lease_of = self.keys.lease_of(application);
-        self.held().remove(&format!("{lease_of}{unit}"));
+        self.hints.remove(&format!("{lease_of}{unit}"));
         let mut invocation = scripts::REVOKE.prepare_invoke();
         invocation
             .key(format!("{lease_of}{unit}"))
@@ -657,30 +610,5 @@ impl Pinner for RedisStore {
 impl Reader for RedisStore {
     async fn leaders(&self) -> Result<BTreeMap<String, String>> {
         self.inner.leaders().await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_hint_is_fresh_within_the_window_and_the_lease() {
-        let verified = Instant::now();
-        let hint = |millis| Held {
-            fence: Fence(7),
-            verified,
-            millis,
-        };
-        let long = hint(30_000);
-        assert!(long.fresh(verified));
-        assert!(long.fresh(verified + REVERIFY_AFTER - Duration::from_millis(1)));
-        assert!(!long.fresh(verified + REVERIFY_AFTER));
-        // A lease shorter than the window: fresh only while it surely has not expired.
-        let short = hint(100);
-        assert!(short.fresh(verified + Duration::from_millis(98)));
-        assert!(!short.fresh(verified + Duration::from_millis(99)));
-        // A clock read before `verified` (another thread's `now`) is not a reason to panic.
-        assert!(long.fresh(verified - Duration::from_millis(5)));
     }
 }

@@ -11,8 +11,8 @@ use leadership_core::{Checker, Claimer, Pinner, Revoker};
 use leadership_redis::RedisStore;
 
 const LEASE: Duration = Duration::from_secs(30);
-/// Longer than the store's re-verification window (250 ms).
-const PAST_REVERIFY: Duration = Duration::from_millis(400);
+/// Longer than the store's re-verification window (1 s).
+const PAST_REVERIFY: Duration = Duration::from_millis(1_100);
 
 async fn store(namespace: &str) -> RedisStore {
     RedisStore::connect(&common::server().url(), namespace)

@@ -1,0 +1,145 @@
+//! What a handle knows of the leases it holds, for the holder's renewal fast path.
+//!
+//! A hint is made only by a claim that the server granted, after the policy accepted the
+//! names: a hint for a lease key therefore also says that its names are valid for this
+//! handle's (fixed) policy.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use leadership_core::Fence;
+
+/// How long a renewal may return the fence this handle last read without reading it again.
+///
+/// Within this window a renewal is one `PEXPIRE GT`. A lease key exists exactly while its
+/// unit leads and cannot expire within the window, so only a revoke and a new claim of the
+/// *same unit* through *another handle* can change the term under it; this handle then
+/// reports the previous term's fence, which is lower and fails every guarded write (F2),
+/// for at most this long.
+pub(crate) const REVERIFY_AFTER: Duration = Duration::from_secs(1);
+
+/// Past this many remembered leases per shard, the shard's hints are cleared (leases that
+/// ended without a revoke through this handle are never removed otherwise).
+const MAX_PER_SHARD: usize = 8_192;
+
+/// Shards, so that callers on different worker threads rarely meet on one lock.
+const SHARDS: usize = 16;
+
+/// What a handle knows of a lease it holds: the term's fence, read from the server by a
+/// call that started at `verified` and extended the lease to at least `verified + millis`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Held {
+    pub(crate) fence: Fence,
+    pub(crate) verified: Instant,
+    pub(crate) millis: u64,
+}
+
+impl Held {
+    /// Whether a renewal starting at `now` may skip reading the fence: the lease key was
+    /// read recently enough that it cannot have expired since (C4 of the verifying call),
+    /// and any term change through another handle of the same unit shows within
+    /// [`REVERIFY_AFTER`].
+    pub(crate) fn fresh(&self, now: Instant) -> bool {
+        // A hundredth of the lease covers any drift between the two clocks' rates.
+        let lease = Duration::from_millis(self.millis - self.millis / 100);
+        now.saturating_duration_since(self.verified) < lease.min(REVERIFY_AFTER)
+    }
+}
+
+type Shard = HashMap<String, Held, foldhash::fast::RandomState>;
+
+/// A lock on its own cache line.
+#[repr(align(64))]
+#[derive(Default)]
+struct Padded(Mutex<Shard>);
+
+/// Hints by lease key.
+pub(crate) struct Hints {
+    shards: [Padded; SHARDS],
+    state: foldhash::fast::RandomState,
+}
+
+impl Hints {
+    pub(crate) fn new() -> Self {
+        Hints {
+            shards: Default::default(),
+            state: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        use std::hash::BuildHasher as _;
+        let index = (self.state.hash_one(key) % SHARDS as u64) as usize;
+        self.shards[index]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<Held> {
+        self.shard(key).get(key).copied()
+    }
+
+    pub(crate) fn insert(&self, key: String, held: Held) {
+        let mut shard = self.shard(&key);
+        if shard.len() >= MAX_PER_SHARD && !shard.contains_key(&key) {
+            shard.clear();
+        }
+        shard.insert(key, held);
+    }
+
+    pub(crate) fn remove(&self, key: &str) {
+        self.shard(key).remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hint_is_fresh_within_the_window_and_the_lease() {
+        let verified = Instant::now();
+        let hint = |millis| Held {
+            fence: Fence(7),
+            verified,
+            millis,
+        };
+        let long = hint(30_000);
+        assert!(long.fresh(verified));
+        assert!(long.fresh(verified + REVERIFY_AFTER - Duration::from_millis(1)));
+        assert!(!long.fresh(verified + REVERIFY_AFTER));
+        // A lease shorter than the window: fresh only while it surely has not expired.
+        let short = hint(100);
+        assert!(short.fresh(verified + Duration::from_millis(98)));
+        assert!(!short.fresh(verified + Duration::from_millis(99)));
+        // A clock read before `verified` (another thread's `now`) is not a reason to panic.
+        assert!(
+            long.fresh(
+                verified
+                    .checked_sub(Duration::from_millis(5))
+                    .unwrap_or(verified)
+            )
+        );
+    }
+
+    #[test]
+    fn hints_are_kept_removed_and_bounded() {
+        let hints = Hints::new();
+        let held = Held {
+            fence: Fence(1),
+            verified: Instant::now(),
+            millis: 1_000,
+        };
+        hints.insert("a".to_owned(), held);
+        assert_eq!(hints.get("a").map(|h| h.fence), Some(Fence(1)));
+        hints.remove("a");
+        assert!(hints.get("a").is_none());
+        for i in 0..(SHARDS * MAX_PER_SHARD * 2) {
+            hints.insert(format!("k{i}"), held);
+        }
+        let total: usize = hints.shards.iter().map(|s| s.0.lock().unwrap().len()).sum();
+        assert!(total <= SHARDS * MAX_PER_SHARD, "{total} hints kept");
+    }
+}
