@@ -66,3 +66,46 @@ fn password_and_acl_users_are_configured() {
     assert!(users.lines().any(|u| u == "alice"), "{users}");
     assert!(!format!("{server:?}").contains("secret"));
 }
+
+/// Set in the child run of [`a_server_never_outlives_its_test_process`].
+const LEAK_CHILD: &str = "LEADERSHIP_HARNESS_LEAK_CHILD";
+
+/// A no-op, except in the child run: it starts a server, prints its pid and exits without
+/// dropping it, as a test does with a server kept in a static.
+#[test]
+fn leaking_child() {
+    if std::env::var_os(LEAK_CHILD).is_none() {
+        return;
+    }
+    let server = RedisServer::start().expect("redis-server");
+    println!("server pid {}", server.pid().expect("running"));
+    std::mem::forget(server);
+}
+
+#[test]
+fn a_server_never_outlives_its_test_process() {
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "leaking_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(LEAK_CHILD, "1")
+        .output()
+        .expect("child run");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let pid: u32 = stdout
+        .lines()
+        .find_map(|line| line.split_once("server pid ").map(|(_, pid)| pid))
+        .and_then(|pid| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in the child's output: {stdout}"));
+    let gone = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < gone,
+            "redis-server {pid} outlived its test process by 5 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

@@ -11,7 +11,6 @@ use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -44,61 +43,19 @@ struct Member {
     tls_port: Option<u16>,
     peer_port: u16,
     process: ServerProcess,
-    watchdog: Option<Child>,
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        self.unguard();
-    }
 }
 
 impl Member {
-    /// Starts a watchdog that SIGKILLs this member once the test process is gone. Tests keep
-    /// shared servers in statics, which are never dropped; without it they would outlive the
-    /// test binary.
-    fn guard(&mut self) {
-        self.unguard();
-        let Some(pid) = self.process.pid() else {
-            return;
-        };
-        let script = format!(
-            "while kill -0 {parent} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
-             kill -9 {pid} 2>/dev/null",
-            parent = std::process::id()
-        );
-        self.watchdog = Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .ok();
-    }
-
-    fn unguard(&mut self) {
-        if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-        }
-    }
-
     fn kill9(&mut self) -> Result<(), HarnessError> {
-        self.unguard();
         self.process.kill9()
     }
 
     fn start_again(&mut self) -> Result<(), HarnessError> {
-        self.process.start_again()?;
-        self.guard();
-        Ok(())
+        self.process.start_again()
     }
 
     fn restart(&mut self) -> Result<(), HarnessError> {
-        self.unguard();
-        self.process.restart()?;
-        self.guard();
-        Ok(())
+        self.process.restart()
     }
 
     fn client_addr(&self) -> String {
@@ -180,16 +137,13 @@ impl EtcdCluster {
             }
             let log = dir.path().join(format!("{name}.log"));
             let process = ServerProcess::spawn(format!("etcd member {name}"), binary, args, log)?;
-            let mut member = Member {
+            members.push(Member {
                 name,
                 client_port,
                 tls_port: tls_ports[i],
                 peer_port,
                 process,
-                watchdog: None,
-            };
-            member.guard();
-            members.push(member);
+            });
         }
         let mut cluster = EtcdCluster { members, _dir: dir };
         for i in 0..n {

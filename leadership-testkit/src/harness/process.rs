@@ -116,7 +116,9 @@ pub fn find_binary(
         .ok_or_else(missing)
 }
 
-/// One server child process with its log file, killed (SIGKILL) when dropped.
+/// One server child process with its log file, killed (SIGKILL) when dropped, and also once
+/// the test process is gone: tests keep shared servers in statics, which are never dropped,
+/// so a watchdog (`sh`, polling both pids) SIGKILLs the server when its test process exits.
 #[derive(Debug)]
 pub struct ServerProcess {
     name: String,
@@ -124,6 +126,7 @@ pub struct ServerProcess {
     args: Vec<OsString>,
     log_path: PathBuf,
     child: Option<Child>,
+    watchdog: Option<Child>,
 }
 
 impl ServerProcess {
@@ -143,6 +146,7 @@ impl ServerProcess {
             args,
             log_path,
             child: None,
+            watchdog: None,
         };
         process.start()?;
         Ok(process)
@@ -164,8 +168,33 @@ impl ServerProcess {
             .stderr(log_err)
             .spawn()
             .map_err(|e| HarnessError::io(format!("starting {}", self.binary.display()), e))?;
+        self.guard(child.id());
         self.child = Some(child);
         Ok(())
+    }
+
+    /// Starts the watchdog of server `pid` (see the type's docs); best effort.
+    fn guard(&mut self, pid: u32) {
+        self.unguard();
+        let script = format!(
+            "while kill -0 {parent} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+             kill -9 {pid} 2>/dev/null",
+            parent = std::process::id()
+        );
+        self.watchdog = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
+    }
+
+    fn unguard(&mut self) {
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
     }
 
     /// The process id of the running child, if any.
@@ -197,6 +226,7 @@ impl ServerProcess {
     /// # Errors
     /// If the process cannot be signalled or reaped.
     pub fn kill9(&mut self) -> Result<(), HarnessError> {
+        self.unguard();
         // A paused process still dies on SIGKILL.
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -292,6 +322,7 @@ fn is_stopped(pid: u32) -> bool {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
+        self.unguard();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
