@@ -5,7 +5,7 @@
 //! handle's (fixed) policy.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use leadership_core::Fence;
@@ -27,12 +27,22 @@ const MAX_PER_SHARD: usize = 8_192;
 const SHARDS: usize = 16;
 
 /// What a handle knows of a lease it holds: the term's fence, read from the server by a
-/// call that started at `verified` and extended the lease to at least `verified + millis`.
-#[derive(Debug, Clone, Copy)]
+/// call that started at `verified` and extended the lease to at least `verified + millis`;
+/// and that call's renewal command, `PEXPIRE <key> <millis> GT`, built once (building a
+/// command costs the client more than the rest of a fast renewal).
+#[derive(Debug, Clone)]
 pub(crate) struct Held {
     pub(crate) fence: Fence,
     pub(crate) verified: Instant,
     pub(crate) millis: u64,
+    pub(crate) pexpire: Arc<redis::Cmd>,
+}
+
+/// `PEXPIRE key millis GT`: extends the lease key to now + `millis`, never shortening it.
+pub(crate) fn pexpire_gt(key: &str, millis: u64) -> redis::Cmd {
+    let mut pexpire = redis::cmd("PEXPIRE");
+    pexpire.arg(key).arg(millis).arg("GT");
+    pexpire
 }
 
 impl Held {
@@ -78,7 +88,7 @@ impl Hints {
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<Held> {
-        self.shard(key).get(key).copied()
+        self.shard(key).get(key).cloned()
     }
 
     pub(crate) fn insert(&self, key: String, held: Held) {
@@ -105,6 +115,7 @@ mod tests {
             fence: Fence(7),
             verified,
             millis,
+            pexpire: Arc::new(pexpire_gt("k", millis)),
         };
         let long = hint(30_000);
         assert!(long.fresh(verified));
@@ -131,13 +142,14 @@ mod tests {
             fence: Fence(1),
             verified: Instant::now(),
             millis: 1_000,
+            pexpire: Arc::new(pexpire_gt("a", 1_000)),
         };
-        hints.insert("a".to_owned(), held);
+        hints.insert("a".to_owned(), held.clone());
         assert_eq!(hints.get("a").map(|h| h.fence), Some(Fence(1)));
         hints.remove("a");
         assert!(hints.get("a").is_none());
         for i in 0..(SHARDS * MAX_PER_SHARD * 2) {
-            hints.insert(format!("k{i}"), held);
+            hints.insert(format!("k{i}"), held.clone());
         }
         let total: usize = hints.shards.iter().map(|s| s.0.lock().unwrap().len()).sum();
         assert!(total <= SHARDS * MAX_PER_SHARD, "{total} hints kept");

@@ -16,7 +16,7 @@ use redis::{Client, FromRedisValue, RedisResult, Script, ScriptInvocation};
 
 use crate::config::RedisStoreBuilder;
 use crate::error::{BACKEND, BadReply, TimedOut, map_redis_error};
-use crate::hints::{Held, Hints};
+use crate::hints::{Held, Hints, pexpire_gt};
 use crate::keys::Keys;
 use crate::scripts;
 use crate::waiters::{Backoff, Waiters};
@@ -129,27 +129,70 @@ impl Inner {
 
     async fn claim(&self, application: &str, unit: &str, duration: Duration) -> Result<Fence> {
         let started = Instant::now();
-        let millis = lease_millis(duration);
-        // A fresh hint exists only for names this handle's policy accepted before, so the
-        // fast path checks the duration alone.
-        let fast = self.keys.with_lease(application, unit, |key| {
-            let hint = self.hints.get(key).filter(|hint| hint.fresh(started))?;
-            let millis = *millis.as_ref().ok()?;
-            let mut pexpire = redis::cmd("PEXPIRE");
-            pexpire.arg(key).arg(millis).arg("GT");
-            Some((hint.fence, pexpire))
-        });
-        if let Some((fence, pexpire)) = fast {
+        if let Some(hint) = self
+            .keys
+            .with_lease(application, unit, |key| self.hints.get(key))
+        {
+            // A hint exists only for names this handle's policy accepted before: the
+            // duration is all there is left to check.
             self.policy.check_duration(duration)?;
-            if self.extend(&pexpire).await? {
+            let millis = lease_millis(duration)?;
+            let pexpire = if hint.millis == millis {
+                hint.pexpire.clone()
+            } else {
+                Arc::new(
+                    self.keys
+                        .with_lease(application, unit, |key| pexpire_gt(key, millis)),
+                )
+            };
+            if hint.fresh(started) {
+                if self.extend(&pexpire).await? {
+                    return Ok(hint.fence);
+                }
+            } else if let Some(fence) = Box::pin(self.renew(&pexpire, application, unit)).await? {
+                self.hints.insert(
+                    self.keys.lease(application, unit),
+                    Held {
+                        fence,
+                        verified: started,
+                        millis,
+                        pexpire,
+                    },
+                );
                 return Ok(fence);
             }
         }
         self.policy.check_claim(application, unit, duration)?;
-        let millis = millis?;
+        let millis = lease_millis(duration)?;
         let key = self.keys.lease(application, unit);
         // Boxed, so that the fast path above, the hot one, stays a small future.
         Box::pin(self.claim_script(key, application, unit, millis, started)).await
+    }
+
+    /// The holder's renewal when its hint is no longer fresh: `PEXPIRE key ms GT` and `GET
+    /// key` in one round trip, which extends the unit's lease and reads its fence. `None`
+    /// unless the key was extended and is still there (gone, pinned, or already expiring
+    /// later): the claim script decides then. Were the unit to revoke and claim again
+    /// through another handle between the two commands, `GET` reads the new term's fence;
+    /// the unit then revoked itself, which C4 allows to end the lease early.
+    async fn renew(
+        &self,
+        pexpire: &redis::Cmd,
+        application: &str,
+        unit: &str,
+    ) -> Result<Option<Fence>> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(pexpire.clone());
+        self.keys.with_lease(application, unit, |key| {
+            pipe.cmd("GET").arg(key);
+        });
+        let mut conn = self.conn.clone();
+        let (extended, fence): (i64, Option<u64>) =
+            self.within("claim", pipe.query_async(&mut conn)).await?;
+        Ok(match fence {
+            Some(fence) if extended == 1 => Some(Fence(fence)),
+            _ => None,
+        })
     }
 
     /// Any claim as one script: a new term (C1), the holder's extension (C2, pinned or not,
@@ -176,13 +219,14 @@ impl Inner {
             }
             fence => {
                 let fence = Fence(fence);
-                let verified = started;
+                let pexpire = Arc::new(pexpire_gt(&key, millis));
                 self.hints.insert(
                     key,
                     Held {
                         fence,
-                        verified,
+                        verified: started,
                         millis,
+                        pexpire,
                     },
                 );
                 Ok(fence)
@@ -200,20 +244,20 @@ impl Inner {
         Ok(extended == 1)
     }
 
-    /// The lease key a token of `unit` for `application` checks, or why the names are
-    /// invalid; worked out once per token (K2: a token is checked many times).
-    fn token_key(&self, application: &str, unit: &str) -> Result<String> {
+    /// The command a token of `unit` for `application` sends, `GET <lease key>`, or why the
+    /// names are invalid; worked out once per token (K2: a token is checked many times).
+    fn token_get(&self, application: &str, unit: &str) -> Result<redis::Cmd> {
         self.policy.check_member(application, unit)?;
-        Ok(self.keys.lease(application, unit))
+        let mut get = redis::cmd("GET");
+        get.arg(self.keys.lease(application, unit));
+        Ok(get)
     }
 
-    async fn check(&self, application: &str, unit: &str, key: &str) -> Result<Fence> {
+    async fn check(&self, application: &str, unit: &str, get: &redis::Cmd) -> Result<Fence> {
         // The lease key exists exactly while the unit leads (Redis expires it on the
         // server's clock), so a check is one plain GET.
         let mut conn = self.conn.clone();
-        let fence: Option<u64> = self
-            .within("check", redis::cmd("GET").arg(key).query_async(&mut conn))
-            .await?;
+        let fence: Option<u64> = self.within("check", get.query_async(&mut conn)).await?;
         match fence {
             Some(fence) => Ok(Fence(fence)),
             None => Err(Error::not_leader(unit, application)),
@@ -559,7 +603,7 @@ impl Checker for RedisStore {
     fn leadership_check(&self, application: &str, unit: &str) -> Box<dyn Token> {
         Box::new(RedisToken {
             inner: self.inner.clone(),
-            key: self.inner.token_key(application, unit),
+            get: self.inner.token_get(application, unit),
             application: application.to_owned(),
             unit: unit.to_owned(),
         })
@@ -568,8 +612,8 @@ impl Checker for RedisStore {
 
 struct RedisToken {
     inner: Arc<Inner>,
-    /// The lease key to read, or the validation error every check returns.
-    key: Result<String>,
+    /// The lease key's `GET`, or the validation error every check returns.
+    get: Result<redis::Cmd>,
     application: String,
     unit: String,
 }
@@ -577,8 +621,8 @@ struct RedisToken {
 #[async_trait]
 impl Token for RedisToken {
     async fn check(&self) -> Result<Fence> {
-        match &self.key {
-            Ok(key) => self.inner.check(&self.application, &self.unit, key).await,
+        match &self.get {
+            Ok(get) => self.inner.check(&self.application, &self.unit, get).await,
             Err(invalid) => Err(invalid.clone()),
         }
     }
