@@ -300,6 +300,11 @@ async fn run(args: Args) -> ExitCode {
                 for callers in [1, 64] {
                     extra.push(redis_store::redis_benchmark(&bench, sizes, callers).await);
                     extra.push(
+                        redis_store::pexpire_floor(&bench, sizes, callers)
+                            .await
+                            .unwrap_or_else(|e| Row::error("redis", "ref: renewal's command", e)),
+                    );
+                    extra.push(
                         redis_store::rslock_peer(&bench, sizes, callers)
                             .await
                             .unwrap_or_else(|e| Row::error("redis", "peer: claim+revoke", e)),

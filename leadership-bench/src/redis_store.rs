@@ -218,6 +218,76 @@ pub async fn rslock_peer(bench: &RedisBench, sizes: Sizes, callers: usize) -> Be
     Ok(row)
 }
 
+/// The floor of any renewal on Redis: its one command, `PEXPIRE key ms GT`, sent raw from the
+/// same client, against `SET` (as in the renewal scenario), over 1,000 keys each. An `info`
+/// row beside the renewal's: the store's overhead is the gap between the two ratios.
+pub async fn pexpire_floor(bench: &RedisBench, sizes: Sizes, callers: usize) -> BenchResult<Row> {
+    const KEYS: u64 = 1_000;
+    let ns = fresh_namespace("floor");
+    let conn = bench.connection().await?;
+    let set_keys: Arc<Vec<String>> =
+        Arc::new((0..KEYS).map(|i| format!("bench:{ns}:set:{i}")).collect());
+    let ttl_keys: Arc<Vec<String>> =
+        Arc::new((0..KEYS).map(|i| format!("bench:{ns}:ttl:{i}")).collect());
+    let mut setup = conn.clone();
+    for key in ttl_keys.iter() {
+        // A lease-like key: a value and a TTL for PEXPIRE … GT to extend.
+        redis::cmd("SET")
+            .arg(key)
+            .arg("1")
+            .arg("PX")
+            .arg(60_000)
+            .query_async::<()>(&mut setup)
+            .await
+            .map_err(|e| format!("setup SET: {e}"))?;
+    }
+    let (base_conn, subj_conn) = (conn.clone(), conn);
+    let (base, subj) = pair(
+        callers,
+        sizes.round,
+        move |seq| {
+            let (mut conn, keys) = (base_conn.clone(), Arc::clone(&set_keys));
+            async move {
+                let key = &keys[(seq % KEYS) as usize];
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg("unit/0")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .is_ok()
+            }
+        },
+        move |seq| {
+            let (mut conn, keys) = (subj_conn.clone(), Arc::clone(&ttl_keys));
+            async move {
+                let key = &keys[(seq % KEYS) as usize];
+                redis::cmd("PEXPIRE")
+                    .arg(key)
+                    .arg(60_000)
+                    .arg("GT")
+                    .query_async::<i64>(&mut conn)
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+    let mut row = Row::new("redis", "ref: renewal's command");
+    row.callers = Some(callers);
+    row.ratio = Some(if base.rate() > 0.0 {
+        subj.rate() / base.rate()
+    } else {
+        0.0
+    });
+    row.subject = Some(subj.figures("PEXPIRE … GT, raw"));
+    row.baseline = Some(base.figures("SET"));
+    row.note = Some(
+        "the one command of a hot renewal, sent raw from the same client: the floor of the renewal ratio"
+            .to_owned(),
+    );
+    Ok(row)
+}
+
 impl Row {
     fn with_note(mut self, note: impl Into<String>) -> Row {
         self.note = Some(note.into());

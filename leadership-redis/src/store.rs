@@ -24,10 +24,11 @@ use crate::waiters::{Backoff, Waiters};
 /// A leadership store over Redis 7.
 ///
 /// Cheap to clone: clones share one auto-reconnecting connection. A check is one `GET`; a
-/// claim, extension or revoke is one script round trip, except a holder's renewal shortly
-/// after this handle read its lease, which is one `PEXPIRE … GT` (falling back to the
-/// script when that does not extend). The server's clock alone decides expiry. Durations
-/// are rounded up to whole milliseconds (the store's granularity, V3).
+/// claim, extension or revoke is one script round trip, except a renewal by a handle that
+/// holds the lease: one `PEXPIRE … GT` (with a `GET` in the same round trip once a second,
+/// to read the fence again), falling back to the script when it does not extend. The
+/// server's clock alone decides expiry. Durations are rounded up to whole milliseconds (the
+/// store's granularity, V3).
 #[derive(Clone)]
 pub struct RedisStore {
     inner: Arc<Inner>,
