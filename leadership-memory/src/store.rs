@@ -80,8 +80,8 @@ impl Inner {
 }
 
 /// How many deadlines the timer handles per lock acquisition, so that a mass expiry does not
-/// stall other operations.
-const EXPIRY_BATCH: usize = 1024;
+/// stall other operations (a deadline can cost microseconds in a heap of millions).
+const EXPIRY_BATCH: usize = 128;
 
 /// A duration in nanoseconds, saturating (a lease of 584 years does not expire).
 pub(crate) fn nanos(duration: Duration) -> Nanos {
