@@ -420,6 +420,21 @@ pub async fn v3_durations(store: &dyn Leadership, _profile: &Profile) {
     // The bounds themselves are valid: the maximum, and the smallest duration (rounded up).
     let fence = claim(store, APP, A0, hour).await;
     assert_leads(check(store, APP, A0).await, fence, "V3 maximum duration");
+    // The holder's renewal is checked as strictly as a first claim (a store may give the
+    // holder a faster path), and a refused one changes nothing.
+    for bad in [Duration::ZERO, hour + Duration::from_nanos(1)] {
+        let what = format!("the holder's renewal for {bad:?}");
+        assert_invalid(
+            store.claim_leadership(APP, A0, bad).await,
+            is_invalid_duration,
+            &what,
+        );
+    }
+    assert_leads(
+        check(store, APP, A0).await,
+        fence,
+        "V3: an invalid renewal changed nothing",
+    );
     claim(store, "tiny", "tiny/0", Duration::from_nanos(1)).await;
     revoke(store, APP, A0).await;
 }
