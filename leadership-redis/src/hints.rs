@@ -1,8 +1,8 @@
 //! What a handle knows of the leases it holds, for the holder's renewal fast path.
 //!
-//! A hint is made only by a claim that the server granted, after the policy accepted the
-//! names: a hint for a lease key therefore also says that its names are valid for this
-//! handle's (fixed) policy.
+//! A hint is made only by a claim the server granted (after the policy accepted the names)
+//! or by a renewal of a lease that already had one: a hint for a lease key therefore also
+//! says that its names are valid for this handle's (fixed) policy.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

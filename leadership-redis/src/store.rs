@@ -138,29 +138,24 @@ impl Inner {
             // duration is all there is left to check.
             self.policy.check_duration(duration)?;
             let millis = lease_millis(duration)?;
-            let pexpire = if hint.millis == millis {
-                hint.pexpire.clone()
-            } else {
-                Arc::new(
-                    self.keys
-                        .with_lease(application, unit, |key| pexpire_gt(key, millis)),
-                )
-            };
             if hint.fresh(started) {
-                if self.extend(&pexpire).await? {
+                let extended = if hint.millis == millis {
+                    self.extend(&hint.pexpire).await?
+                } else {
+                    let pexpire = self
+                        .keys
+                        .with_lease(application, unit, |key| pexpire_gt(key, millis));
+                    self.extend(&pexpire).await?
+                };
+                if extended {
                     return Ok(hint.fence);
                 }
-            } else if let Some(fence) = Box::pin(self.renew(&pexpire, application, unit)).await? {
-                self.hints.insert(
-                    self.keys.lease(application, unit),
-                    Held {
-                        fence,
-                        verified: started,
-                        millis,
-                        pexpire,
-                    },
-                );
-                return Ok(fence);
+            } else {
+                let key = self.keys.lease(application, unit);
+                if let Some(fence) = Box::pin(self.renew(&key, millis)).await? {
+                    self.remember(key, fence, started, millis);
+                    return Ok(fence);
+                }
             }
         }
         self.policy.check_claim(application, unit, duration)?;
@@ -176,17 +171,11 @@ impl Inner {
     /// later): the claim script decides then. Were the unit to revoke and claim again
     /// through another handle between the two commands, `GET` reads the new term's fence;
     /// the unit then revoked itself, which C4 allows to end the lease early.
-    async fn renew(
-        &self,
-        pexpire: &redis::Cmd,
-        application: &str,
-        unit: &str,
-    ) -> Result<Option<Fence>> {
+    async fn renew(&self, key: &str, millis: u64) -> Result<Option<Fence>> {
         let mut pipe = redis::pipe();
-        pipe.add_command(pexpire.clone());
-        self.keys.with_lease(application, unit, |key| {
-            pipe.cmd("GET").arg(key);
-        });
+        pipe.add_command(pexpire_gt(key, millis))
+            .cmd("GET")
+            .arg(key);
         let mut conn = self.conn.clone();
         let (extended, fence): (i64, Option<u64>) =
             self.within("claim", pipe.query_async(&mut conn)).await?;
@@ -194,6 +183,21 @@ impl Inner {
             Some(fence) if extended == 1 => Some(Fence(fence)),
             _ => None,
         })
+    }
+
+    /// Remembers that `key`'s lease is held with `fence`, as read by a call that started at
+    /// `verified` and extended the lease by `millis`.
+    fn remember(&self, key: String, fence: Fence, verified: Instant, millis: u64) {
+        let pexpire = Arc::new(pexpire_gt(&key, millis));
+        self.hints.insert(
+            key,
+            Held {
+                fence,
+                verified,
+                millis,
+                pexpire,
+            },
+        );
     }
 
     /// Any claim as one script: a new term (C1), the holder's extension (C2, pinned or not,
@@ -220,16 +224,7 @@ impl Inner {
             }
             fence => {
                 let fence = Fence(fence);
-                let pexpire = Arc::new(pexpire_gt(&key, millis));
-                self.hints.insert(
-                    key,
-                    Held {
-                        fence,
-                        verified: started,
-                        millis,
-                        pexpire,
-                    },
-                );
+                self.remember(key, fence, started, millis);
                 Ok(fence)
             }
         }
@@ -354,15 +349,15 @@ impl Inner {
 
     async fn revoke(&self, application: &str, unit: &str) -> Result<()> {
         self.policy.check_member(application, unit)?;
-        let lease_of = self.keys.lease_of(application);
-        self.hints.remove(&format!("{lease_of}{unit}"));
+        let key = self.keys.lease(application, unit);
+        self.hints.remove(&key);
         let mut invocation = scripts::REVOKE.prepare_invoke();
         invocation
-            .key(format!("{lease_of}{unit}"))
+            .key(key)
             .key(&self.keys.owners)
             .key(&self.keys.pinexp)
             .arg(application)
-            .arg(lease_of)
+            .arg(self.keys.lease_of(application))
             .arg(&self.keys.channel);
         match self.eval::<i64>("revoke", &invocation).await? {
             0 => Err(Error::ClaimNotHeld),
