@@ -152,15 +152,13 @@ pub async fn election_peer(bench: &EtcdBench, sizes: Sizes, callers: usize) -> B
     )
     .await;
     let _ = client.lease_client().revoke(lease).await;
-    let mut row = Row::new("etcd", "peer: claim+revoke");
-    row.callers = Some(callers);
-    row.ratio = Some(if base.rate() > 0.0 {
-        subj.rate() / base.rate()
-    } else {
-        0.0
-    });
-    row.subject = Some(subj.figures("claim + revoke"));
-    row.baseline = Some(base.figures("election campaign+resign"));
+    let mut row = Row::pair(
+        "etcd",
+        "peer: claim+revoke",
+        callers,
+        (&base, &subj),
+        ("claim + revoke", "election campaign+resign"),
+    );
     row.note = Some(
         "etcd-client election: one shared lease (a Go session); ours: a lease per term".to_owned(),
     );

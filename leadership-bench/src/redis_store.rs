@@ -200,15 +200,13 @@ pub async fn rslock_peer(bench: &RedisBench, sizes: Sizes, callers: usize) -> Be
         },
     )
     .await;
-    let mut row = Row::new("redis", "peer: claim+revoke");
-    row.callers = Some(callers);
-    row.ratio = Some(if base.rate() > 0.0 {
-        subj.rate() / base.rate()
-    } else {
-        0.0
-    });
-    row.subject = Some(subj.figures("claim + revoke"));
-    row.baseline = Some(base.figures("rslock lock+unlock"));
+    let mut row = Row::pair(
+        "redis",
+        "peer: claim+revoke",
+        callers,
+        (&base, &subj),
+        ("claim + revoke", "rslock lock+unlock"),
+    );
     if subj.errors + base.errors > 0 {
         row.note = Some(format!(
             "{} ours and {} rslock cycles failed",
@@ -272,20 +270,23 @@ pub async fn pexpire_floor(bench: &RedisBench, sizes: Sizes, callers: usize) -> 
         },
     )
     .await;
-    let mut row = Row::new("redis", "ref: renewal's command");
-    row.callers = Some(callers);
-    row.ratio = Some(if base.rate() > 0.0 {
-        subj.rate() / base.rate()
-    } else {
-        0.0
-    });
-    row.subject = Some(subj.figures("PEXPIRE … GT, raw"));
-    row.baseline = Some(base.figures("SET"));
-    row.note = Some(
-        "the one command of a hot renewal, sent raw from the same client: the floor of the renewal ratio"
-            .to_owned(),
+    let row = Row::pair(
+        "redis",
+        "ref: renewal's command",
+        callers,
+        (&base, &subj),
+        ("PEXPIRE … GT, raw", "SET"),
     );
-    Ok(row)
+    Ok(if subj.errors + base.errors > 0 {
+        row.with_note(format!(
+            "{} PEXPIRE and {} SET commands failed",
+            subj.errors, base.errors
+        ))
+    } else {
+        row.with_note(
+            "the one command of a hot renewal, sent raw from the same client: the floor of the renewal ratio",
+        )
+    })
 }
 
 impl Row {

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::driver::Sample;
 use crate::stats::{Figures, human_rate, human_us};
 
 /// How a row compares with its target.
@@ -78,6 +79,29 @@ impl Row {
             target: None,
             verdict: Verdict::Info,
             note: None,
+        }
+    }
+
+    /// A throughput row from a baseline/subject pair run at `callers`: both sides' figures
+    /// under their labels, and the subject's rate over the baseline's.
+    pub fn pair(
+        store: &str,
+        scenario: impl Into<String>,
+        callers: usize,
+        (base, subj): (&Sample, &Sample),
+        (subj_label, base_label): (&str, &str),
+    ) -> Row {
+        let base_rate = base.rate();
+        Row {
+            callers: Some(callers),
+            ratio: Some(if base_rate > 0.0 {
+                subj.rate() / base_rate
+            } else {
+                0.0
+            }),
+            subject: Some(subj.figures(subj_label)),
+            baseline: Some(base.figures(base_label)),
+            ..Row::new(store, scenario)
         }
     }
 

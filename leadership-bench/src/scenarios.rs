@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use crate::driver::{Sample, pair};
 use crate::report::{Row, Verdict};
 use crate::stats::{self, Figures, human_us};
-use crate::target::{Bench, BenchResult, fresh_namespace};
+use crate::target::{Baseline, Bench, BenchResult, fresh_namespace};
 
 /// How long and how often: `--quick` or full.
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +87,18 @@ fn names(prefix: &str, namespace: &str, count: usize) -> Arc<Vec<Names>> {
     )
 }
 
+/// Unmeasured setup: each unit 0 leads its application, and the baseline holds each key.
+async fn lead_all(store: &dyn Leadership, base: &Baseline, names: &[Names]) -> BenchResult<()> {
+    for n in names {
+        store
+            .claim_leadership(&n.app, &n.unit, LEASE)
+            .await
+            .map_err(|e| format!("setup claim of {}: {e}", n.app))?;
+        base.write(&n.key, &n.unit).await;
+    }
+    Ok(())
+}
+
 fn pick(names: &[Names], seq: u64) -> &Names {
     &names[(seq % names.len() as u64) as usize]
 }
@@ -100,17 +112,9 @@ fn throughput_row(
     labels: (&str, &str),
     target: Option<f64>,
 ) -> Row {
-    let ratio = if base.rate() > 0.0 {
-        subj.rate() / base.rate()
-    } else {
-        0.0
-    };
     let targets = bench.targets();
-    let mut row = Row::new(bench.name(), scenario);
-    row.callers = Some(callers);
-    row.ratio = Some(ratio);
-    row.subject = Some(subj.figures(labels.0));
-    row.baseline = Some(base.figures(labels.1));
+    let mut row = Row::pair(bench.name(), scenario, callers, (&base, &subj), labels);
+    let ratio = row.ratio.unwrap_or(0.0);
     if let Some(min) = target {
         row.target = Some((targets.ratio_text)(min));
         row.verdict = Verdict::of(ratio >= min);
@@ -135,13 +139,7 @@ pub async fn renewal(bench: &dyn Bench, sizes: Sizes, callers: usize) -> BenchRe
     let store = bench.open(&ns).await?;
     let base = bench.baseline().await?;
     let names = names("r", &ns, APPLICATIONS);
-    for n in names.iter() {
-        store
-            .claim_leadership(&n.app, &n.unit, LEASE)
-            .await
-            .map_err(|e| format!("setup claim of {}: {e}", n.app))?;
-        base.write(&n.key, &n.unit).await;
-    }
+    lead_all(&*store, &base, &names).await?;
     let labels = ("claim (renew)", base.write_label());
     let (s, b, ns1, ns2) = (store, base, Arc::clone(&names), names);
     let samples = pair(
@@ -255,16 +253,13 @@ pub async fn check(
     let store = bench.open(&ns).await?;
     let base = bench.baseline().await?;
     let names = names("k", &ns, APPLICATIONS);
-    let mut tokens: Vec<Box<dyn Token>> = Vec::with_capacity(names.len());
-    for n in names.iter() {
-        store
-            .claim_leadership(&n.app, &n.unit, LEASE)
-            .await
-            .map_err(|e| format!("setup claim of {}: {e}", n.app))?;
-        base.write(&n.key, &n.unit).await;
-        tokens.push(store.leadership_check(&n.app, &n.unit));
-    }
-    let tokens = Arc::new(tokens);
+    lead_all(&*store, &base, &names).await?;
+    let tokens: Arc<Vec<Box<dyn Token>>> = Arc::new(
+        names
+            .iter()
+            .map(|n| store.leadership_check(&n.app, &n.unit))
+            .collect(),
+    );
     let labels = (
         if fresh_tokens {
             "new token + check"
