@@ -7,20 +7,34 @@
 //! ```
 //!
 //! Without `LEADERSHIP_ETCD_ENDPOINTS` it starts a private etcd member (testkit harness).
+//! `LEADERSHIP_ETCD_PID` names an external member's process, for its CPU time.
+//! `LEADERSHIP_BENCH_CALLERS` sets the concurrency (default 64).
 //! `LEADERSHIP_BENCH_SECONDS` sets each phase's length (default 3); the phases run twice,
 //! interleaved, so that a noisy machine hurts every phase alike. Two reference phases show
 //! the floor of any design with one lease per term: a lease grant alone, and a grant followed
-//! by a put of a new key on that lease.
+//! by a put of a new key on that lease. Next to rates and latencies it prints the CPU time
+//! each operation cost this process (the client) and the etcd member, from /proc in 10 ms
+//! ticks: on a loaded machine these move far less than rates.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leadership_core::{Claimer, Revoker};
-use leadership_etcd::etcd_client::PutOptions;
+use leadership_etcd::etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
 use leadership_etcd::{EtcdConfig, EtcdStore};
 use leadership_testkit::harness::EtcdServer;
 
-const CALLERS: usize = 64;
+/// Concurrent callers: `LEADERSHIP_BENCH_CALLERS`, default 64 (the issue's figure).
+fn callers() -> usize {
+    static CALLERS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CALLERS.get_or_init(|| {
+        std::env::var("LEADERSHIP_BENCH_CALLERS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or(64)
+    })
+}
 /// Long enough that no lease expires during the run: expiry storms would slow later phases.
 const LEASE: Duration = Duration::from_secs(120);
 const ROUNDS: usize = 2;
@@ -31,6 +45,9 @@ struct Phase {
     ops: usize,
     elapsed: Duration,
     latencies: Vec<Duration>,
+    /// CPU time this process (the client) and the etcd member spent during the phase.
+    client_cpu: Duration,
+    server_cpu: Duration,
 }
 
 impl Phase {
@@ -49,30 +66,63 @@ impl Phase {
         self.elapsed += other.elapsed;
         self.latencies.extend(other.latencies);
         self.latencies.sort();
+        self.client_cpu += other.client_cpu;
+        self.server_cpu += other.server_cpu;
+    }
+
+    fn cpu_per_op(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / self.ops.max(1) as f64
     }
 
     fn print(&self) {
         println!(
-            "{:<16} {:>8.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms   ({} ops)",
+            "{:<16} {:>8.0} ops/s   p50 {:>7.2} ms   p99 {:>7.2} ms   \
+             cpu/op client {:>5.0} µs server {:>5.0} µs   ({} ops)",
             self.name,
             self.throughput(),
             self.percentile(0.50).as_secs_f64() * 1e3,
             self.percentile(0.99).as_secs_f64() * 1e3,
+            self.cpu_per_op(self.client_cpu),
+            self.cpu_per_op(self.server_cpu),
             self.ops,
         );
     }
 }
 
-/// Runs `op(caller, iteration)` from `CALLERS` tasks for `length`.
+/// CPU time (user + system) of process `pid` (`self` for this one) so far, from /proc
+/// (clock ticks of 10 ms); zero if it cannot be read.
+fn cpu_of(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which ends with the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// The etcd member's pid, for its CPU time: the private member's, or
+/// `LEADERSHIP_ETCD_PID` for an external one.
+static SERVER_PID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn server_cpu() -> Duration {
+    SERVER_PID.get().map_or(Duration::ZERO, |pid| cpu_of(pid))
+}
+
+/// Runs `op(caller, iteration)` from [`callers()`] tasks for `length`.
 async fn phase<F, Fut>(name: &'static str, length: Duration, op: F) -> Phase
 where
     F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let op = Arc::new(op);
+    let (client0, server0) = (cpu_of("self"), server_cpu());
     let started = Instant::now();
     let deadline = started + length;
-    let tasks: Vec<_> = (0..CALLERS)
+    let tasks: Vec<_> = (0..callers())
         .map(|caller| {
             let op = op.clone();
             tokio::spawn(async move {
@@ -99,6 +149,8 @@ where
         ops: latencies.len(),
         elapsed,
         latencies,
+        client_cpu: cpu_of("self").saturating_sub(client0),
+        server_cpu: server_cpu().saturating_sub(server0),
     }
 }
 
@@ -148,6 +200,7 @@ async fn handover(store: &EtcdStore, endpoints: &[String]) -> Phase {
         ops: HANDOVERS,
         elapsed: started.elapsed(),
         latencies,
+        ..Phase::default()
     }
 }
 
@@ -159,9 +212,17 @@ async fn main() {
         .unwrap_or(3);
     let length = Duration::from_secs(seconds);
     let (_server, endpoints) = match std::env::var("LEADERSHIP_ETCD_ENDPOINTS") {
-        Ok(list) => (None, list.split(',').map(str::to_owned).collect::<Vec<_>>()),
+        Ok(list) => {
+            if let Ok(pid) = std::env::var("LEADERSHIP_ETCD_PID") {
+                let _ = SERVER_PID.set(pid);
+            }
+            (None, list.split(',').map(str::to_owned).collect::<Vec<_>>())
+        }
         Err(_) => {
             let server = EtcdServer::start().expect("start a private etcd");
+            if let Some(pid) = server.pid() {
+                let _ = SERVER_PID.set(pid.to_string());
+            }
             let endpoints = server.endpoints();
             (Some(server), endpoints)
         }
@@ -171,12 +232,13 @@ async fn main() {
         .await
         .expect("connect");
     println!(
-        "etcd at {endpoints:?}, {CALLERS} concurrent callers on one client, \
-         {ROUNDS} × {seconds} s per phase"
+        "etcd at {endpoints:?}, {} concurrent callers on one client, \
+         {ROUNDS} × {seconds} s per phase",
+        callers()
     );
 
     // Every caller leads its own application; renewals then go to the holder's lease.
-    for caller in 0..CALLERS {
+    for caller in 0..callers() {
         store
             .claim_leadership(
                 &format!("renew{caller}"),
@@ -195,6 +257,8 @@ async fn main() {
     let mut first = Phase::default();
     let mut grant = Phase::default();
     let mut grant_put = Phase::default();
+    let mut put_new = Phase::default();
+    let mut grant_txn = Phase::default();
     for round in 0..ROUNDS {
         let client = store.client();
         put.absorb(
@@ -270,11 +334,49 @@ async fn main() {
             })
             .await,
         );
+
+        let client = store.client();
+        put_new.absorb(
+            phase("(put new key)", length, move |caller, i| {
+                let mut kv = client.kv_client();
+                async move {
+                    let key = format!("n{round}x{caller}x{i:0>key_len$}");
+                    kv.put(key, vec![b'u'; value_len], None).await.expect("put");
+                }
+            })
+            .await,
+        );
+
+        let client = store.client();
+        grant_txn.absorb(
+            phase("(grant + txn)", length, move |caller, i| {
+                let (mut leases, mut kv) = (client.lease_client(), client.kv_client());
+                async move {
+                    let lease = leases
+                        .grant(LEASE.as_secs() as i64, None)
+                        .await
+                        .expect("grant");
+                    let key = format!("t{round}x{caller}x{i:0>key_len$}");
+                    let options = PutOptions::new().with_lease(lease.id());
+                    let txn = Txn::new()
+                        .when(vec![Compare::create_revision(
+                            key.clone(),
+                            CompareOp::Equal,
+                            0,
+                        )])
+                        .and_then(vec![TxnOp::put(key, vec![b'u'; value_len], Some(options))]);
+                    kv.txn(txn).await.expect("txn");
+                }
+            })
+            .await,
+        );
     }
     let handover = handover(&store, &endpoints).await;
 
     println!();
-    for p in [&put, &renewal, &first, &grant, &grant_put, &handover] {
+    for p in [
+        &put, &renewal, &first, &grant, &grant_put, &put_new, &grant_txn, &handover,
+    ] {
         p.print();
     }
     println!();
