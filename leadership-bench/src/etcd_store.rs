@@ -13,7 +13,7 @@ use leadership_testkit::harness::EtcdServer;
 
 use crate::driver::pair;
 use crate::report::Row;
-use crate::scenarios::Sizes;
+use crate::scenarios::{APPLICATIONS, Sizes};
 use crate::target::{Baseline, Bench, BenchResult, Targets, fresh_namespace};
 
 /// An etcd member (ours, or the one `--etcd-url` names) under benchmark.
@@ -173,3 +173,190 @@ pub async fn election_peer(bench: &EtcdBench, sizes: Sizes, callers: usize) -> B
 
 /// An etcd key-value client (the baseline's type).
 pub type KvClient = etcd_client::KvClient;
+
+/// The server's version, for the reference rows' notes: etcd's costs differ by release.
+async fn server_version(client: &etcd_client::Client) -> String {
+    match client.maintenance_client().status().await {
+        Ok(status) => format!("etcd {}", status.version()),
+        Err(_) => "etcd (version unknown)".to_owned(),
+    }
+}
+
+/// Revokes `leases` from 64 concurrent tasks (unmeasured cleanup, so that their expiry does
+/// not weigh on later scenarios).
+async fn revoke_leases(client: &etcd_client::Client, leases: Vec<i64>) {
+    let leases = Arc::new(leases);
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (mut lease_client, leases, next) = (
+            client.lease_client(),
+            Arc::clone(&leases),
+            Arc::clone(&next),
+        );
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(&lease) = leases.get(i) else { break };
+                let _ = lease_client.revoke(lease).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+type KeepAlive = (etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream);
+
+/// Reference: one keep-alive on an open stream, raw from the same client, against the
+/// renewal scenario's `put`, over as many leases and keys as that scenario. A renewal by the
+/// holder is exactly this keep-alive, so this row is the floor of the renewal ratio in the
+/// same run; what etcd spends on a keep-alive is the server's, not the store's.
+pub async fn keep_alive_floor(bench: &EtcdBench, sizes: Sizes, callers: usize) -> BenchResult<Row> {
+    let ns = fresh_namespace("ref-keepalive");
+    let client = bench.store(&ns).await?.client();
+    let Baseline::Etcd(kv) = bench.baseline().await? else {
+        return Err("the etcd baseline is not an etcd client".to_owned());
+    };
+    let mut leases = Vec::with_capacity(APPLICATIONS);
+    let mut streams = Vec::with_capacity(APPLICATIONS);
+    let mut keys = Vec::with_capacity(APPLICATIONS);
+    let mut lease_client = client.lease_client();
+    let mut setup_kv = kv.clone();
+    for i in 0..APPLICATIONS {
+        let lease = lease_client
+            .grant(60, None)
+            .await
+            .map_err(|e| format!("etcd lease grant: {e}"))?
+            .id();
+        leases.push(lease);
+        let stream: KeepAlive = lease_client
+            .keep_alive(lease)
+            .await
+            .map_err(|e| format!("etcd keep-alive: {e}"))?;
+        streams.push(tokio::sync::Mutex::new(stream));
+        let key = format!("bench:{ns}:r{i}");
+        setup_kv
+            .put(key.as_str(), format!("r{i}/0"), None)
+            .await
+            .map_err(|e| format!("etcd put: {e}"))?;
+        keys.push((key, format!("r{i}/0")));
+    }
+    let (streams, keys) = (Arc::new(streams), Arc::new(keys));
+    let (base, subj) = pair(
+        callers,
+        sizes.round,
+        move |seq| {
+            let (mut kv, keys) = (kv.clone(), Arc::clone(&keys));
+            async move {
+                let (key, value) = &keys[(seq % keys.len() as u64) as usize];
+                kv.put(key.as_str(), value.as_str(), None).await.is_ok()
+            }
+        },
+        move |seq| {
+            let streams = Arc::clone(&streams);
+            async move {
+                let mut slot = streams[(seq % streams.len() as u64) as usize].lock().await;
+                let (keeper, stream) = &mut *slot;
+                keeper.keep_alive().await.is_ok()
+                    && matches!(stream.message().await, Ok(Some(r)) if r.ttl() > 0)
+            }
+        },
+    )
+    .await;
+    let version = server_version(&client).await;
+    revoke_leases(&client, leases).await;
+    let row = Row::pair(
+        "etcd",
+        "ref: renewal's keep-alive",
+        callers,
+        (&base, &subj),
+        ("keep-alive, raw", "etcd put"),
+    );
+    Ok(if subj.errors + base.errors > 0 {
+        row.with_note(format!(
+            "{} keep-alives and {} puts failed",
+            subj.errors, base.errors
+        ))
+    } else {
+        row.with_note(format!(
+            "{version}: the one message of a renewal, sent raw from the same client: the floor of the renewal ratio"
+        ))
+    })
+}
+
+/// Reference: a lease grant followed by a put of a new key on that lease, raw from the same
+/// client, against the first-claim scenario's `put` of a new key. Any design with one etcd
+/// lease per term makes at least these two writes for a new term, so this row is the floor
+/// of the first-claim ratio in the same run.
+pub async fn grant_put_floor(bench: &EtcdBench, sizes: Sizes, callers: usize) -> BenchResult<Row> {
+    let ns = fresh_namespace("ref-grant");
+    let client = bench.store(&ns).await?.client();
+    let Baseline::Etcd(kv) = bench.baseline().await? else {
+        return Err("the etcd baseline is not an etcd client".to_owned());
+    };
+    let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (base_next, subj_next) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (base_kv, subj_client, subj_granted) = (kv.clone(), client.clone(), Arc::clone(&granted));
+    let (base_prefix, subj_prefix) = (format!("bench:{ns}:b"), format!("bench:{ns}:s"));
+    let (base, subj) = pair(
+        callers,
+        sizes.round,
+        move |_| {
+            let (mut kv, next, prefix) =
+                (base_kv.clone(), Arc::clone(&base_next), base_prefix.clone());
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                kv.put(format!("{prefix}{i}"), format!("f{i}/0"), None)
+                    .await
+                    .is_ok()
+            }
+        },
+        move |_| {
+            let (mut leases, mut kv) = (subj_client.lease_client(), subj_client.kv_client());
+            let (next, prefix, granted) = (
+                Arc::clone(&subj_next),
+                subj_prefix.clone(),
+                Arc::clone(&subj_granted),
+            );
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Ok(lease) = leases.grant(60, None).await else {
+                    return false;
+                };
+                granted
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(lease.id());
+                let options = etcd_client::PutOptions::new().with_lease(lease.id());
+                kv.put(format!("{prefix}{i}"), format!("f{i}/0"), Some(options))
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+    let version = server_version(&client).await;
+    let leases = std::mem::take(
+        &mut *granted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    revoke_leases(&client, leases).await;
+    let row = Row::pair(
+        "etcd",
+        "ref: lease grant + put",
+        callers,
+        (&base, &subj),
+        ("grant + put, raw", "etcd put"),
+    );
+    Ok(if subj.errors + base.errors > 0 {
+        row.with_note(format!(
+            "{} grant + puts and {} puts failed",
+            subj.errors, base.errors
+        ))
+    } else {
+        row.with_note(format!(
+            "{version}: the two writes any design with one lease per term makes for a new term, sent raw from the same client: the floor of the first-claim ratio"
+        ))
+    })
+}

@@ -329,6 +329,16 @@ async fn run(args: Args) -> ExitCode {
                             .await
                             .unwrap_or_else(|e| Row::error("etcd", "peer: claim+revoke", e)),
                     );
+                    extra.push(
+                        etcd_store::keep_alive_floor(&bench, sizes, callers)
+                            .await
+                            .unwrap_or_else(|e| Row::error("etcd", "ref: renewal's keep-alive", e)),
+                    );
+                    extra.push(
+                        etcd_store::grant_put_floor(&bench, sizes, callers)
+                            .await
+                            .unwrap_or_else(|e| Row::error("etcd", "ref: lease grant + put", e)),
+                    );
                 }
                 run_store(&bench, sizes, args.quick, &mut report.rows, extra).await;
             }

@@ -288,10 +288,3 @@ pub async fn pexpire_floor(bench: &RedisBench, sizes: Sizes, callers: usize) -> 
         )
     })
 }
-
-impl Row {
-    fn with_note(mut self, note: impl Into<String>) -> Row {
-        self.note = Some(note.into());
-        self
-    }
-}

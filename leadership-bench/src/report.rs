@@ -105,6 +105,12 @@ impl Row {
         }
     }
 
+    /// The row with `note` set.
+    pub fn with_note(mut self, note: impl Into<String>) -> Row {
+        self.note = Some(note.into());
+        self
+    }
+
     /// A row saying that a scenario could not run, and why.
     pub fn error(store: &str, scenario: impl Into<String>, why: impl Into<String>) -> Row {
         Row {
