@@ -17,6 +17,7 @@ use tokio::sync::Barrier;
 use tokio::time::Instant;
 
 use crate::stats::{self, Figures};
+use crate::sys;
 
 /// One operation in this many is timed.
 pub const SAMPLE_EVERY: u64 = 8;
@@ -33,6 +34,10 @@ pub struct Sample {
     pub elapsed: Duration,
     /// Sampled latencies.
     pub hist: Histogram<u64>,
+    /// CPU time the runner (the client; for the memory store, the store too) spent.
+    pub client_cpu: Duration,
+    /// CPU time the store's server process spent, when the runner watches one.
+    pub server_cpu: Option<Duration>,
 }
 
 impl Sample {
@@ -42,6 +47,8 @@ impl Sample {
             errors: 0,
             elapsed: Duration::ZERO,
             hist: stats::histogram(),
+            client_cpu: Duration::ZERO,
+            server_cpu: None,
         }
     }
 
@@ -51,6 +58,16 @@ impl Sample {
         self.errors += other.errors;
         self.elapsed += other.elapsed;
         stats::merge(&mut self.hist, &other.hist);
+        self.client_cpu += other.client_cpu;
+        self.server_cpu = match (self.server_cpu, other.server_cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+    }
+
+    /// CPU time per operation, in microseconds.
+    fn per_op_us(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / self.ops.max(1) as f64
     }
 
     /// Successful and failed operations per second.
@@ -65,7 +82,11 @@ impl Sample {
 
     /// The row figures for this sample.
     pub fn figures(&self, label: &str) -> Figures {
-        Figures::from_histogram(label, &self.hist, self.ops, self.errors, Some(self.rate()))
+        Figures {
+            client_cpu_us: Some(self.per_op_us(self.client_cpu)),
+            server_cpu_us: self.server_cpu.map(|cpu| self.per_op_us(cpu)),
+            ..Figures::from_histogram(label, &self.hist, self.ops, self.errors, Some(self.rate()))
+        }
     }
 }
 
@@ -109,6 +130,7 @@ where
         }));
     }
     barrier.wait().await;
+    let (client0, server0) = (sys::cpu_time(), sys::server_cpu_time());
     let started = Instant::now();
     tokio::time::sleep(run_for).await;
     stop.store(true, Ordering::Relaxed);
@@ -126,6 +148,14 @@ where
         stats::merge(&mut sample.hist, &hist);
     }
     sample.elapsed = last.saturating_duration_since(started);
+    sample.client_cpu = match (client0, sys::cpu_time()) {
+        (Some(before), Some(after)) => after.saturating_sub(before),
+        _ => Duration::ZERO,
+    };
+    sample.server_cpu = match (server0, sys::server_cpu_time()) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
     sample
 }
 

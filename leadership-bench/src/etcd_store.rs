@@ -90,6 +90,10 @@ impl Bench for EtcdBench {
         Duration::from_secs(5)
     }
 
+    fn server_pid(&self) -> Option<u32> {
+        self._server.as_ref().and_then(|server| server.pid())
+    }
+
     fn child_args(&self) -> Vec<String> {
         vec![
             "--store".to_owned(),

@@ -291,11 +291,13 @@ async fn run(args: Args) -> ExitCode {
     let mut failed = false;
     if wanted(StoreArg::Memory) {
         let bench = memory::MemoryBench::new();
+        sys::watch_server(None);
         run_store(&bench, sizes, args.quick, &mut report.rows, Vec::new()).await;
     }
     if wanted(StoreArg::Redis) {
         match redis_store::RedisBench::start(args.redis_url.clone()) {
             Ok(bench) => {
+                sys::watch_server(bench.server_pid());
                 let mut extra = Vec::new();
                 for callers in [1, 64] {
                     extra.push(redis_store::redis_benchmark(&bench, sizes, callers).await);
@@ -322,6 +324,7 @@ async fn run(args: Args) -> ExitCode {
     if wanted(StoreArg::Etcd) {
         match etcd_store::EtcdBench::start(args.etcd_url.clone()) {
             Ok(bench) => {
+                sys::watch_server(bench.server_pid());
                 let mut extra = Vec::new();
                 for callers in [1, 64] {
                     extra.push(

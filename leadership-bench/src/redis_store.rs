@@ -99,6 +99,10 @@ impl Bench for RedisBench {
         Duration::from_secs(2)
     }
 
+    fn server_pid(&self) -> Option<u32> {
+        self._server.as_ref().and_then(|server| server.pid())
+    }
+
     fn child_args(&self) -> Vec<String> {
         vec![
             "--store".to_owned(),

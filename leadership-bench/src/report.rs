@@ -150,6 +150,65 @@ fn opt_us(figures: Option<&Figures>, pick: fn(&Figures) -> f64) -> String {
     figures.map_or_else(|| "-".to_owned(), |f| human_us(pick(f)))
 }
 
+fn opt_cpu(us: Option<f64>) -> String {
+    us.map_or_else(|| "-".to_owned(), human_us)
+}
+
+/// A side's CPU time per operation: the runner's plus the server's where it was measured.
+fn total_cpu(figures: &Figures) -> Option<f64> {
+    Some(figures.client_cpu_us? + figures.server_cpu_us.unwrap_or(0.0))
+}
+
+/// CPU time per operation of both sides of each throughput row that measured it.
+fn cpu_table(rows: &[&Row]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .filter_map(|r| {
+            let (s, b) = (r.subject.as_ref()?, r.baseline.as_ref()?);
+            s.client_cpu_us?;
+            let ratio = match (total_cpu(s), total_cpu(b)) {
+                (Some(st), Some(bt)) if st > 0.0 => format!("{:.2}", bt / st),
+                _ => "-".to_owned(),
+            };
+            Some(vec![
+                r.store.clone(),
+                r.scenario.clone(),
+                r.callers.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+                opt_cpu(s.client_cpu_us),
+                opt_cpu(s.server_cpu_us),
+                b.label.clone(),
+                opt_cpu(b.client_cpu_us),
+                opt_cpu(b.server_cpu_us),
+                ratio,
+            ])
+        })
+        .collect();
+    if cells.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "CPU time per operation (same runs; runner: this process, the client and, for memory, the store; \
+         server: the Redis or etcd process the runner started, from /proc in 10 ms ticks; \
+         cpu ratio: baseline's total ÷ library's total, which bounds the throughput ratio when the machine is CPU-bound)\n\n",
+    );
+    out.push_str(&columns(
+        &[
+            "store",
+            "scenario",
+            "callers",
+            "runner",
+            "server",
+            "baseline",
+            "base runner",
+            "base server",
+            "cpu ratio",
+        ],
+        &cells,
+    ));
+    out.push('\n');
+    out
+}
+
 /// Lays out rows of cells in aligned columns.
 fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -248,6 +307,7 @@ impl Report {
                 &cells,
             ));
             out.push('\n');
+            out.push_str(&cpu_table(&throughput));
         }
 
         let other: Vec<&Row> = self
@@ -320,5 +380,75 @@ impl Report {
             count(Verdict::Error)
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(label: &str, client: Option<f64>, server: Option<f64>) -> Figures {
+        Figures {
+            label: label.to_owned(),
+            ops: 100,
+            errors: 0,
+            ops_per_sec: Some(100.0),
+            p50_us: 1.0,
+            p99_us: 2.0,
+            max_us: 3.0,
+            samples: 10,
+            client_cpu_us: client,
+            server_cpu_us: server,
+        }
+    }
+
+    fn row(subject: Figures, baseline: Figures) -> Row {
+        Row {
+            callers: Some(64),
+            subject: Some(subject),
+            baseline: Some(baseline),
+            ratio: Some(1.0),
+            ..Row::new("etcd", "renewal")
+        }
+    }
+
+    #[test]
+    fn the_cpu_ratio_is_the_baselines_total_over_the_librarys() {
+        // Library: 20 + 180 = 200 µs; baseline: 50 + 100 = 150 µs.
+        let r = row(
+            figures("claim (renew)", Some(20.0), Some(180.0)),
+            figures("etcd put", Some(50.0), Some(100.0)),
+        );
+        let table = cpu_table(&[&r]);
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("etcd"))
+            .expect("a row for etcd");
+        assert!(line.ends_with("0.75"), "{line}");
+        assert!(line.contains("180 µs"), "{line}");
+    }
+
+    #[test]
+    fn without_a_server_the_runners_cpu_is_the_total() {
+        let r = row(
+            figures("claim (renew)", Some(2.0), None),
+            figures("HashMap insert", Some(1.0), None),
+        );
+        let table = cpu_table(&[&r]);
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("etcd"))
+            .expect("a row");
+        assert!(line.ends_with("0.50"), "{line}");
+    }
+
+    #[test]
+    fn rows_that_measured_no_cpu_print_no_cpu_table() {
+        let r = row(
+            figures("claim (renew)", None, None),
+            figures("etcd put", None, None),
+        );
+        let table = cpu_table(&[&r]);
+        assert!(!table.contains("etcd"), "{table}");
     }
 }

@@ -47,6 +47,14 @@ pub struct Figures {
     pub max_us: f64,
     /// Latencies sampled into the histogram.
     pub samples: u64,
+    /// CPU time per operation of the runner (the client; for the memory store, the store
+    /// too), in microseconds, for throughput figures.
+    #[serde(default)]
+    pub client_cpu_us: Option<f64>,
+    /// CPU time per operation of the store's server process, in microseconds, when the
+    /// runner started that server.
+    #[serde(default)]
+    pub server_cpu_us: Option<f64>,
 }
 
 impl Figures {
@@ -77,6 +85,8 @@ impl Figures {
             },
             max_us: if empty { 0.0 } else { us(hist.max()) },
             samples: hist.len(),
+            client_cpu_us: None,
+            server_cpu_us: None,
         }
     }
 }

@@ -1,5 +1,7 @@
-//! The runner's own resource use: RSS from `/proc/self/status`, CPU time from `getrusage`.
+//! The runner's own resource use: RSS from `/proc/self/status`, CPU time from `getrusage`;
+//! and the CPU time of the store's server process when the runner started it.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use nix::sys::resource::{UsageWho, getrusage};
@@ -34,6 +36,32 @@ pub fn cpu_time() -> Option<Duration> {
     Some(micros(usage.user_time()) + micros(usage.system_time()))
 }
 
+/// The pid of the server process whose CPU time the throughput rows report; 0 for none.
+static SERVER_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Names the store's server process (`None`: the memory store, which runs in the runner, or
+/// a server the runner did not start, whose process it cannot see).
+pub fn watch_server(pid: Option<u32>) {
+    SERVER_PID.store(pid.unwrap_or(0), Ordering::Relaxed);
+}
+
+/// User plus system CPU time used by the watched server so far, from `/proc/<pid>/stat`
+/// (in clock ticks of 10 ms: Linux's `USER_HZ` is 100); `None` if there is none.
+pub fn server_cpu_time() -> Option<Duration> {
+    let pid = SERVER_PID.load(Ordering::Relaxed);
+    if pid == 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which ends with the last ')': utime and stime
+    // are fields 14 and 15 of the line, 11 and 12 of these.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
 /// The 1, 5 and 15 minute load averages, from `/proc/loadavg`.
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -56,5 +84,27 @@ pub fn human_bytes(bytes: u64) -> String {
         format!("{:.1} MiB", b / (1024.0 * 1024.0))
     } else {
         format!("{:.1} KiB", b / 1024.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watched_process_reports_its_cpu_time_and_no_process_reports_none() {
+        watch_server(None);
+        assert_eq!(server_cpu_time(), None);
+        watch_server(Some(std::process::id()));
+        let before = server_cpu_time().expect("this process's CPU time");
+        // Burn well over one 10 ms tick.
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = server_cpu_time().expect("this process's CPU time");
+        watch_server(None);
+        assert!(after > before, "{before:?} → {after:?}");
     }
 }

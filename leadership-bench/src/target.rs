@@ -136,6 +136,12 @@ pub trait Bench: Send + Sync {
     /// The trackers' guarantee in the scale scenario.
     fn scale_guarantee(&self) -> Duration;
 
+    /// The store's server process, when the runner started it: its CPU time is reported
+    /// beside each throughput row.
+    fn server_pid(&self) -> Option<u32> {
+        None
+    }
+
     /// Extra arguments a child runner needs to reach the same store (server URLs).
     fn child_args(&self) -> Vec<String> {
         Vec::new()
