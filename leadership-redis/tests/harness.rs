@@ -70,8 +70,8 @@ fn password_and_acl_users_are_configured() {
 /// Set in the child run of [`a_server_never_outlives_its_test_process`].
 const LEAK_CHILD: &str = "LEADERSHIP_HARNESS_LEAK_CHILD";
 
-/// A no-op, except in the child run: it starts a server, prints its pid and exits without
-/// dropping it, as a test does with a server kept in a static.
+/// A no-op, except in the child run: it starts a server, prints its pid and directory, and
+/// exits without dropping it, as a test does with a server kept in a static.
 #[test]
 fn leaking_child() {
     if std::env::var_os(LEAK_CHILD).is_none() {
@@ -79,6 +79,7 @@ fn leaking_child() {
     }
     let server = RedisServer::start().expect("redis-server");
     println!("server pid {}", server.pid().expect("running"));
+    println!("server dir {}", server.dir().display());
     std::mem::forget(server);
 }
 
@@ -100,6 +101,10 @@ fn a_server_never_outlives_its_test_process() {
         .find_map(|line| line.split_once("server pid ").map(|(_, pid)| pid))
         .and_then(|pid| pid.trim().parse().ok())
         .unwrap_or_else(|| panic!("no pid in the child's output: {stdout}"));
+    let dir = stdout
+        .lines()
+        .find_map(|line| line.split_once("server dir ").map(|(_, dir)| dir.trim()))
+        .unwrap_or_else(|| panic!("no directory in the child's output: {stdout}"));
     let gone = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
         assert!(
@@ -108,4 +113,27 @@ fn a_server_never_outlives_its_test_process() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // The directory goes after the server: a static's temporary directory is never dropped.
+    while std::path::Path::new(dir).exists() {
+        assert!(
+            std::time::Instant::now() < gone,
+            "{dir} outlived its test process by 5 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_killed_server_keeps_its_data_while_the_test_runs() {
+    let mut server = RedisServer::builder()
+        .aof(true)
+        .start()
+        .expect("redis-server");
+    server.command(&["SET", "k", "v"]).expect("set");
+    server.kill9().expect("kill");
+    // Longer than the watchdog's poll: it sees the server gone, but not the test process.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert!(server.dir().exists(), "the directory outlived the server");
+    server.start_again().expect("start again");
+    assert_eq!(server.command(&["GET", "k"]).expect("get"), "v");
 }

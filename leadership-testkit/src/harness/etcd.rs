@@ -136,7 +136,9 @@ impl EtcdCluster {
                 tls.add_args(&mut args, client_port, tls_port);
             }
             let log = dir.path().join(format!("{name}.log"));
-            let process = ServerProcess::spawn(format!("etcd member {name}"), binary, args, log)?;
+            let mut process =
+                ServerProcess::spawn(format!("etcd member {name}"), binary, args, log)?;
+            process.remove_dir_on_exit(dir.path());
             members.push(Member {
                 name,
                 client_port,

@@ -118,7 +118,10 @@ pub fn find_binary(
 
 /// One server child process with its log file, killed (SIGKILL) when dropped, and also once
 /// the test process is gone: tests keep shared servers in statics, which are never dropped,
-/// so a watchdog (`sh`, polling both pids) SIGKILLs the server when its test process exits.
+/// so a watchdog (`sh`, polling both pids) SIGKILLs the server when its test process exits,
+/// and then removes the server's directory if one was given
+/// ([`ServerProcess::remove_dir_on_exit`]): a static's temporary directory is never dropped
+/// either.
 #[derive(Debug)]
 pub struct ServerProcess {
     name: String,
@@ -127,6 +130,8 @@ pub struct ServerProcess {
     log_path: PathBuf,
     child: Option<Child>,
     watchdog: Option<Child>,
+    /// Removed by the watchdog once the test process is gone.
+    owned_dir: Option<PathBuf>,
 }
 
 impl ServerProcess {
@@ -147,6 +152,7 @@ impl ServerProcess {
             log_path,
             child: None,
             watchdog: None,
+            owned_dir: None,
         };
         process.start()?;
         Ok(process)
@@ -173,16 +179,37 @@ impl ServerProcess {
         Ok(())
     }
 
+    /// Has the watchdog remove `dir` (recursively) once the test process is gone, after it
+    /// has killed the server; for the server's temporary directory, which a server kept in a
+    /// static never removes. While the test process runs, the directory is left alone, even
+    /// if the server dies (a test may start it again on the same data).
+    pub fn remove_dir_on_exit(&mut self, dir: &Path) {
+        self.owned_dir = Some(dir.to_owned());
+        if let Some(pid) = self.pid() {
+            self.guard(pid);
+        }
+    }
+
     /// Starts the watchdog of server `pid` (see the type's docs); best effort.
     fn guard(&mut self, pid: u32) {
         self.unguard();
+        // `$1` is the directory to remove, or empty. The server's pid is forgotten once it
+        // has exited, so that a later kill cannot hit a process that reused it.
         let script = format!(
-            "while kill -0 {parent} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
-             kill -9 {pid} 2>/dev/null",
+            "s={pid}; \
+             while kill -0 {parent} 2>/dev/null; do \
+               if [ -n \"$s\" ] && ! kill -0 \"$s\" 2>/dev/null; then s=; fi; \
+               if [ -z \"$s\" ] && [ -z \"$1\" ]; then exit 0; fi; \
+               sleep 0.5; \
+             done; \
+             if [ -n \"$s\" ]; then kill -9 \"$s\" 2>/dev/null; fi; \
+             if [ -n \"$1\" ]; then rm -rf -- \"$1\"; fi",
             parent = std::process::id()
         );
+        let dir = self.owned_dir.clone().unwrap_or_default();
         self.watchdog = Command::new("sh")
-            .args(["-c", &script])
+            .args(["-c", &script, "watchdog"])
+            .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

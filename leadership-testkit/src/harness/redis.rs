@@ -107,25 +107,26 @@ impl RedisServerBuilder {
                 None => None,
             };
             let config = self.write_config(dir.path(), port, tls_port)?;
-            let process = ServerProcess::spawn(
+            let mut process = ServerProcess::spawn(
                 format!("redis-server on port {port}"),
                 &binary,
                 vec![OsString::from(config)],
                 dir.path().join("redis.log"),
             )?;
+            process.remove_dir_on_exit(dir.path());
             let mut server = RedisServer {
                 process,
                 port,
                 tls_port,
                 admin_password: self.requirepass.clone(),
-                _dir: dir,
+                dir,
             };
             match server.wait_ready() {
                 Ok(()) => return Ok(server),
                 Err(e) => {
                     last_error = Some(e);
                     let _ = server.process.kill9();
-                    dir = server._dir;
+                    dir = server.dir;
                 }
             }
         }
@@ -196,7 +197,7 @@ pub struct RedisServer {
     port: u16,
     tls_port: Option<u16>,
     admin_password: Option<String>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl fmt::Debug for RedisServer {
@@ -242,6 +243,13 @@ impl RedisServer {
     /// The server's process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
+    }
+
+    /// The server's temporary directory (its configuration, data and log). It is removed
+    /// when the server is dropped, or, for a server that never is (one kept in a static),
+    /// once the test process has exited.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// SIGKILL: the server dies at once. Start it again with [`RedisServer::start_again`].
