@@ -156,23 +156,21 @@ pub async fn election_peer(bench: &EtcdBench, sizes: Sizes, callers: usize) -> B
     )
     .await;
     let _ = client.lease_client().revoke(lease).await;
-    let mut row = Row::pair(
+    Ok(Row::pair(
         "etcd",
         "peer: claim+revoke",
         callers,
         (&base, &subj),
         ("claim + revoke", "election campaign+resign"),
-    );
-    row.note = Some(
-        "etcd-client election: one shared lease (a Go session); ours: a lease per term".to_owned(),
-    );
-    if subj.errors + base.errors > 0 {
-        row.note = Some(format!(
-            "{} ours and {} election cycles failed",
-            subj.errors, base.errors
-        ));
-    }
-    Ok(row)
+    )
+    .noting(
+        (&base, &subj),
+        ("ours", "election cycles"),
+        Some(
+            "etcd-client election: one shared lease (a Go session); ours: a lease per term"
+                .to_owned(),
+        ),
+    ))
 }
 
 /// An etcd key-value client (the baseline's type).
@@ -269,23 +267,20 @@ pub async fn keep_alive_floor(bench: &EtcdBench, sizes: Sizes, callers: usize) -
     .await;
     let version = server_version(&client).await;
     revoke_leases(&client, leases).await;
-    let row = Row::pair(
+    Ok(Row::pair(
         "etcd",
         "ref: renewal's keep-alive",
         callers,
         (&base, &subj),
         ("keep-alive, raw", "etcd put"),
-    );
-    Ok(if subj.errors + base.errors > 0 {
-        row.with_note(format!(
-            "{} keep-alives and {} puts failed",
-            subj.errors, base.errors
-        ))
-    } else {
-        row.with_note(format!(
+    )
+    .noting(
+        (&base, &subj),
+        ("keep-alives", "puts"),
+        Some(format!(
             "{version}: the one message of a renewal, sent raw from the same client: the floor of the renewal ratio"
-        ))
-    })
+        )),
+    ))
 }
 
 /// Reference: a lease grant followed by a put of a new key on that lease, raw from the same
@@ -346,21 +341,18 @@ pub async fn grant_put_floor(bench: &EtcdBench, sizes: Sizes, callers: usize) ->
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
     revoke_leases(&client, leases).await;
-    let row = Row::pair(
+    Ok(Row::pair(
         "etcd",
         "ref: lease grant + put",
         callers,
         (&base, &subj),
         ("grant + put, raw", "etcd put"),
-    );
-    Ok(if subj.errors + base.errors > 0 {
-        row.with_note(format!(
-            "{} grant + puts and {} puts failed",
-            subj.errors, base.errors
-        ))
-    } else {
-        row.with_note(format!(
+    )
+    .noting(
+        (&base, &subj),
+        ("grant + puts", "puts"),
+        Some(format!(
             "{version}: the two writes any design with one lease per term makes for a new term, sent raw from the same client: the floor of the first-claim ratio"
-        ))
-    })
+        )),
+    ))
 }

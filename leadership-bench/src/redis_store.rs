@@ -204,20 +204,14 @@ pub async fn rslock_peer(bench: &RedisBench, sizes: Sizes, callers: usize) -> Be
         },
     )
     .await;
-    let mut row = Row::pair(
+    Ok(Row::pair(
         "redis",
         "peer: claim+revoke",
         callers,
         (&base, &subj),
         ("claim + revoke", "rslock lock+unlock"),
-    );
-    if subj.errors + base.errors > 0 {
-        row.note = Some(format!(
-            "{} ours and {} rslock cycles failed",
-            subj.errors, base.errors
-        ));
-    }
-    Ok(row)
+    )
+    .noting((&base, &subj), ("ours", "rslock cycles"), None))
 }
 
 /// The floor of any renewal on Redis: its one command, `PEXPIRE key ms GT`, sent raw from the
@@ -274,21 +268,19 @@ pub async fn pexpire_floor(bench: &RedisBench, sizes: Sizes, callers: usize) -> 
         },
     )
     .await;
-    let row = Row::pair(
+    Ok(Row::pair(
         "redis",
         "ref: renewal's command",
         callers,
         (&base, &subj),
         ("PEXPIRE … GT, raw", "SET"),
-    );
-    Ok(if subj.errors + base.errors > 0 {
-        row.with_note(format!(
-            "{} PEXPIRE and {} SET commands failed",
-            subj.errors, base.errors
-        ))
-    } else {
-        row.with_note(
-            "the one command of a hot renewal, sent raw from the same client: the floor of the renewal ratio",
-        )
-    })
+    )
+    .noting(
+        (&base, &subj),
+        ("PEXPIRE", "SET commands"),
+        Some(
+            "the one command of a hot renewal, sent raw from the same client: the floor of the renewal ratio"
+                .to_owned(),
+        ),
+    ))
 }

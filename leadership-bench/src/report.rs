@@ -111,6 +111,24 @@ impl Row {
         self
     }
 
+    /// The row with `note`, or, if operations failed, how many failed on each side, named
+    /// as `what` says (`(library's, baseline's)`, e.g. `("keep-alives", "puts")`).
+    pub fn noting(
+        self,
+        (base, subj): (&Sample, &Sample),
+        (subj_what, base_what): (&str, &str),
+        note: Option<String>,
+    ) -> Row {
+        if subj.errors + base.errors > 0 {
+            self.with_note(format!(
+                "{} {subj_what} and {} {base_what} failed",
+                subj.errors, base.errors
+            ))
+        } else {
+            Row { note, ..self }
+        }
+    }
+
     /// A row saying that a scenario could not run, and why.
     pub fn error(store: &str, scenario: impl Into<String>, why: impl Into<String>) -> Row {
         Row {

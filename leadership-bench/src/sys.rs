@@ -45,21 +45,13 @@ pub fn watch_server(pid: Option<u32>) {
     SERVER_PID.store(pid.unwrap_or(0), Ordering::Relaxed);
 }
 
-/// User plus system CPU time used by the watched server so far, from `/proc/<pid>/stat`
-/// (in clock ticks of 10 ms: Linux's `USER_HZ` is 100); `None` if there is none.
+/// User plus system CPU time used by the watched server so far (10 ms ticks, from /proc);
+/// `None` if there is none.
 pub fn server_cpu_time() -> Option<Duration> {
-    let pid = SERVER_PID.load(Ordering::Relaxed);
-    if pid == 0 {
-        return None;
+    match SERVER_PID.load(Ordering::Relaxed) {
+        0 => None,
+        pid => leadership_testkit::harness::cpu_time(pid),
     }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name, which ends with the last ')': utime and stime
-    // are fields 14 and 15 of the line, 11 and 12 of these.
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// The 1, 5 and 15 minute load averages, from `/proc/loadavg`.

@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leadership_core::{Claimer, Revoker};
-use leadership_etcd::etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use leadership_etcd::etcd_client::{
+    Client, Compare, CompareOp, LeaseClient, PutOptions, Txn, TxnOp,
+};
 use leadership_etcd::{EtcdConfig, EtcdStore};
 use leadership_testkit::harness::EtcdServer;
 
@@ -89,27 +91,18 @@ impl Phase {
     }
 }
 
-/// CPU time (user + system) of process `pid` (`self` for this one) so far, from /proc
-/// (clock ticks of 10 ms); zero if it cannot be read.
-fn cpu_of(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name, which ends with the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
-    Duration::from_millis(ticks * 10)
+/// CPU time (user + system) of process `pid` so far (10 ms ticks, from /proc); zero if it
+/// cannot be read.
+fn cpu_of(pid: u32) -> Duration {
+    leadership_testkit::harness::cpu_time(pid).unwrap_or_default()
 }
 
 /// The etcd member's pid, for its CPU time: the private member's, or
 /// `LEADERSHIP_ETCD_PID` for an external one.
-static SERVER_PID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+static SERVER_PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
 
 fn server_cpu() -> Duration {
-    SERVER_PID.get().map_or(Duration::ZERO, |pid| cpu_of(pid))
+    SERVER_PID.get().map_or(Duration::ZERO, |&pid| cpu_of(pid))
 }
 
 /// Runs `op(caller, iteration)` from [`callers()`] tasks for `length`.
@@ -119,7 +112,7 @@ where
     Fut: std::future::Future<Output = ()> + Send,
 {
     let op = Arc::new(op);
-    let (client0, server0) = (cpu_of("self"), server_cpu());
+    let (client0, server0) = (cpu_of(std::process::id()), server_cpu());
     let started = Instant::now();
     let deadline = started + length;
     let tasks: Vec<_> = (0..callers())
@@ -149,9 +142,35 @@ where
         ops: latencies.len(),
         elapsed,
         latencies,
-        client_cpu: cpu_of("self").saturating_sub(client0),
+        client_cpu: cpu_of(std::process::id()).saturating_sub(client0),
         server_cpu: server_cpu().saturating_sub(server0),
     }
+}
+
+/// Grants a lease of [`LEASE`]; its id.
+async fn grant_lease(leases: &mut LeaseClient) -> i64 {
+    leases
+        .grant(LEASE.as_secs() as i64, None)
+        .await
+        .expect("grant")
+        .id()
+}
+
+/// A phase of plain puts of `value_len` bytes at `key(caller, iteration)`.
+async fn put_phase(
+    name: &'static str,
+    length: Duration,
+    client: Client,
+    value_len: usize,
+    key: impl Fn(usize, usize) -> String + Send + Sync + 'static,
+) -> Phase {
+    phase(name, length, move |caller, i| {
+        let (mut kv, key) = (client.kv_client(), key(caller, i));
+        async move {
+            kv.put(key, vec![b'u'; value_len], None).await.expect("put");
+        }
+    })
+    .await
 }
 
 /// A waiting unit on its own connection: from just before the holder's revoke to the
@@ -213,7 +232,10 @@ async fn main() {
     let length = Duration::from_secs(seconds);
     let (_server, endpoints) = match std::env::var("LEADERSHIP_ETCD_ENDPOINTS") {
         Ok(list) => {
-            if let Ok(pid) = std::env::var("LEADERSHIP_ETCD_PID") {
+            if let Some(pid) = std::env::var("LEADERSHIP_ETCD_PID")
+                .ok()
+                .and_then(|pid| pid.parse().ok())
+            {
                 let _ = SERVER_PID.set(pid);
             }
             (None, list.split(',').map(str::to_owned).collect::<Vec<_>>())
@@ -221,7 +243,7 @@ async fn main() {
         Err(_) => {
             let server = EtcdServer::start().expect("start a private etcd");
             if let Some(pid) = server.pid() {
-                let _ = SERVER_PID.set(pid.to_string());
+                let _ = SERVER_PID.set(pid);
             }
             let endpoints = server.endpoints();
             (Some(server), endpoints)
@@ -260,15 +282,14 @@ async fn main() {
     let mut put_new = Phase::default();
     let mut grant_txn = Phase::default();
     for round in 0..ROUNDS {
-        let client = store.client();
         put.absorb(
-            phase("put", length, move |caller, _| {
-                let mut kv = client.kv_client();
-                async move {
-                    let key = format!("{caller:0>key_len$}");
-                    kv.put(key, vec![b'u'; value_len], None).await.expect("put");
-                }
-            })
+            put_phase(
+                "put",
+                length,
+                store.client(),
+                value_len,
+                move |caller, _| format!("{caller:0>key_len$}"),
+            )
             .await,
         );
 
@@ -307,10 +328,7 @@ async fn main() {
             phase("(lease grant)", length, move |_, _| {
                 let mut leases = client.lease_client();
                 async move {
-                    leases
-                        .grant(LEASE.as_secs() as i64, None)
-                        .await
-                        .expect("grant");
+                    grant_lease(&mut leases).await;
                 }
             })
             .await,
@@ -321,12 +339,9 @@ async fn main() {
             phase("(grant + put)", length, move |caller, i| {
                 let (mut leases, mut kv) = (client.lease_client(), client.kv_client());
                 async move {
-                    let lease = leases
-                        .grant(LEASE.as_secs() as i64, None)
-                        .await
-                        .expect("grant");
+                    let lease = grant_lease(&mut leases).await;
                     let key = format!("{round}x{caller}x{i:0>key_len$}");
-                    let options = PutOptions::new().with_lease(lease.id());
+                    let options = PutOptions::new().with_lease(lease);
                     kv.put(key, vec![b'u'; value_len], Some(options))
                         .await
                         .expect("put");
@@ -335,15 +350,14 @@ async fn main() {
             .await,
         );
 
-        let client = store.client();
         put_new.absorb(
-            phase("(put new key)", length, move |caller, i| {
-                let mut kv = client.kv_client();
-                async move {
-                    let key = format!("n{round}x{caller}x{i:0>key_len$}");
-                    kv.put(key, vec![b'u'; value_len], None).await.expect("put");
-                }
-            })
+            put_phase(
+                "(put new key)",
+                length,
+                store.client(),
+                value_len,
+                move |caller, i| format!("n{round}x{caller}x{i:0>key_len$}"),
+            )
             .await,
         );
 
@@ -352,12 +366,9 @@ async fn main() {
             phase("(grant + txn)", length, move |caller, i| {
                 let (mut leases, mut kv) = (client.lease_client(), client.kv_client());
                 async move {
-                    let lease = leases
-                        .grant(LEASE.as_secs() as i64, None)
-                        .await
-                        .expect("grant");
+                    let lease = grant_lease(&mut leases).await;
                     let key = format!("t{round}x{caller}x{i:0>key_len$}");
-                    let options = PutOptions::new().with_lease(lease.id());
+                    let options = PutOptions::new().with_lease(lease);
                     let txn = Txn::new()
                         .when(vec![Compare::create_revision(
                             key.clone(),

@@ -142,16 +142,7 @@ fn merge(into: &mut Stats, from: Stats) {
 
 /// CPU time (user + system) of this process so far, from /proc (clock ticks of 10 ms).
 fn client_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which ends with the last ')'.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i).and_then(|f| f.parse::<u64>().ok()))
-        .sum();
-    Duration::from_millis(ticks * 10)
+    leadership_testkit::harness::cpu_time(std::process::id()).unwrap_or_default()
 }
 
 /// The server's CPU time so far (`INFO cpu`: used_cpu_user + used_cpu_sys, µs precision).

@@ -7,7 +7,7 @@
 mod process;
 mod redis;
 
-pub use process::{HarnessError, ServerProcess, find_binary, free_port, wait_until};
+pub use process::{HarnessError, ServerProcess, cpu_time, find_binary, free_port, wait_until};
 pub mod etcd;
 
 pub use etcd::{EtcdCluster, EtcdServer, EtcdTls};
