@@ -80,7 +80,12 @@ fn leaking_child() {
     let server = RedisServer::start().expect("redis-server");
     println!("server pid {}", server.pid().expect("running"));
     println!("server dir {}", server.dir().display());
+    // A server the test killed and never started again loses its directory too.
+    let mut killed = RedisServer::start().expect("redis-server");
+    killed.kill9().expect("kill");
+    println!("killed dir {}", killed.dir().display());
     std::mem::forget(server);
+    std::mem::forget(killed);
 }
 
 #[test]
@@ -101,10 +106,13 @@ fn a_server_never_outlives_its_test_process() {
         .find_map(|line| line.split_once("server pid ").map(|(_, pid)| pid))
         .and_then(|pid| pid.trim().parse().ok())
         .unwrap_or_else(|| panic!("no pid in the child's output: {stdout}"));
-    let dir = stdout
-        .lines()
-        .find_map(|line| line.split_once("server dir ").map(|(_, dir)| dir.trim()))
-        .unwrap_or_else(|| panic!("no directory in the child's output: {stdout}"));
+    let dir_of = |label: &str| {
+        stdout
+            .lines()
+            .find_map(|line| line.split_once(label).map(|(_, dir)| dir.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {label}in the child's output: {stdout}"))
+    };
+    let dirs = [dir_of("server dir "), dir_of("killed dir ")];
     let gone = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::path::Path::new(&format!("/proc/{pid}")).exists() {
         assert!(
@@ -113,13 +121,15 @@ fn a_server_never_outlives_its_test_process() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    // The directory goes after the server: a static's temporary directory is never dropped.
-    while std::path::Path::new(dir).exists() {
-        assert!(
-            std::time::Instant::now() < gone,
-            "{dir} outlived its test process by 5 s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    // The directories go after the servers: a static's temporary directory is never dropped.
+    for dir in &dirs {
+        while std::path::Path::new(dir).exists() {
+            assert!(
+                std::time::Instant::now() < gone,
+                "{dir} outlived its test process by 5 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 }
 
@@ -131,9 +141,13 @@ fn a_killed_server_keeps_its_data_while_the_test_runs() {
         .expect("redis-server");
     server.command(&["SET", "k", "v"]).expect("set");
     server.kill9().expect("kill");
-    // Longer than the watchdog's poll: it sees the server gone, but not the test process.
+    // Longer than the watchdog's poll: it sees the server gone while the test process runs,
+    // and must leave the directory.
     std::thread::sleep(std::time::Duration::from_millis(1200));
-    assert!(server.dir().exists(), "the directory outlived the server");
+    assert!(
+        server.dir().exists(),
+        "the directory went with the killed server"
+    );
     server.start_again().expect("start again");
     assert_eq!(server.command(&["GET", "k"]).expect("get"), "v");
 }

@@ -46,18 +46,6 @@ struct Member {
 }
 
 impl Member {
-    fn kill9(&mut self) -> Result<(), HarnessError> {
-        self.process.kill9()
-    }
-
-    fn start_again(&mut self) -> Result<(), HarnessError> {
-        self.process.start_again()
-    }
-
-    fn restart(&mut self) -> Result<(), HarnessError> {
-        self.process.restart()
-    }
-
     fn client_addr(&self) -> String {
         format!("127.0.0.1:{}", self.client_port)
     }
@@ -135,10 +123,13 @@ impl EtcdCluster {
             if let (Some(tls), Some(tls_port)) = (tls, tls_ports[i]) {
                 tls.add_args(&mut args, client_port, tls_port);
             }
-            let log = dir.path().join(format!("{name}.log"));
-            let mut process =
-                ServerProcess::spawn(format!("etcd member {name}"), binary, args, log)?;
-            process.remove_dir_on_exit(dir.path());
+            let process = ServerProcess::spawn_in(
+                format!("etcd member {name}"),
+                binary,
+                args,
+                dir.path(),
+                &format!("{name}.log"),
+            )?;
             members.push(Member {
                 name,
                 client_port,
@@ -226,7 +217,7 @@ impl EtcdCluster {
     /// # Panics
     /// If `i` is out of range.
     pub fn kill9(&mut self, i: usize) -> Result<(), HarnessError> {
-        self.members[i].kill9()
+        self.members[i].process.kill9()
     }
 
     /// SIGSTOPs member `i`: it keeps its sockets but answers nothing.
@@ -260,7 +251,7 @@ impl EtcdCluster {
     /// # Panics
     /// If `i` is out of range.
     pub fn start_member(&mut self, i: usize) -> Result<(), HarnessError> {
-        self.members[i].start_again()?;
+        self.members[i].process.start_again()?;
         self.wait_ready(i)
     }
 
@@ -274,7 +265,7 @@ impl EtcdCluster {
     /// # Panics
     /// If `i` is out of range.
     pub fn start_member_process(&mut self, i: usize) -> Result<(), HarnessError> {
-        self.members[i].start_again()
+        self.members[i].process.start_again()
     }
 
     /// Kills member `i` and starts it again on the same data directory and ports; waits until
@@ -286,7 +277,7 @@ impl EtcdCluster {
     /// # Panics
     /// If `i` is out of range.
     pub fn restart(&mut self, i: usize) -> Result<(), HarnessError> {
-        self.members[i].restart()?;
+        self.members[i].process.restart()?;
         self.wait_ready(i)
     }
 

@@ -119,9 +119,10 @@ pub fn find_binary(
 /// One server child process with its log file, killed (SIGKILL) when dropped, and also once
 /// the test process is gone: tests keep shared servers in statics, which are never dropped,
 /// so a watchdog (`sh`, polling both pids) SIGKILLs the server when its test process exits,
-/// and then removes the server's directory if one was given
-/// ([`ServerProcess::remove_dir_on_exit`]): a static's temporary directory is never dropped
-/// either.
+/// and then removes the server's directory if it has one ([`ServerProcess::spawn_in`]): a
+/// static's temporary directory is never dropped either. The watchdog outlives a kill of the
+/// server by the test, so a server killed and never started again still loses its
+/// directory when the test process exits.
 #[derive(Debug)]
 pub struct ServerProcess {
     name: String,
@@ -145,14 +146,48 @@ impl ServerProcess {
         args: Vec<OsString>,
         log_path: PathBuf,
     ) -> Result<Self, HarnessError> {
+        Self::launch(name.into(), binary, args, log_path, None)
+    }
+
+    /// [`ServerProcess::spawn`] for a server whose files live in `dir` (its temporary
+    /// directory), with its log at `dir/log_name`. Once the test process is gone, the
+    /// watchdog kills the server and then removes `dir`, which a server kept in a static
+    /// never does. While the test process runs, `dir` is left alone, even if the server dies
+    /// (a test may start it again on the same data).
+    ///
+    /// # Errors
+    /// As [`ServerProcess::spawn`].
+    pub fn spawn_in(
+        name: impl Into<String>,
+        binary: &Path,
+        args: Vec<OsString>,
+        dir: &Path,
+        log_name: &str,
+    ) -> Result<Self, HarnessError> {
+        Self::launch(
+            name.into(),
+            binary,
+            args,
+            dir.join(log_name),
+            Some(dir.to_owned()),
+        )
+    }
+
+    fn launch(
+        name: String,
+        binary: &Path,
+        args: Vec<OsString>,
+        log_path: PathBuf,
+        owned_dir: Option<PathBuf>,
+    ) -> Result<Self, HarnessError> {
         let mut process = ServerProcess {
-            name: name.into(),
+            name,
             binary: binary.to_owned(),
             args,
             log_path,
             child: None,
             watchdog: None,
-            owned_dir: None,
+            owned_dir,
         };
         process.start()?;
         Ok(process)
@@ -177,17 +212,6 @@ impl ServerProcess {
         self.guard(child.id());
         self.child = Some(child);
         Ok(())
-    }
-
-    /// Has the watchdog remove `dir` (recursively) once the test process is gone, after it
-    /// has killed the server; for the server's temporary directory, which a server kept in a
-    /// static never removes. While the test process runs, the directory is left alone, even
-    /// if the server dies (a test may start it again on the same data).
-    pub fn remove_dir_on_exit(&mut self, dir: &Path) {
-        self.owned_dir = Some(dir.to_owned());
-        if let Some(pid) = self.pid() {
-            self.guard(pid);
-        }
     }
 
     /// Starts the watchdog of server `pid` (see the type's docs); best effort.
@@ -253,7 +277,8 @@ impl ServerProcess {
     /// # Errors
     /// If the process cannot be signalled or reaped.
     pub fn kill9(&mut self) -> Result<(), HarnessError> {
-        self.unguard();
+        // The watchdog stays: it forgets the dead server's pid and still removes the
+        // directory once the test process is gone.
         // A paused process still dies on SIGKILL.
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -107,13 +107,13 @@ impl RedisServerBuilder {
                 None => None,
             };
             let config = self.write_config(dir.path(), port, tls_port)?;
-            let mut process = ServerProcess::spawn(
+            let process = ServerProcess::spawn_in(
                 format!("redis-server on port {port}"),
                 &binary,
                 vec![OsString::from(config)],
-                dir.path().join("redis.log"),
+                dir.path(),
+                "redis.log",
             )?;
-            process.remove_dir_on_exit(dir.path());
             let mut server = RedisServer {
                 process,
                 port,
