@@ -164,7 +164,6 @@ pub async fn election_peer(bench: &EtcdBench, sizes: Sizes, callers: usize) -> B
         ("claim + revoke", "election campaign+resign"),
     )
     .noting(
-        (&base, &subj),
         ("ours", "election cycles"),
         Some(
             "etcd-client election: one shared lease (a Go session); ours: a lease per term"
@@ -275,7 +274,6 @@ pub async fn keep_alive_floor(bench: &EtcdBench, sizes: Sizes, callers: usize) -
         ("keep-alive, raw", "etcd put"),
     )
     .noting(
-        (&base, &subj),
         ("keep-alives", "puts"),
         Some(format!(
             "{version}: the one message of a renewal, sent raw from the same client: the floor of the renewal ratio"
@@ -349,7 +347,6 @@ pub async fn grant_put_floor(bench: &EtcdBench, sizes: Sizes, callers: usize) ->
         ("grant + put, raw", "etcd put"),
     )
     .noting(
-        (&base, &subj),
         ("grant + puts", "puts"),
         Some(format!(
             "{version}: the two writes any design with one lease per term makes for a new term, sent raw from the same client: the floor of the first-claim ratio"

@@ -211,7 +211,7 @@ pub async fn rslock_peer(bench: &RedisBench, sizes: Sizes, callers: usize) -> Be
         (&base, &subj),
         ("claim + revoke", "rslock lock+unlock"),
     )
-    .noting((&base, &subj), ("ours", "rslock cycles"), None))
+    .noting(("ours", "rslock cycles"), None))
 }
 
 /// The floor of any renewal on Redis: its one command, `PEXPIRE key ms GT`, sent raw from the
@@ -276,7 +276,6 @@ pub async fn pexpire_floor(bench: &RedisBench, sizes: Sizes, callers: usize) -> 
         ("PEXPIRE … GT, raw", "SET"),
     )
     .noting(
-        (&base, &subj),
         ("PEXPIRE", "SET commands"),
         Some(
             "the one command of a hot renewal, sent raw from the same client: the floor of the renewal ratio"

@@ -111,19 +111,14 @@ impl Row {
         self
     }
 
-    /// The row with `note`, or, if operations failed, how many failed on each side, named
-    /// as `what` says (`(library's, baseline's)`, e.g. `("keep-alives", "puts")`).
-    pub fn noting(
-        self,
-        (base, subj): (&Sample, &Sample),
-        (subj_what, base_what): (&str, &str),
-        note: Option<String>,
-    ) -> Row {
-        if subj.errors + base.errors > 0 {
-            self.with_note(format!(
-                "{} {subj_what} and {} {base_what} failed",
-                subj.errors, base.errors
-            ))
+    /// The row with `note`, or, if operations failed, how many failed on each side (from the
+    /// row's own figures), named as `what` says (`(library's, baseline's)`, e.g.
+    /// `("keep-alives", "puts")`).
+    pub fn noting(self, (subj_what, base_what): (&str, &str), note: Option<String>) -> Row {
+        let errors = |figures: &Option<Figures>| figures.as_ref().map_or(0, |f| f.errors);
+        let (subj, base) = (errors(&self.subject), errors(&self.baseline));
+        if subj + base > 0 {
+            self.with_note(format!("{subj} {subj_what} and {base} {base_what} failed"))
         } else {
             Row { note, ..self }
         }
@@ -458,6 +453,21 @@ mod tests {
             .find(|l| l.starts_with("etcd"))
             .expect("a row");
         assert!(line.ends_with("0.50"), "{line}");
+    }
+
+    #[test]
+    fn a_note_gives_way_to_failure_counts_from_the_rows_figures() {
+        let ok = row(
+            figures("keep-alive", None, None),
+            figures("etcd put", None, None),
+        )
+        .noting(("keep-alives", "puts"), Some("the floor".to_owned()));
+        assert_eq!(ok.note.as_deref(), Some("the floor"));
+        let mut failing = figures("keep-alive", None, None);
+        failing.errors = 3;
+        let row = row(failing, figures("etcd put", None, None))
+            .noting(("keep-alives", "puts"), Some("the floor".to_owned()));
+        assert_eq!(row.note.as_deref(), Some("3 keep-alives and 0 puts failed"));
     }
 
     #[test]
