@@ -332,7 +332,8 @@ impl Tracker for LeaderTracker {
     }
 
     fn claim_duration(&self) -> Duration {
-        self.shared.claim_duration
+        // T2: juju's ClaimDuration is the guarantee, not the length of the claims made.
+        self.shared.guarantee
     }
 
     fn claim_leader(&self) -> Box<dyn Ticket> {

@@ -151,7 +151,9 @@ pub trait Tracker: Send + Sync {
     /// The application, derived from the unit name (T1).
     fn application_name(&self) -> String;
 
-    /// How long each claim lasts: twice the guarantee (T2).
+    /// How long a `true` ticket result is guaranteed valid: the guarantee (T2, juju's
+    /// `ClaimDuration`). The claims the tracker makes last twice this long; trust a
+    /// leadership for this long from the ticket's request, never for a claim's length.
     fn claim_duration(&self) -> Duration;
 
     /// Resolves `true` only if leadership is guaranteed for the guarantee from now (T3).

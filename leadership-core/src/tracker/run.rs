@@ -111,7 +111,7 @@ impl Task {
                 return Step::Next(Phase::Claim);
             }
             result = self.claimer.claim_leadership(
-                &shared.application, &shared.unit, shared.claim_duration) => result,
+                &shared.application, &shared.unit, shared.claim_length) => result,
         };
         let renewing = deadline.is_some();
         match result {

@@ -63,7 +63,7 @@ pub(super) struct Shared {
     pub(super) unit: String,
     pub(super) application: String,
     pub(super) guarantee: Duration,
-    pub(super) claim_duration: Duration,
+    pub(super) claim_length: Duration,
     pub(super) safety_margin: Duration,
     /// Fired by `kill()` (and on drop).
     pub(super) kill: CancellationToken,
@@ -77,14 +77,14 @@ impl Shared {
         unit: String,
         application: String,
         guarantee: Duration,
-        claim_duration: Duration,
+        claim_length: Duration,
         safety_margin: Duration,
     ) -> Self {
         Shared {
             unit,
             application,
             guarantee,
-            claim_duration,
+            claim_length,
             safety_margin,
             kill: CancellationToken::new(),
             renew_now: Notify::new(),
@@ -210,9 +210,9 @@ impl Shared {
 
     /// The loss deadline of a claim whose call started at `call_start` (T7): the store keeps
     /// the lease for at least the claim duration from the call (C4), so no other unit can be
-    /// granted it before `call_start + claim_duration`; the margin is kept on top of that.
+    /// granted it before `call_start + claim_length`; the margin is kept on top of that.
     pub(super) fn deadline_for(&self, call_start: Instant) -> Instant {
-        call_start + self.claim_duration - self.safety_margin
+        call_start + self.claim_length - self.safety_margin
     }
 
     /// A claim that started at `call_start` succeeded with `fence`. Returns false if the

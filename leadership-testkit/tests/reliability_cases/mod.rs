@@ -329,7 +329,8 @@ async fn leader_work(
     frozen_done: Arc<Notify>,
 ) {
     let application = tracker.application_name();
-    let claim = tracker.claim_duration();
+    // The tracker's claims last twice its guarantee (T2).
+    let claim = tracker.claim_duration() * 2;
     let attempt = |fence: Fence, newer_term_known: bool| {
         let write = write.clone();
         let history = history.clone();
