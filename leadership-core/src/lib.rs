@@ -5,6 +5,7 @@ mod fence;
 pub mod policy;
 pub mod tracker;
 mod traits;
+pub mod url;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -21,3 +22,4 @@ pub use traits::{
     Checker, Claimer, Leadership, Pinner, Reader, Revoker, Term, Ticket, Token, Tracker,
     TrackerWorker,
 };
+pub use url::{DEFAULT_NAMESPACE, DEFAULT_TIMEOUT};
