@@ -1,4 +1,4 @@
-//! A handle on one namespace of a [`MemoryStore`](crate::MemoryStore): the contract's traits.
+//! [`MemoryStore`], a handle on one namespace of an in-process store: the contract's traits.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -6,53 +6,159 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use leadership_core::url::StoreUrl;
 use leadership_core::{
-    CancellationToken, Checker, Claimer, Error, Fence, Pinner, Policy, Reader, Result, Revoker,
-    Token,
+    CancellationToken, Checker, Claimer, DEFAULT_NAMESPACE, Error, Fence, JujuPolicy, Pinner,
+    Policy, Reader, Result, Revoker, Token,
 };
 
-use crate::state::Registration;
+use crate::state::{MemoryStats, Registration};
 use crate::store::{Inner, nanos};
 use crate::timer;
 
-/// A handle on one namespace of a [`MemoryStore`](crate::MemoryStore) (N1): cheap to clone,
-/// implements every leadership trait, so `Arc<MemoryLeadership>` is an `Arc<dyn Leadership>`.
+/// A handle on one namespace of an in-process leadership store (N1): cheap to clone,
+/// implements every leadership trait, so `Arc<MemoryStore>` is an `Arc<dyn Leadership>`.
 ///
-/// Every operation validates its input through the handle's policy (the store's unless opened
-/// with [`MemoryStore::namespace_with_policy`](crate::MemoryStore::namespace_with_policy))
-/// before touching state, so invalid input changes nothing (V). The store keys state by the
-/// exact strings, so any names a policy admits stay apart (V5).
+/// Open one with [`MemoryStore::new`] (a new private store), [`MemoryStore::named`] (the
+/// process-wide store of that name) or [`MemoryStore::connect`] (`memory://[NAME]?namespace=…`);
+/// [`MemoryStore::namespace`] gives a handle on another namespace of the same store. Handles of
+/// different namespaces share nothing (N1).
+///
+/// Every operation validates its input through the handle's policy before touching state, so
+/// invalid input changes nothing (V). The store keys state by the exact strings, so any names
+/// a policy admits stay apart (V5).
+///
+/// All state sits behind one mutex, held only for O(1) or O(log n) work (except `leaders()`
+/// and `pinned_leadership()`, which copy one namespace). Time is tokio's clock
+/// ([`tokio::time::Instant`]), so tests can pause and advance it. Expiry is decided at each
+/// call against the clock (exact, nanosecond granularity: durations are never rounded), and
+/// one timer task for the whole store wakes blocked waiters at the known expiry. That task is
+/// spawned on the first operation made inside a tokio runtime (which must have its time
+/// driver enabled); it holds the store weakly and ends when the store is dropped.
+///
+/// ```
+/// use leadership_memory::MemoryStore;
+/// use leadership_core::{Checker, Claimer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> leadership_core::Result<()> {
+/// let store = MemoryStore::connect("memory://docs?namespace=model-1").await?;
+/// let fence = store
+///     .claim_leadership("wordpress", "wordpress/0", std::time::Duration::from_secs(30))
+///     .await?;
+/// assert_eq!(store.leadership_check("wordpress", "wordpress/0").check().await?, fence);
+/// // Another namespace of the same store shares nothing (N1).
+/// let other = store.namespace("model-2");
+/// assert!(other.leadership_check("wordpress", "wordpress/0").check().await.is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
-pub struct MemoryLeadership {
+pub struct MemoryStore {
     inner: Arc<Inner>,
     policy: Arc<dyn Policy>,
     space: u32,
     name: Arc<str>,
 }
 
-impl MemoryLeadership {
-    pub(crate) fn new(
-        inner: Arc<Inner>,
-        policy: Arc<dyn Policy>,
-        space: u32,
-        name: &str,
-    ) -> MemoryLeadership {
-        MemoryLeadership {
+impl MemoryStore {
+    fn open(inner: Arc<Inner>, policy: Arc<dyn Policy>, namespace: &str) -> MemoryStore {
+        let space = inner.space_id(namespace);
+        MemoryStore {
             inner,
             policy,
             space,
-            name: name.into(),
+            name: namespace.into(),
         }
     }
 
+    /// A handle on the default namespace of a new, empty store with juju's validation rules
+    /// ([`JujuPolicy`]).
+    ///
+    /// May be called outside a tokio runtime; see the type's docs for when the timer starts.
+    pub fn new() -> MemoryStore {
+        MemoryStore::with_policy(Arc::new(JujuPolicy::default()))
+    }
+
+    /// A handle on the default namespace of a new, empty store that validates names,
+    /// durations and entities with `policy` (V5); the store's other namespaces inherit it.
+    pub fn with_policy(policy: Arc<dyn Policy>) -> MemoryStore {
+        let inner = Arc::new(Inner::new(Arc::clone(&policy)));
+        MemoryStore::open(inner, policy, DEFAULT_NAMESPACE)
+    }
+
+    /// A handle on the default namespace of the process-wide store registered under `name`,
+    /// created (with [`JujuPolicy`]) on first use. This is what `memory://NAME` URLs open.
+    /// Named stores live until the process ends.
+    pub fn named(name: &str) -> MemoryStore {
+        let inner = Inner::named(name);
+        let policy = Arc::clone(&inner.policy);
+        MemoryStore::open(inner, policy, DEFAULT_NAMESPACE)
+    }
+
+    /// Opens `memory://[NAME][?namespace=NS][&timeout=D]` (S1): a new private store without
+    /// a name, the process-wide store of that name with one. `timeout` is accepted, as on
+    /// every store, and has nothing to bound here: the store never waits for I/O.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] naming what is wrong (the shared grammar of
+    /// [`leadership_core::url`]).
+    pub async fn connect(url: &str) -> Result<MemoryStore> {
+        MemoryStore::builder(url)?.connect().await
+    }
+
+    /// Parses `url` (see [`MemoryStore::connect`]) into a builder for more options.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] naming what is wrong.
+    pub fn builder(url: &str) -> Result<MemoryStoreBuilder> {
+        let url = StoreUrl::parse(url, &["memory"])?;
+        if url.user().is_some() || url.password().is_some() || !url.path().is_empty() {
+            return Err(url.error("a memory:// URL is memory://[NAME][?namespace=NS]"));
+        }
+        url.finish()?;
+        Ok(MemoryStoreBuilder {
+            name: Some(url.authority().to_owned()).filter(|n| !n.is_empty()),
+            namespace: url.namespace().to_owned(),
+            policy: None,
+        })
+    }
+
+    /// A handle on namespace `namespace` (juju: the model UUID) of the same store, with this
+    /// handle's policy (S3).
+    ///
+    /// Namespaces are never removed: a store's memory grows with the number of distinct
+    /// namespaces opened on it (a few dozen bytes each), not with the handles.
+    pub fn namespace(&self, namespace: &str) -> MemoryStore {
+        self.namespace_with_policy(namespace, Arc::clone(&self.policy))
+    }
+
+    /// A handle on namespace `namespace` that validates with `policy` instead (V5). Handles
+    /// with different policies on one namespace share its state.
+    pub fn namespace_with_policy(&self, namespace: &str, policy: Arc<dyn Policy>) -> MemoryStore {
+        MemoryStore::open(Arc::clone(&self.inner), policy, namespace)
+    }
+
     /// The namespace this handle works in.
-    pub fn namespace(&self) -> &str {
+    pub fn namespace_name(&self) -> &str {
         &self.name
     }
 
     /// The validation policy of this handle.
     pub fn policy(&self) -> &Arc<dyn Policy> {
         &self.policy
+    }
+
+    /// Counts of what the whole store (every namespace) holds, for diagnostics and tests.
+    /// Takes the lock and walks every entry: O(n).
+    pub fn stats(&self) -> MemoryStats {
+        self.inner.stats()
+    }
+
+    /// Starts the timer task on the current runtime now rather than at the first operation.
+    /// Does nothing outside a runtime or if the task runs already.
+    pub fn start_timer(&self) {
+        self.inner.start_timer();
     }
 
     /// Runs `f` if and only if `unit` leads `application` with exactly `fence` (F2), holding
@@ -102,9 +208,57 @@ impl MemoryLeadership {
     }
 }
 
-impl fmt::Debug for MemoryLeadership {
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+/// Options for a [`MemoryStore`]; see [`MemoryStore::builder`].
+#[derive(Clone, Debug)]
+pub struct MemoryStoreBuilder {
+    name: Option<String>,
+    namespace: String,
+    policy: Option<Arc<dyn Policy>>,
+}
+
+impl MemoryStoreBuilder {
+    /// The namespace (N1), overriding the URL's.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The validation rules (V5) of this handle. Default: the store's ([`JujuPolicy`] for a
+    /// new or named store).
+    pub fn policy(mut self, policy: Arc<dyn Policy>) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The namespace the handle will work in.
+    pub fn namespace_name(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Opens the handle.
+    ///
+    /// # Errors
+    /// None today; `Result` keeps the shape of every store's `connect`.
+    pub async fn connect(self) -> Result<MemoryStore> {
+        let store = match (&self.name, &self.policy) {
+            (Some(name), _) => MemoryStore::named(name),
+            (None, Some(policy)) => MemoryStore::with_policy(Arc::clone(policy)),
+            (None, None) => MemoryStore::new(),
+        };
+        let policy = self.policy.unwrap_or_else(|| Arc::clone(&store.policy));
+        Ok(store.namespace_with_policy(&self.namespace, policy))
+    }
+}
+
+impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryLeadership")
+        f.debug_struct("MemoryStore")
             .field("namespace", &self.name)
             .finish_non_exhaustive()
     }
@@ -112,7 +266,7 @@ impl fmt::Debug for MemoryLeadership {
 
 /// A blocked waiter's registration; dropping it (return or a dropped future) unregisters (B3).
 struct Waiter<'a> {
-    handle: &'a MemoryLeadership,
+    handle: &'a MemoryStore,
     application: &'a str,
     registration: Registration,
 }
@@ -149,7 +303,7 @@ impl Drop for Waiter<'_> {
 }
 
 #[async_trait]
-impl Claimer for MemoryLeadership {
+impl Claimer for MemoryStore {
     async fn claim_leadership(
         &self,
         application: &str,
@@ -203,7 +357,7 @@ impl Claimer for MemoryLeadership {
 }
 
 #[async_trait]
-impl Revoker for MemoryLeadership {
+impl Revoker for MemoryStore {
     async fn revoke_leadership(&self, application: &str, unit: &str) -> Result<()> {
         self.policy.check_member(application, unit)?;
         let mut state = self.inner.state();
@@ -213,7 +367,7 @@ impl Revoker for MemoryLeadership {
 }
 
 #[async_trait]
-impl Pinner for MemoryLeadership {
+impl Pinner for MemoryStore {
     async fn pin_leadership(&self, application: &str, entity: &str) -> Result<()> {
         self.policy.check_pin(application, entity)?;
         let mut state = self.inner.state();
@@ -237,14 +391,14 @@ impl Pinner for MemoryLeadership {
 }
 
 #[async_trait]
-impl Reader for MemoryLeadership {
+impl Reader for MemoryStore {
     async fn leaders(&self) -> Result<BTreeMap<String, String>> {
         let state = self.inner.state();
         Ok(state.leaders(self.space, self.inner.now()))
     }
 }
 
-impl Checker for MemoryLeadership {
+impl Checker for MemoryStore {
     fn leadership_check(&self, application: &str, unit: &str) -> Box<dyn Token> {
         Box::new(MemoryToken {
             handle: self.clone(),
@@ -256,7 +410,7 @@ impl Checker for MemoryLeadership {
 
 /// A token of the memory store: each check looks the lease up at that moment (K1, K2).
 struct MemoryToken {
-    handle: MemoryLeadership,
+    handle: MemoryStore,
     application: Box<str>,
     unit: Box<str>,
 }

@@ -10,6 +10,5 @@ mod conformance;
 
 #[cfg(feature = "conformance")]
 pub use conformance::{MemoryFactory, conformance_profile};
-pub use handle::MemoryLeadership;
+pub use handle::{MemoryStore, MemoryStoreBuilder};
 pub use state::MemoryStats;
-pub use store::MemoryStore;

@@ -7,7 +7,7 @@
 //! lease like a GC pause (its renewals stall, its work stops looking at the loss signal and
 //! later resumes with its old fence: the guarded write must be refused, F2). Then the faults
 //! end and each application must settle on exactly one leader within the claim duration plus
-//! slack. Every leader's work writes through `MemoryLeadership::guarded` into a downstream
+//! slack. Every leader's work writes through `MemoryStore::guarded` into a downstream
 //! log, which must only ever see fences in order.
 //!
 //! Set `RELIABILITY_SEED` to replay a schedule's random choices (scheduling still varies).
@@ -21,7 +21,7 @@ use leadership_core::{
     CancellationToken, Claimer, Error, Fence, LeaderTracker, Reader, Revoker, Tracker,
     TrackerWorker,
 };
-use leadership_memory::{MemoryLeadership, MemoryStore};
+use leadership_memory::MemoryStore;
 use leadership_testkit::history::{History, WriteRecord};
 use leadership_testkit::{Fault, FaultyStore};
 use tokio::task::JoinHandle;
@@ -112,7 +112,7 @@ impl Downstream {
 }
 
 struct World {
-    store: Arc<MemoryLeadership>,
+    store: Arc<MemoryStore>,
     history: Arc<History>,
     counters: Counters,
     downstream: Downstream,
@@ -587,7 +587,7 @@ async fn memory_store_under_a_fault_schedule() {
 }
 
 /// A broken store: grants a third of the asked duration, breaking C4.
-struct Shortening(Arc<MemoryLeadership>);
+struct Shortening(Arc<MemoryStore>);
 
 #[leadership_core::async_trait]
 impl Claimer for Shortening {
@@ -652,7 +652,7 @@ mod reliability_cases;
 /// The memory store as a target of the shared schedule driver (the one Redis and etcd run
 /// under their server faults), so the driver itself is exercised on every run.
 struct MemoryTarget {
-    store: Arc<MemoryLeadership>,
+    store: Arc<MemoryStore>,
     log: Arc<Mutex<BTreeMap<String, Vec<u64>>>>,
 }
 
