@@ -23,13 +23,6 @@ pub use leadership_etcd as etcd;
 #[cfg(feature = "testkit")]
 pub use leadership_testkit as testkit;
 
-/// The namespace a URL without `?namespace=` gets.
-pub const DEFAULT_NAMESPACE: &str = "default";
-
-mod url;
-
-pub use url::StoreUrl;
-
 /// Opens a store by URL and returns it as `Arc<dyn Leadership>`.
 ///
 /// | URL | store | feature |
@@ -60,11 +53,18 @@ pub use url::StoreUrl;
 /// # }
 /// ```
 pub async fn connect(url: &str) -> Result<Arc<dyn Leadership>> {
-    let parsed = StoreUrl::parse(url)?;
-    match parsed.scheme.as_str() {
-        "memory" => connect_memory(&parsed),
-        "redis" | "rediss" => connect_redis(url, &parsed).await,
-        "etcd" | "etcds" => connect_etcd(url, &parsed).await,
+    // S1: the facade only dispatches on the scheme; each store parses its own URL with the
+    // one grammar of `leadership_core::url`.
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(Error::invalid_url(
+            url,
+            "expected SCHEME://…, e.g. memory://, redis://127.0.0.1:6379 or etcd://127.0.0.1:2379",
+        ));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "memory" => connect_memory(url).await,
+        "redis" | "rediss" => connect_redis(url).await,
+        "etcd" | "etcds" => connect_etcd(url).await,
         other => Err(Error::invalid_url(
             url,
             format!(
@@ -86,57 +86,33 @@ fn feature_off(url: &str, store: &str, feature: &str) -> Error {
 }
 
 #[cfg(feature = "memory")]
-fn connect_memory(parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
-    let store = match parsed.authority.as_str() {
-        "" => leadership_memory::MemoryStore::new(),
-        name => leadership_memory::MemoryStore::named(name),
-    };
-    Ok(Arc::new(store.namespace(&parsed.namespace)))
+async fn connect_memory(url: &str) -> Result<Arc<dyn Leadership>> {
+    Ok(Arc::new(
+        leadership_memory::MemoryStore::connect(url).await?,
+    ))
 }
 
 #[cfg(not(feature = "memory"))]
-fn connect_memory(parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
-    Err(feature_off(&parsed.original, "memory", "memory"))
+async fn connect_memory(url: &str) -> Result<Arc<dyn Leadership>> {
+    Err(feature_off(url, "memory", "memory"))
 }
 
-/// `redis://…?namespace=NS&timeout=2s`: the facade's parameters are taken out, the rest of
-/// the URL goes to the redis crate.
 #[cfg(feature = "redis")]
-async fn connect_redis(url: &str, parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut rest = Vec::new();
-    let mut timeout = None;
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("namespace", _)) => {}
-            Some(("timeout", value)) => timeout = Some(url::parse_timeout(url, value)?),
-            _ => rest.push(pair),
-        }
-    }
-    let redis_url = if rest.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    let mut builder = leadership_redis::RedisStore::builder(redis_url).namespace(&parsed.namespace);
-    if let Some(timeout) = timeout {
-        builder = builder.operation_timeout(timeout);
-    }
-    Ok(Arc::new(builder.connect().await?))
+async fn connect_redis(url: &str) -> Result<Arc<dyn Leadership>> {
+    Ok(Arc::new(leadership_redis::RedisStore::connect(url).await?))
 }
 
 #[cfg(not(feature = "redis"))]
-async fn connect_redis(url: &str, _parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
+async fn connect_redis(url: &str) -> Result<Arc<dyn Leadership>> {
     Err(feature_off(url, "Redis", "redis"))
 }
 
 #[cfg(feature = "etcd")]
-async fn connect_etcd(url: &str, _parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
-    let store = leadership_etcd::EtcdStore::connect_url(url).await?;
-    Ok(Arc::new(store))
+async fn connect_etcd(url: &str) -> Result<Arc<dyn Leadership>> {
+    Ok(Arc::new(leadership_etcd::EtcdStore::connect(url).await?))
 }
 
 #[cfg(not(feature = "etcd"))]
-async fn connect_etcd(url: &str, _parsed: &StoreUrl) -> Result<Arc<dyn Leadership>> {
+async fn connect_etcd(url: &str) -> Result<Arc<dyn Leadership>> {
     Err(feature_off(url, "etcd", "etcd"))
 }
