@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::future::select_all;
-use leadership::memory::{MemoryLeadership, MemoryStore};
-use leadership::testkit::{Fault, FaultyStore};
+use leadership::memory::MemoryStore;
 use leadership::tracker::LeaderTracker;
 use leadership::{Claimer, Error, Fence, Leadership, Revoker, Tracker, TrackerWorker};
+use leadership_testkit::{Fault, FaultyStore};
 use serde_json::json;
 use tokio::time::{Instant, sleep, timeout};
 
@@ -150,16 +150,14 @@ async fn next_leader(
 /// What `connect` returns.
 pub async fn open(
     url: &str,
-) -> leadership::Result<(Arc<dyn Leadership>, Option<Arc<MemoryLeadership>>)> {
-    let parsed = leadership::StoreUrl::parse(url)?;
-    if parsed.scheme != "memory" {
+) -> leadership::Result<(Arc<dyn Leadership>, Option<Arc<MemoryStore>>)> {
+    if !url
+        .get(..9)
+        .is_some_and(|s| s.eq_ignore_ascii_case("memory://"))
+    {
         return Ok((leadership::connect(url).await?, None));
     }
-    let store = match parsed.authority.as_str() {
-        "" => MemoryStore::new(),
-        name => MemoryStore::named(name),
-    };
-    let handle = Arc::new(store.namespace(&parsed.namespace));
+    let handle = Arc::new(MemoryStore::connect(url).await?);
     Ok((handle.clone(), Some(handle)))
 }
 
@@ -168,7 +166,7 @@ pub async fn open(
 /// # Errors
 /// A store error, or a step that did not happen within its time limit.
 pub async fn run(
-    (store, guard): (Arc<dyn Leadership>, Option<Arc<MemoryLeadership>>),
+    (store, guard): (Arc<dyn Leadership>, Option<Arc<MemoryStore>>),
     url: &str,
     args: &DemoArgs,
     json: bool,
