@@ -5,47 +5,11 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use leadership_core::conformance::{Profile, StoreFactory};
 use leadership_core::tracker_conformance::{self, ClaimProbe};
-use leadership_core::{
-    Error, LeaderTracker, Leadership, Policy, Tracker, TrackerWorker, async_trait,
-};
-use leadership_memory::MemoryStore;
+use leadership_core::{Error, LeaderTracker, Leadership, Tracker, TrackerWorker};
+use leadership_memory::{MemoryFactory, MemoryStore, conformance_profile};
 use leadership_testkit::{Fault, FaultyStore};
 use tokio::time::{Instant, sleep, timeout};
-
-/// The memory store's promises: exact expiry and wake-ups; the slacks allow for a loaded
-/// two-core machine's scheduling, not for the store.
-fn conformance_profile() -> Profile {
-    Profile {
-        min_duration: Duration::from_millis(200),
-        expiry_slack: Duration::from_millis(250),
-        notify_latency: Duration::from_millis(250),
-    }
-}
-
-/// Namespaces of one memory store.
-#[derive(Default)]
-struct MemoryFactory(MemoryStore);
-
-#[async_trait]
-impl StoreFactory for MemoryFactory {
-    async fn open(&self, namespace: &str) -> Arc<dyn Leadership> {
-        Arc::new(self.0.namespace(namespace))
-    }
-
-    async fn open_with_policy(
-        &self,
-        namespace: &str,
-        policy: Arc<dyn Policy>,
-    ) -> Arc<dyn Leadership> {
-        Arc::new(MemoryStore::with_policy(policy).namespace(namespace))
-    }
-
-    fn profile(&self) -> Profile {
-        conformance_profile()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_t4_handover_without_release() {
