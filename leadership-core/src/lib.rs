@@ -3,6 +3,7 @@
 mod error;
 mod fence;
 pub mod policy;
+pub mod retry;
 pub mod tracker;
 mod traits;
 pub mod url;

@@ -207,8 +207,7 @@ impl TrackerBuilder {
             shared: shared.clone(),
             claimer: self.claimer,
             release: self.release,
-            backoff_floor: floor,
-            backoff_ceiling: ceiling,
+            backoff: crate::retry::Backoff::new(floor, ceiling),
             invalid,
             may_hold: AtomicBool::new(false),
         };

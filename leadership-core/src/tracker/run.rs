@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use rand::Rng;
 use tokio::time::{Instant, sleep_until};
 
 use super::state::Shared;
+use crate::retry::Backoff;
 use crate::{Claimer, Error, Result, Revoker};
 
 /// Everything the task needs besides the shared state.
@@ -15,8 +14,7 @@ pub(super) struct Task {
     pub(super) shared: Arc<Shared>,
     pub(super) claimer: Arc<dyn Claimer>,
     pub(super) release: Option<Arc<dyn Revoker>>,
-    pub(super) backoff_floor: Duration,
-    pub(super) backoff_ceiling: Duration,
+    pub(super) backoff: Backoff,
     /// A configuration error found at build time: the task stops with it at once (T9).
     pub(super) invalid: Option<Error>,
     /// False only while the tracker knows another unit holds the lease: a claim that was
@@ -221,7 +219,7 @@ impl Task {
     ) -> Step {
         let shared = &*self.shared;
         *failures = failures.saturating_add(1);
-        let delay = self.backoff(*failures);
+        let delay = self.backoff.delay_after(*failures);
         tracing::warn!(
             application = %shared.application,
             unit = %shared.unit,
@@ -241,21 +239,6 @@ impl Task {
             () = shared.kill.cancelled() => Step::Stop(Ok(())),
             () = sleep_until(wake) => Step::Next(Phase::Claim),
         }
-    }
-
-    /// Exponential backoff from the floor, capped at the ceiling, with "equal jitter": a
-    /// random delay in the upper half of the step, never below the floor.
-    fn backoff(&self, failures: u32) -> Duration {
-        let exponent = failures.saturating_sub(1).min(20);
-        let step = self
-            .backoff_floor
-            .saturating_mul(1 << exponent)
-            .min(self.backoff_ceiling);
-        let low = (step / 2).max(self.backoff_floor);
-        if low >= step {
-            return step;
-        }
-        rand::rng().random_range(low..=step)
     }
 
     /// Fires the loss signal, answers every ticket `false` and releases the lease if asked
