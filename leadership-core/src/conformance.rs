@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Error, Fence, Leadership, PermissivePolicy, Policy};
 
+pub mod hostile;
+
 pub use crate::tracker_conformance::{t4_handover_without_release, t8_handover_with_release};
 
 /// What a store promises about time, so the suite can hold it to it.
@@ -59,6 +61,13 @@ pub trait StoreFactory: Send + Sync {
 
     /// The store's timing promises.
     fn profile(&self) -> Profile;
+
+    /// How many random inputs the hostile-input properties ([`hostile`]) try: the first
+    /// property takes this many, the others a half or a quarter. Each input costs a few
+    /// round trips; a remote store may want fewer than the default.
+    fn hostile_cases(&self) -> u32 {
+        128
+    }
 
     /// Drops every connection the store's handles have to the server, so that B5 can check
     /// that blocked waiters survive it. Returns `false` for stores without connections (the
@@ -112,6 +121,43 @@ macro_rules! conformance_tests {
             b5_wait_survives_dropped_connections,
             t4_handover_without_release, t8_handover_with_release,
         );
+        /// Hostile input (V1–V5, N1), from the public suite.
+        mod hostile {
+            #[allow(unused_imports)]
+            use super::*;
+            fn make() -> ::std::sync::Arc<dyn $crate::conformance::StoreFactory> {
+                ::std::sync::Arc::new($factory)
+            }
+            fn cases() -> u32 {
+                $crate::conformance::block_on(async {
+                    $crate::conformance::StoreFactory::hostile_cases(&*make())
+                })
+            }
+            #[test]
+            fn rejected_input_changes_nothing() {
+                $crate::conformance::hostile::rejected_input_changes_nothing(make, cases());
+            }
+            #[test]
+            fn permissive_names_round_trip() {
+                $crate::conformance::hostile::permissive_names_round_trip(make, cases() / 2);
+            }
+            #[test]
+            fn namespaces_never_collide() {
+                $crate::conformance::hostile::namespaces_never_collide(make, cases() / 4);
+            }
+            #[test]
+            fn largest_names() {
+                $crate::conformance::hostile::largest_names(make);
+            }
+            #[test]
+            fn duration_edges() {
+                $crate::conformance::hostile::duration_edges(make);
+            }
+            #[test]
+            fn huge_durations() {
+                $crate::conformance::hostile::huge_durations(make, cases() / 4);
+            }
+        }
     };
     (@handle $factory:expr; $($case:ident),* $(,)?) => {
         $(

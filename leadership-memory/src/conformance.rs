@@ -58,4 +58,8 @@ impl StoreFactory for MemoryFactory {
     fn profile(&self) -> Profile {
         conformance_profile()
     }
+
+    fn hostile_cases(&self) -> u32 {
+        512
+    }
 }

@@ -6,8 +6,6 @@
 //! out-of-range `PX` argument (a `Backend` error); the store now refuses durations past its
 //! longest lease as `InvalidDuration`.
 
-mod hostile_cases;
-
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -73,30 +71,30 @@ fn factory() -> Arc<dyn StoreFactory> {
 
 #[test]
 fn rejected_input_changes_nothing() {
-    hostile_cases::rejected_input_changes_nothing(factory, 256);
+    leadership_core::conformance::hostile::rejected_input_changes_nothing(factory, 256);
 }
 
 #[test]
 fn permissive_names_round_trip() {
-    hostile_cases::permissive_names_round_trip(factory, 128);
+    leadership_core::conformance::hostile::permissive_names_round_trip(factory, 128);
 }
 
 #[test]
 fn namespaces_never_collide() {
-    hostile_cases::namespaces_never_collide(factory, 64);
+    leadership_core::conformance::hostile::namespaces_never_collide(factory, 64);
 }
 
 #[test]
 fn largest_names() {
-    hostile_cases::largest_names(factory);
+    leadership_core::conformance::hostile::largest_names(factory);
 }
 
 #[test]
 fn duration_edges() {
-    hostile_cases::duration_edges(factory);
+    leadership_core::conformance::hostile::duration_edges(factory);
 }
 
 #[test]
 fn huge_durations() {
-    hostile_cases::huge_durations(factory, 64);
+    leadership_core::conformance::hostile::huge_durations(factory, 64);
 }

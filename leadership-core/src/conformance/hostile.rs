@@ -1,6 +1,8 @@
-//! Hostile input against any store, as property tests (proptest) and edge cases, shared by
-//! `hostile_<store>.rs` test files. Every function takes a maker of the store's
-//! [`StoreFactory`], called inside the runtime the cases run on.
+//! Hostile input against any store, as property tests (proptest) and edge cases: part of the
+//! public conformance suite, so a third-party store runs them too
+//! ([`conformance_tests!`](crate::conformance_tests) generates one test per function, in a
+//! module `hostile`, with [`StoreFactory::hostile_cases`] random inputs). Every function takes
+//! a maker of the store's [`StoreFactory`], called inside the runtime the cases run on.
 //!
 //! - [`rejected_input_changes_nothing`] (V1–V4): random names, units, entities and durations
 //!   through every operation under juju's policy: what the policy rejects, the store rejects
@@ -17,15 +19,15 @@
 //!
 //! Each function returns how many inputs it tried, for the summary line.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use leadership_core::conformance::{StoreFactory, unique_namespace};
-use leadership_core::policy::DEFAULT_MAX_DURATION;
-use leadership_core::{
+use super::{StoreFactory, unique_namespace};
+use crate::policy::DEFAULT_MAX_DURATION;
+use crate::{
     CancellationToken, Error, Fence, JujuPolicy, Leadership, PermissivePolicy, Policy, Result,
 };
 use proptest::prelude::*;
@@ -112,7 +114,7 @@ fn duration() -> impl Strategy<Value = Duration> {
 
 /// One operation of the contract with its (maybe hostile) arguments.
 #[derive(Debug, Clone)]
-pub enum Op {
+enum Op {
     Claim(String, String, Duration),
     Check(String, String),
     Revoke(String, String),
@@ -285,7 +287,7 @@ fn permissive_name() -> impl Strategy<Value = String> {
 
 /// A claim made under the permissive policy, possibly a look-alike of another.
 #[derive(Debug, Clone)]
-pub struct Claim {
+struct Claim {
     application: String,
     unit: String,
     entity: Option<String>,
