@@ -7,6 +7,7 @@ pub mod retry;
 pub mod tracker;
 mod traits;
 pub mod url;
+pub mod watch;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -24,3 +25,4 @@ pub use traits::{
     TrackerWorker,
 };
 pub use url::{DEFAULT_NAMESPACE, DEFAULT_TIMEOUT};
+pub use watch::{Leader, LeaderEvent, LeaderStream, Watcher};
