@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use leadership_core::url::StoreUrl;
+use leadership_core::watch::{LeaderStream, Watcher};
 use leadership_core::{
     CancellationToken, Checker, Claimer, DEFAULT_NAMESPACE, Error, Fence, JujuPolicy, Pinner,
     Policy, Reader, Result, Revoker, Token,
@@ -198,7 +199,9 @@ impl MemoryStore {
 
     fn register<'a>(&'a self, application: &'a str) -> Option<Waiter<'a>> {
         let mut state = self.inner.state();
-        let registration = state.register(self.space, application, self.inner.now())?;
+        let registration = state.register(self.space, application, self.inner.now());
+        self.inner.flush(&mut state);
+        let registration = registration?;
         drop(state);
         Some(Waiter {
             handle: self,
@@ -314,7 +317,9 @@ impl Claimer for MemoryStore {
         timer::ensure_running(&self.inner);
         let mut state = self.inner.state();
         let now = self.inner.now();
-        let fence = state.claim(self.space, application, unit, nanos(duration), now)?;
+        let fence = state.claim(self.space, application, unit, nanos(duration), now);
+        self.inner.flush(&mut state);
+        let fence = fence?;
         self.inner.reschedule(&mut state);
         Ok(fence)
     }
@@ -362,7 +367,9 @@ impl Revoker for MemoryStore {
         self.policy.check_member(application, unit)?;
         let mut state = self.inner.state();
         let now = self.inner.now();
-        state.revoke(self.space, application, unit, now)
+        let revoked = state.revoke(self.space, application, unit, now);
+        self.inner.flush(&mut state);
+        revoked
     }
 }
 
@@ -372,7 +379,9 @@ impl Pinner for MemoryStore {
         self.policy.check_pin(application, entity)?;
         let mut state = self.inner.state();
         let now = self.inner.now();
-        state.pin(self.space, application, entity, now)
+        let pinned = state.pin(self.space, application, entity, now);
+        self.inner.flush(&mut state);
+        pinned
     }
 
     async fn unpin_leadership(&self, application: &str, entity: &str) -> Result<()> {
@@ -380,7 +389,9 @@ impl Pinner for MemoryStore {
         timer::ensure_running(&self.inner);
         let mut state = self.inner.state();
         let now = self.inner.now();
-        state.unpin(self.space, application, entity, now)?;
+        let unpinned = state.unpin(self.space, application, entity, now);
+        self.inner.flush(&mut state);
+        unpinned?;
         self.inner.reschedule(&mut state);
         Ok(())
     }
@@ -395,6 +406,34 @@ impl Reader for MemoryStore {
     async fn leaders(&self) -> Result<BTreeMap<String, String>> {
         let state = self.inner.state();
         Ok(state.leaders(self.space, self.inner.now()))
+    }
+}
+
+#[async_trait]
+impl Watcher for MemoryStore {
+    async fn watch_leaders(&self) -> Result<LeaderStream> {
+        Ok(self.watch(None))
+    }
+
+    async fn watch_leader(&self, application: &str) -> Result<LeaderStream> {
+        self.policy.check_application(application)?;
+        Ok(self.watch(Some(application)))
+    }
+}
+
+impl MemoryStore {
+    /// Subscribes and reads the snapshot under the store's one lock, so no change falls
+    /// between them (O1); the store's timer reports expiries as they happen (O2).
+    fn watch(&self, application: Option<&str>) -> LeaderStream {
+        timer::ensure_running(&self.inner);
+        let mut state = self.inner.state();
+        // Leases that expired but were not collected yet are left out: the snapshot is exact.
+        let now = self.inner.now();
+        state.journal.on = true;
+        let subscription = self.inner.hub.subscribe(&self.name, application);
+        let snapshot = state.leaders_with_fences(self.space, now);
+        drop(state);
+        subscription.start(snapshot, None)
     }
 }
 

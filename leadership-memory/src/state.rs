@@ -12,6 +12,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::Arc;
 
+use leadership_core::watch::{Change, Leader};
 use leadership_core::{Error, Fence, Result};
 use tokio::sync::Notify;
 
@@ -151,10 +152,14 @@ impl App {
     }
 
     /// Ends a lease that has expired but was not collected yet, so no operation can revive it.
-    fn settle(&mut self, now: Nanos) {
+    /// Returns the fence of the term it ended.
+    #[must_use]
+    fn settle(&mut self, now: Nanos) -> Option<u64> {
         if self.has_holder() && !self.held(now) {
             self.end_term();
+            return Some(self.fence);
         }
+        None
     }
 
     /// Ends the term and releases every waiter on this application (R1, B2, B4). Pins stay (P6).
@@ -240,9 +245,36 @@ impl Timeline {
     }
 }
 
+/// Terms that started and ended, recorded while anyone watches (O1), for the store to
+/// publish before it releases its lock, in the order they happened.
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    /// Record only while on: nobody pays for watches nobody made.
+    pub(crate) on: bool,
+    pub(crate) changes: Vec<(u32, Change)>,
+}
+
+impl Journal {
+    fn vacated(&mut self, space: u32, application: &str, ended: Option<u64>) {
+        if let (true, Some(fence)) = (self.on, ended) {
+            self.changes
+                .push((space, Change::vacated(application, Fence(fence))));
+        }
+    }
+
+    fn elected(&mut self, space: u32, application: &str, unit: &str, fence: u64) {
+        if self.on {
+            self.changes
+                .push((space, Change::elected(application, unit, Fence(fence))));
+        }
+    }
+}
+
 /// The applications of one namespace (N1).
 #[derive(Debug, Default)]
 struct Space {
+    /// The namespace's name, for watches.
+    name: Arc<str>,
     apps: HashMap<Arc<str>, App>,
     /// The last fence issued in this namespace: fences never repeat (F1).
     last_fence: u64,
@@ -314,6 +346,7 @@ pub(crate) struct State {
     names: HashMap<Box<str>, u32>,
     spaces: Vec<Space>,
     timeline: Timeline,
+    pub(crate) journal: Journal,
 }
 
 impl State {
@@ -324,7 +357,10 @@ impl State {
         }
         let id = u32::try_from(self.spaces.len())
             .map_err(|_| Error::backend("memory", "namespace", "too many namespaces"))?;
-        self.spaces.push(Space::default());
+        self.spaces.push(Space {
+            name: name.into(),
+            ..Space::default()
+        });
         self.names.insert(name.into(), id);
         Ok(id)
     }
@@ -352,14 +388,17 @@ impl State {
         now: Nanos,
     ) -> Result<Fence> {
         let State {
-            spaces, timeline, ..
+            spaces,
+            timeline,
+            journal,
+            ..
         } = self;
         let space = spaces.get_mut(id as usize).ok_or_else(unknown_namespace)?;
         let until = now.saturating_add(duration);
         let app = space.apps.get_mut(application);
         let fence = match app {
             Some(app) => {
-                app.settle(now);
+                journal.vacated(id, application, app.settle(now));
                 if app.holder_is(application, unit) {
                     app.expires = app.expires.max(until);
                     app.fence
@@ -368,12 +407,14 @@ impl State {
                 } else {
                     let fence = space.next_fence()?;
                     start_term(space.entry(application), application, unit, fence, until);
+                    journal.elected(id, application, unit, fence);
                     fence
                 }
             }
             None => {
                 let fence = space.next_fence()?;
                 start_term(space.entry(application), application, unit, fence, until);
+                journal.elected(id, application, unit, fence);
                 fence
             }
         };
@@ -417,13 +458,17 @@ impl State {
         unit: &str,
         now: Nanos,
     ) -> Result<()> {
-        let space = self.space_mut(id).ok_or_else(unknown_namespace)?;
+        let State {
+            spaces, journal, ..
+        } = self;
+        let space = spaces.get_mut(id as usize).ok_or_else(unknown_namespace)?;
         let Some(app) = space.apps.get_mut(application) else {
             return Ok(());
         };
-        app.settle(now);
+        journal.vacated(id, application, app.settle(now));
         if app.holder_is(application, unit) {
             app.end_term();
+            journal.vacated(id, application, Some(app.fence));
         } else if app.has_holder() {
             return Err(Error::ClaimNotHeld);
         }
@@ -439,10 +484,13 @@ impl State {
         entity: &str,
         now: Nanos,
     ) -> Result<()> {
-        let space = self.space_mut(id).ok_or_else(unknown_namespace)?;
+        let State {
+            spaces, journal, ..
+        } = self;
+        let space = spaces.get_mut(id as usize).ok_or_else(unknown_namespace)?;
         let app = space.entry(application);
         // An expired lease must not come back to life by being pinned.
-        app.settle(now);
+        journal.vacated(id, application, app.settle(now));
         let pins = &mut app.extra.get_or_insert_default().pins;
         if let Err(at) = pins.binary_search_by(|pin| (**pin).cmp(entity)) {
             pins.insert(at, entity.into());
@@ -459,7 +507,10 @@ impl State {
         now: Nanos,
     ) -> Result<()> {
         let State {
-            spaces, timeline, ..
+            spaces,
+            timeline,
+            journal,
+            ..
         } = self;
         let space = spaces.get_mut(id as usize).ok_or_else(unknown_namespace)?;
         let Some(app) = space.apps.get_mut(application) else {
@@ -472,7 +523,7 @@ impl State {
         }
         app.drop_empty_extra();
         // P3: expiry resumes at the claimed expiry, at once if that has passed.
-        app.settle(now);
+        journal.vacated(id, application, app.settle(now));
         space.schedule(timeline, id, application);
         space.remove_if_empty(application);
         Ok(())
@@ -513,6 +564,32 @@ impl State {
             .collect()
     }
 
+    /// O1: every lease held at `now`, with its term's fence.
+    pub(crate) fn leaders_with_fences(&self, id: u32, now: Nanos) -> BTreeMap<String, Leader> {
+        let Some(space) = self.space(id) else {
+            return BTreeMap::new();
+        };
+        space
+            .apps
+            .iter()
+            .filter_map(|(name, app)| {
+                let unit = app.leader(name, now)?.into_owned();
+                Some((
+                    name.to_string(),
+                    Leader {
+                        unit,
+                        fence: Fence(app.fence),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// The name of namespace `id`.
+    pub(crate) fn space_name(&self, id: u32) -> Option<&Arc<str>> {
+        self.space(id).map(|space| &space.name)
+    }
+
     /// B1/B2: registers a waiter on a held application; `None` if it is vacant.
     pub(crate) fn register(
         &mut self,
@@ -520,8 +597,11 @@ impl State {
         application: &str,
         now: Nanos,
     ) -> Option<Registration> {
-        let app = self.space_mut(id)?.apps.get_mut(application)?;
-        app.settle(now);
+        let State {
+            spaces, journal, ..
+        } = self;
+        let app = spaces.get_mut(id as usize)?.apps.get_mut(application)?;
+        journal.vacated(id, application, app.settle(now));
         if !app.held(now) {
             return None;
         }
@@ -592,7 +672,10 @@ impl State {
     /// next deadline: at or before `now` if the batch ran out.
     pub(crate) fn expire_due(&mut self, now: Nanos, batch: usize) -> Option<Nanos> {
         let State {
-            spaces, timeline, ..
+            spaces,
+            timeline,
+            journal,
+            ..
         } = self;
         for _ in 0..batch {
             if timeline.heap.peek().is_none_or(|next| next.at > now) {
@@ -612,7 +695,7 @@ impl State {
                 continue;
             }
             app.scheduled = UNSCHEDULED;
-            app.settle(now);
+            journal.vacated(due.space, &due.app, app.settle(now));
             // Extended: comes back at the new expiry. Pinned: unpin schedules it again (P3).
             timeline.schedule(due.space, &due.app, app);
             space.remove_if_empty(&due.app);

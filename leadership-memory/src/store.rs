@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
+use leadership_core::watch::WatchHub;
 use leadership_core::{JujuPolicy, Policy};
 use tokio::time::Instant;
 
@@ -15,6 +16,8 @@ pub(crate) struct Inner {
     epoch: Instant,
     state: Mutex<State>,
     pub(crate) timer: Arc<TimerShared>,
+    /// Every watcher of every namespace (O1–O4), fed from the state's journal.
+    pub(crate) hub: WatchHub,
 }
 
 impl Drop for Inner {
@@ -45,7 +48,9 @@ impl Inner {
     /// more are due).
     pub(crate) fn expire_due(&self) -> Option<Instant> {
         let mut state = self.state();
-        let next = state.expire_due(self.now(), EXPIRY_BATCH)?;
+        let next = state.expire_due(self.now(), EXPIRY_BATCH);
+        self.flush(&mut state);
+        let next = next?;
         Some(self.epoch + Duration::from_nanos(next))
     }
 
@@ -78,6 +83,25 @@ impl Inner {
             epoch: Instant::now(),
             state: Mutex::new(State::default()),
             timer: Arc::new(TimerShared::default()),
+            hub: WatchHub::new(),
+        }
+    }
+
+    /// Publishes what the journal recorded, under the store's lock so watchers see changes
+    /// in the order they happened; stops journaling once nobody watches.
+    pub(crate) fn flush(&self, state: &mut State) {
+        if !state.journal.on {
+            return;
+        }
+        let mut changes = std::mem::take(&mut state.journal.changes);
+        for (space, change) in changes.drain(..) {
+            if let Some(name) = state.space_name(space) {
+                self.hub.publish(name, change);
+            }
+        }
+        state.journal.changes = changes;
+        if self.hub.watchers() == 0 {
+            state.journal.on = false;
         }
     }
 
