@@ -1,0 +1,162 @@
+//! Connecting: client options, TLS, credentials, the first read, and what a failure to connect says.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, TlsOptions};
+use leadership_core::{Error, Result};
+
+use crate::BACKEND;
+use crate::config::{EtcdConfig, config_error};
+use crate::error::{Detail, is_auth_error, is_tls_refusal, is_transient};
+use crate::keys::Keys;
+use crate::store::{EtcdStore, Inner};
+
+/// HTTP/2 pings find a dead or frozen member under an idle watch within about this long.
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connect-time failure, saying what went wrong in words.
+pub(crate) fn connect_error(err: etcd_client::Error, endpoints: &str, user: Option<&str>) -> Error {
+    if is_auth_error(&err) {
+        let who = user.unwrap_or("");
+        let denied = matches!(&err, etcd_client::Error::GRpcStatus(status)
+            if status.message().contains("permission denied"));
+        let message = if denied {
+            format!(
+                "etcd at {endpoints} denied user {who:?} access to this namespace's keys: \
+                 grant its role read and write on the namespace's key prefix"
+            )
+        } else {
+            format!(
+                "etcd at {endpoints} refused user {who:?}: wrong user or password, or auth is \
+                 not set up for it"
+            )
+        };
+        let detail = Detail {
+            message,
+            source: Some(err),
+        };
+        return Error::backend(BACKEND, "connect", detail);
+    }
+    if is_tls_refusal(&err) {
+        let detail = Detail {
+            message: format!(
+                "etcd at {endpoints} presented a certificate this client does not trust: \
+                 check the CA file (?ca=)"
+            ),
+            source: Some(err),
+        };
+        return Error::backend(BACKEND, "connect", detail);
+    }
+    let transient = is_transient(&err);
+    let detail = Detail {
+        message: format!("cannot reach etcd at {endpoints}"),
+        source: Some(err),
+    };
+    if transient {
+        Error::unavailable(BACKEND, "connect", detail)
+    } else {
+        Error::backend(BACKEND, "connect", detail)
+    }
+}
+
+impl EtcdStore {
+    /// Connects and checks, once, that the cluster answers a linearizable read of this
+    /// namespace within the operation timeout, so a wrong endpoint or password fails here
+    /// rather than on first use.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] if no member answers in time; [`Error::Backend`] for bad
+    /// settings, a CA file that cannot be read, or refused credentials (the message says
+    /// which).
+    pub async fn connect(config: EtcdConfig) -> Result<Self> {
+        if config.endpoints.is_empty() {
+            return Err(config_error("no etcd endpoints given"));
+        }
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(config.timeout)
+            .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
+        if let Some((user, password)) = &config.credentials {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        let scheme = if config.tls { "https" } else { "http" };
+        if config.tls {
+            let mut tls = TlsOptions::new();
+            if let Some(path) = &config.ca_file {
+                let pem = std::fs::read(path).map_err(|e| {
+                    Error::backend(
+                        BACKEND,
+                        "connect",
+                        Detail {
+                            message: format!("cannot read the CA file {}: {e}", path.display()),
+                            source: None,
+                        },
+                    )
+                })?;
+                tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            options = options.with_tls(tls);
+        }
+        let urls: Vec<String> = config
+            .endpoints
+            .iter()
+            .map(|e| {
+                if e.contains("://") {
+                    e.clone()
+                } else {
+                    format!("{scheme}://{e}")
+                }
+            })
+            .collect();
+        let joined = config.endpoints.join(",");
+        let user = config.credentials.as_ref().map(|(user, _)| user.clone());
+        let connect_error = |err: etcd_client::Error| connect_error(err, &joined, user.as_deref());
+        let timed_out = || {
+            Error::unavailable(
+                BACKEND,
+                "connect",
+                Detail {
+                    message: format!(
+                        "no etcd member at {joined} answered within {:?}",
+                        config.timeout
+                    ),
+                    source: None,
+                },
+            )
+        };
+        let client = tokio::time::timeout(config.timeout, Client::connect(urls, Some(options)))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(connect_error)?;
+        let keys = Keys::new(&config.key_prefix, &config.namespace);
+        let mut kv = client.kv_client();
+        let probe = GetOptions::new().with_prefix().with_count_only();
+        tokio::time::timeout(config.timeout, kv.get(keys.leaders(), Some(probe)))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(connect_error)?;
+        Ok(EtcdStore {
+            inner: Arc::new(Inner {
+                client,
+                keys,
+                timeout: config.timeout,
+                policy: config.policy,
+                endpoints: config.endpoints,
+                namespace: config.namespace,
+                held: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Connects to an `etcd://…` or `etcds://…` URL; see [`EtcdConfig::from_url`].
+    ///
+    /// # Errors
+    /// As [`EtcdConfig::from_url`] and [`EtcdStore::connect`].
+    pub async fn connect_url(url: &str) -> Result<Self> {
+        Self::connect(EtcdConfig::from_url(url)?).await
+    }
+}
