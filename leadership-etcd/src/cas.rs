@@ -32,7 +32,7 @@ impl EtcdStore {
             TxnOp::get(keys.leader(application), None),
             TxnOp::get(keys.clock(application), None),
         ]);
-        let mut kv = self.inner.client.kv_client();
+        let mut kv = self.inner.shared.client.kv_client();
         let response = kv.txn(read).await.map_err(|e| map_err(operation, e))?;
         Ok(found_in(&response))
     }
@@ -78,7 +78,7 @@ impl EtcdStore {
                     TxnOp::delete(lead_key, None),
                     TxnOp::delete(keys.clock(application), None),
                 ]);
-            let mut kv = self.inner.client.kv_client();
+            let mut kv = self.inner.shared.client.kv_client();
             let response = kv.txn(delete).await.map_err(|e| map_err("revoke", e))?;
             if response.succeeded() {
                 self.forget(application);
@@ -95,7 +95,7 @@ impl EtcdStore {
         let keys = &self.inner.keys;
         let lead_key = keys.leader(application);
         let pin = TxnOp::put(keys.pin(application, entity), "", None);
-        let mut kv = self.inner.client.kv_client();
+        let mut kv = self.inner.shared.client.kv_client();
         for _ in 0..MAX_RACES {
             let response = kv
                 .get(lead_key.clone(), None)
@@ -150,7 +150,7 @@ impl EtcdStore {
 
     pub(crate) async fn unpin_once(&self, application: &str, entity: &str) -> Result<()> {
         let keys = &self.inner.keys;
-        let mut kv = self.inner.client.kv_client();
+        let mut kv = self.inner.shared.client.kv_client();
         kv.delete(keys.pin(application, entity), None)
             .await
             .map_err(|e| map_err("unpin", e))?;

@@ -139,7 +139,7 @@ impl EtcdStore {
                 Ok(None) | Err(_) => {}
             }
         }
-        let mut leases = self.inner.client.lease_client();
+        let mut leases = self.inner.shared.client.lease_client();
         match leases.keep_alive(held.lease).await {
             Ok(keeper) => {
                 *slot = Some(keeper);
@@ -159,14 +159,14 @@ impl EtcdStore {
         let keys = &self.inner.keys;
         let lead_key = keys.leader(application);
         let clock_key = keys.clock(application);
-        let mut leases = self.inner.client.lease_client();
+        let mut leases = self.inner.shared.client.lease_client();
         let grant = leases
             .grant(ttl, None)
             .await
             .map_err(|e| map_err("claim", e))?;
         let lease = grant.id();
         let granted = grant.ttl();
-        let mut kv = self.inner.client.kv_client();
+        let mut kv = self.inner.shared.client.kv_client();
         for _ in 0..MAX_RACES {
             let no_pins =
                 Compare::version(keys.pins_of(application), CompareOp::Equal, 0).with_prefix();
@@ -248,7 +248,7 @@ impl EtcdStore {
             Some(found.lead.lease())
         };
         if let Some(current) = current {
-            let mut leases = self.inner.client.lease_client();
+            let mut leases = self.inner.shared.client.lease_client();
             match leases.time_to_live(current, None).await {
                 Ok(status) if status.ttl() >= ttl => {
                     // etcd truncates the remaining TTL to whole seconds, so the true expiry
@@ -288,7 +288,7 @@ impl EtcdStore {
             // A put keeps the key's create revision: the fence does not change.
             TxnOp::put(lead_key, unit, Some(PutOptions::new().with_lease(lease)))
         };
-        let mut kv = self.inner.client.kv_client();
+        let mut kv = self.inner.shared.client.kv_client();
         let response = kv
             .txn(Txn::new().when(when).and_then(vec![then]))
             .await
@@ -305,7 +305,7 @@ impl EtcdStore {
     }
 
     pub(crate) async fn revoke_lease(&self, lease: i64) -> Result<()> {
-        let mut leases = self.inner.client.lease_client();
+        let mut leases = self.inner.shared.client.lease_client();
         match leases.revoke(lease).await {
             Ok(_) => Ok(()),
             Err(err) if is_lease_not_found(&err) => Ok(()),
@@ -323,8 +323,8 @@ impl EtcdStore {
             return;
         };
         runtime.spawn(async move {
-            let mut leases = store.inner.client.lease_client();
-            let _ = tokio::time::timeout(store.inner.timeout, leases.revoke(lease)).await;
+            let mut leases = store.inner.shared.client.lease_client();
+            let _ = tokio::time::timeout(store.inner.shared.timeout, leases.revoke(lease)).await;
         });
     }
 }

@@ -1,17 +1,16 @@
 //! Connecting: client options, TLS, credentials, the first read, and what a failure to connect says.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, TlsOptions};
 use leadership_core::{Error, Result};
 
 use crate::BACKEND;
-use crate::config::{EtcdConfig, config_error};
+use crate::builder::EtcdStoreBuilder;
 use crate::error::{Detail, is_auth_error, is_tls_refusal, is_transient};
 use crate::keys::Keys;
-use crate::store::{EtcdStore, Inner};
+use crate::store::{EtcdStore, Shared};
 
 /// HTTP/2 pings find a dead or frozen member under an idle watch within about this long.
 pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
@@ -63,30 +62,34 @@ pub(crate) fn connect_error(err: etcd_client::Error, endpoints: &str, user: Opti
 }
 
 impl EtcdStore {
-    /// Connects and checks, once, that the cluster answers a linearizable read of this
-    /// namespace within the operation timeout, so a wrong endpoint or password fails here
-    /// rather than on first use.
+    /// Connects to `url` (see [`EtcdStore::builder`]) with the default options.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] if no member answers in time; [`Error::Backend`] for bad
-    /// settings, a CA file that cannot be read, or refused credentials (the message says
-    /// which).
-    pub async fn connect(config: EtcdConfig) -> Result<Self> {
-        if config.endpoints.is_empty() {
-            return Err(config_error("no etcd endpoints given"));
-        }
+    /// As [`EtcdStore::builder`] and [`EtcdStoreBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::builder(url)?.connect().await
+    }
+
+    /// Connects and checks that the cluster answers a linearizable read of this namespace
+    /// within the operation timeout, so a wrong endpoint or password fails here rather than
+    /// on first use.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] if no member answers in time; [`Error::Backend`] for a CA file
+    /// that cannot be read, or refused credentials (the message says which).
+    pub(crate) async fn open(builder: EtcdStoreBuilder) -> Result<Self> {
         let mut options = ConnectOptions::new()
-            .with_connect_timeout(config.timeout)
+            .with_connect_timeout(builder.timeout)
             .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT)
             .with_keep_alive_while_idle(true)
             .with_require_leader(true);
-        if let Some((user, password)) = &config.credentials {
+        if let Some((user, password)) = &builder.credentials {
             options = options.with_user(user.clone(), password.clone());
         }
-        let scheme = if config.tls { "https" } else { "http" };
-        if config.tls {
+        let scheme = if builder.tls { "https" } else { "http" };
+        if builder.tls {
             let mut tls = TlsOptions::new();
-            if let Some(path) = &config.ca_file {
+            if let Some(path) = &builder.ca_file {
                 let pem = std::fs::read(path).map_err(|e| {
                     Error::backend(
                         BACKEND,
@@ -101,19 +104,13 @@ impl EtcdStore {
             }
             options = options.with_tls(tls);
         }
-        let urls: Vec<String> = config
+        let urls: Vec<String> = builder
             .endpoints
             .iter()
-            .map(|e| {
-                if e.contains("://") {
-                    e.clone()
-                } else {
-                    format!("{scheme}://{e}")
-                }
-            })
+            .map(|e| format!("{scheme}://{e}"))
             .collect();
-        let joined = config.endpoints.join(",");
-        let user = config.credentials.as_ref().map(|(user, _)| user.clone());
+        let joined = builder.endpoints.join(",");
+        let user = builder.credentials.as_ref().map(|(user, _)| user.clone());
         let connect_error = |err: etcd_client::Error| connect_error(err, &joined, user.as_deref());
         let timed_out = || {
             Error::unavailable(
@@ -122,41 +119,30 @@ impl EtcdStore {
                 Detail {
                     message: format!(
                         "no etcd member at {joined} answered within {:?}",
-                        config.timeout
+                        builder.timeout
                     ),
                     source: None,
                 },
             )
         };
-        let client = tokio::time::timeout(config.timeout, Client::connect(urls, Some(options)))
+        let client = tokio::time::timeout(builder.timeout, Client::connect(urls, Some(options)))
             .await
             .map_err(|_| timed_out())?
             .map_err(connect_error)?;
-        let keys = Keys::new(&config.key_prefix, &config.namespace);
+        let keys = Keys::new(&builder.key_prefix, &builder.namespace);
         let mut kv = client.kv_client();
         let probe = GetOptions::new().with_prefix().with_count_only();
-        tokio::time::timeout(config.timeout, kv.get(keys.leaders(), Some(probe)))
+        tokio::time::timeout(builder.timeout, kv.get(keys.leaders(), Some(probe)))
             .await
             .map_err(|_| timed_out())?
             .map_err(connect_error)?;
-        Ok(EtcdStore {
-            inner: Arc::new(Inner {
-                client,
-                keys,
-                timeout: config.timeout,
-                policy: config.policy,
-                endpoints: config.endpoints,
-                namespace: config.namespace,
-                held: Mutex::new(HashMap::new()),
-            }),
-        })
-    }
-
-    /// Connects to an `etcd://…` or `etcds://…` URL; see [`EtcdConfig::from_url`].
-    ///
-    /// # Errors
-    /// As [`EtcdConfig::from_url`] and [`EtcdStore::connect`].
-    pub async fn connect_url(url: &str) -> Result<Self> {
-        Self::connect(EtcdConfig::from_url(url)?).await
+        let shared = Shared {
+            client,
+            timeout: builder.timeout,
+            policy: builder.policy,
+            endpoints: builder.endpoints,
+            key_prefix: builder.key_prefix,
+        };
+        Ok(EtcdStore::from_shared(Arc::new(shared), &builder.namespace))
     }
 }

@@ -20,7 +20,7 @@ impl EtcdStore {
         unit: &str,
         fence: Fence,
     ) -> Result<Vec<Compare>> {
-        self.inner.policy.check_member(application, unit)?;
+        self.inner.shared.policy.check_member(application, unit)?;
         let key = self.inner.keys.leader(application);
         let revision = i64::try_from(fence.get()).unwrap_or(i64::MAX);
         Ok(vec![
@@ -46,8 +46,8 @@ impl EtcdStore {
     ) -> Result<TxnResponse> {
         let guard = self.leadership_compares(application, unit, fence)?;
         let outer = Txn::new().when(guard).and_then(vec![TxnOp::txn(txn)]);
-        let mut kv = self.inner.client.kv_client();
-        let response = within(self.inner.timeout, "guarded write", kv.txn(outer)).await?;
+        let mut kv = self.inner.shared.client.kv_client();
+        let response = within(self.inner.shared.timeout, "guarded write", kv.txn(outer)).await?;
         if !response.succeeded() {
             return Err(Error::not_leader(unit, application));
         }

@@ -1,8 +1,8 @@
 #![doc = include_str!("../README.md")]
 
+mod builder;
 mod cas;
 mod claim;
-mod config;
 mod connect;
 mod error;
 mod fence;
@@ -13,8 +13,9 @@ mod traits;
 mod txn;
 mod watch;
 
-pub use config::{DEFAULT_KEY_PREFIX, DEFAULT_NAMESPACE, DEFAULT_TIMEOUT, EtcdConfig};
+pub use builder::{DEFAULT_KEY_PREFIX, EtcdStoreBuilder};
 pub use etcd_client;
+pub use leadership_core::{DEFAULT_NAMESPACE, DEFAULT_TIMEOUT};
 pub use store::EtcdStore;
 
 /// The backend name in errors.

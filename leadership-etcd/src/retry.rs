@@ -33,7 +33,7 @@ impl EtcdStore {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let timeout = self.inner.timeout;
+        let timeout = self.inner.shared.timeout;
         let deadline = Instant::now() + timeout;
         let mut backoff = FIRST_BACKOFF;
         loop {

@@ -22,7 +22,10 @@ impl Claimer for EtcdStore {
         unit: &str,
         duration: Duration,
     ) -> Result<Fence> {
-        self.inner.policy.check_claim(application, unit, duration)?;
+        self.inner
+            .shared
+            .policy
+            .check_claim(application, unit, duration)?;
         let ttl = ttl_seconds(duration)?;
         self.run("claim", || self.claim_once(application, unit, ttl))
             .await
@@ -33,7 +36,7 @@ impl Claimer for EtcdStore {
         application: &str,
         cancel: CancellationToken,
     ) -> Result<()> {
-        self.inner.policy.check_application(application)?;
+        self.inner.shared.policy.check_application(application)?;
         tokio::select! {
             biased;
             () = cancel.cancelled() => Err(Error::BlockCancelled),
@@ -55,6 +58,7 @@ impl Token for EtcdToken {
         let store = &self.store;
         store
             .inner
+            .shared
             .policy
             .check_member(&self.application, &self.unit)?;
         store
@@ -76,7 +80,7 @@ impl Checker for EtcdStore {
 #[async_trait]
 impl Revoker for EtcdStore {
     async fn revoke_leadership(&self, application: &str, unit: &str) -> Result<()> {
-        self.inner.policy.check_member(application, unit)?;
+        self.inner.shared.policy.check_member(application, unit)?;
         self.run("revoke", || self.revoke_once(application, unit))
             .await
     }
@@ -85,12 +89,12 @@ impl Revoker for EtcdStore {
 #[async_trait]
 impl Pinner for EtcdStore {
     async fn pin_leadership(&self, application: &str, entity: &str) -> Result<()> {
-        self.inner.policy.check_pin(application, entity)?;
+        self.inner.shared.policy.check_pin(application, entity)?;
         self.run("pin", || self.pin_once(application, entity)).await
     }
 
     async fn unpin_leadership(&self, application: &str, entity: &str) -> Result<()> {
-        self.inner.policy.check_pin(application, entity)?;
+        self.inner.shared.policy.check_pin(application, entity)?;
         self.run("unpin", || self.unpin_once(application, entity))
             .await
     }
@@ -99,7 +103,7 @@ impl Pinner for EtcdStore {
         let keys = &self.inner.keys;
         let response = self
             .run("pinned", || async {
-                let mut kv = self.inner.client.kv_client();
+                let mut kv = self.inner.shared.client.kv_client();
                 kv.get(
                     keys.pins(),
                     Some(GetOptions::new().with_prefix().with_keys_only()),
@@ -127,7 +131,7 @@ impl Reader for EtcdStore {
         let keys = &self.inner.keys;
         let response = self
             .run("leaders", || async {
-                let mut kv = self.inner.client.kv_client();
+                let mut kv = self.inner.shared.client.kv_client();
                 kv.get(keys.leaders(), Some(GetOptions::new().with_prefix()))
                     .await
                     .map_err(|e| map_err("leaders", e))
@@ -147,7 +151,7 @@ impl Reader for EtcdStore {
 
 impl EtcdStore {
     async fn check_once(&self, application: &str, unit: &str) -> Result<Fence> {
-        let mut kv = self.inner.client.kv_client();
+        let mut kv = self.inner.shared.client.kv_client();
         let response = kv
             .get(self.inner.keys.leader(application), None)
             .await

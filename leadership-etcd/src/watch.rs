@@ -15,11 +15,11 @@ impl EtcdStore {
     /// tells whether the term ended meanwhile (B2, B5).
     pub(crate) async fn wait_released(&self, application: &str) -> Result<()> {
         let key = self.inner.keys.leader(application);
-        let timeout = self.inner.timeout;
+        let timeout = self.inner.shared.timeout;
         let mut term: Option<i64> = None;
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let mut kv = self.inner.client.kv_client();
+            let mut kv = self.inner.shared.client.kv_client();
             let read = match within(timeout, "block", kv.get(key.clone(), None)).await {
                 Ok(read) => read,
                 Err(err) if err.is_retryable() => {
@@ -55,9 +55,9 @@ impl EtcdStore {
         let options = WatchOptions::new()
             .with_start_revision(from)
             .with_filters(vec![WatchFilterType::NoPut]);
-        let mut watch_client = self.inner.client.watch_client();
+        let mut watch_client = self.inner.shared.client.watch_client();
         let mut stream = within(
-            self.inner.timeout,
+            self.inner.shared.timeout,
             "block",
             watch_client.watch(key, Some(options)),
         )

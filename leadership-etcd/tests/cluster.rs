@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use leadership_core::{CancellationToken, Checker, Claimer, Error, Fence, Revoker};
-use leadership_etcd::{EtcdConfig, EtcdStore};
+use leadership_etcd::EtcdStore;
 use leadership_testkit::harness::EtcdCluster;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -17,10 +17,11 @@ fn cluster() -> EtcdCluster {
 }
 
 async fn connect(cluster: &EtcdCluster, timeout: Duration) -> EtcdStore {
-    let config = EtcdConfig::new(cluster.endpoints())
+    let config = EtcdStore::builder(&cluster.url())
+        .expect("a valid etcd URL")
         .namespace(leadership_core::conformance::unique_namespace("cluster"))
-        .timeout(timeout);
-    match EtcdStore::connect(config).await {
+        .operation_timeout(timeout);
+    match config.connect().await {
         Ok(store) => store,
         Err(err) => panic!("cannot connect to the cluster: {err}"),
     }
@@ -106,8 +107,10 @@ async fn leadership_survives_losing_the_raft_leader_and_fences_never_repeat() {
 async fn a_waiter_is_released_by_a_revoke_while_a_member_is_down() {
     let mut cluster = cluster();
     let store = connect(&cluster, Duration::from_secs(5)).await;
-    let config = EtcdConfig::new(cluster.endpoints()).namespace(store.namespace());
-    let waiting = EtcdStore::connect(config).await.unwrap();
+    let config = EtcdStore::builder(&cluster.url())
+        .expect("a valid etcd URL")
+        .namespace(store.namespace_name());
+    let waiting = config.connect().await.unwrap();
     store.claim_leadership("app", "app/0", LONG).await.unwrap();
     let waiter = tokio::spawn(async move {
         waiting
