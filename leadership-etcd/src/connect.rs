@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, TlsOptions};
 use leadership_core::{Error, Result};
 
@@ -10,6 +12,7 @@ use crate::BACKEND;
 use crate::builder::EtcdStoreBuilder;
 use crate::error::{Detail, is_auth_error, is_tls_refusal, is_transient};
 use crate::keys::Keys;
+use crate::retry::retry_until;
 use crate::store::{EtcdStore, Shared};
 
 /// HTTP/2 pings find a dead or frozen member under an idle watch within about this long.
@@ -125,17 +128,22 @@ impl EtcdStore {
                 },
             )
         };
-        let client = tokio::time::timeout(builder.timeout, Client::connect(urls, Some(options)))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(connect_error)?;
+        // Both steps share one deadline and the one retry path (S4): with a member down, the
+        // client may pick it for the read; another attempt picks another.
+        let deadline = Instant::now() + builder.timeout;
+        let client = retry_until(deadline, timed_out, || {
+            let connecting = Client::connect(urls.clone(), Some(options.clone()));
+            async move { connecting.await.map_err(connect_error) }
+        })
+        .await?;
         let keys = Keys::new(&builder.key_prefix, &builder.namespace);
-        let mut kv = client.kv_client();
         let probe = GetOptions::new().with_prefix().with_count_only();
-        tokio::time::timeout(builder.timeout, kv.get(keys.leaders(), Some(probe)))
-            .await
-            .map_err(|_| timed_out())?
-            .map_err(connect_error)?;
+        retry_until(deadline, timed_out, || {
+            let mut kv = client.kv_client();
+            let (leaders, probe) = (keys.leaders(), probe.clone());
+            async move { kv.get(leaders, Some(probe)).await.map_err(connect_error) }
+        })
+        .await?;
         let shared = Shared {
             client,
             timeout: builder.timeout,

@@ -4,7 +4,7 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use leadership_core::{Error, Fence, Result};
 
 use crate::BACKEND;
-use crate::retry::within;
+use crate::error::map_err;
 use crate::store::EtcdStore;
 
 impl EtcdStore {
@@ -46,8 +46,13 @@ impl EtcdStore {
     ) -> Result<TxnResponse> {
         let guard = self.leadership_compares(application, unit, fence)?;
         let outer = Txn::new().when(guard).and_then(vec![TxnOp::txn(txn)]);
-        let mut kv = self.inner.shared.client.kv_client();
-        let response = within(self.inner.shared.timeout, "guarded write", kv.txn(outer)).await?;
+        let response = self
+            .run("guarded write", || {
+                let mut kv = self.inner.shared.client.kv_client();
+                let outer = outer.clone();
+                async move { kv.txn(outer).await.map_err(|e| map_err("guarded write", e)) }
+            })
+            .await?;
         if !response.succeeded() {
             return Err(Error::not_leader(unit, application));
         }

@@ -5,7 +5,7 @@ use leadership_core::{Error, Result};
 
 use crate::BACKEND;
 use crate::error::map_err;
-use crate::retry::{FIRST_BACKOFF, MAX_BACKOFF, within};
+use crate::retry::Backoff;
 use crate::store::EtcdStore;
 use crate::txn::header_revision;
 
@@ -15,16 +15,22 @@ impl EtcdStore {
     /// tells whether the term ended meanwhile (B2, B5).
     pub(crate) async fn wait_released(&self, application: &str) -> Result<()> {
         let key = self.inner.keys.leader(application);
-        let timeout = self.inner.shared.timeout;
         let mut term: Option<i64> = None;
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new();
         loop {
-            let mut kv = self.inner.shared.client.kv_client();
-            let read = match within(timeout, "block", kv.get(key.clone(), None)).await {
+            // Each step goes through the one retry path; a wait outlives the operation
+            // timeout, so a step that gave up is started again after a pause (B5).
+            let read = self
+                .run("block", || {
+                    let mut kv = self.inner.shared.client.kv_client();
+                    let key = key.clone();
+                    async move { kv.get(key, None).await.map_err(|e| map_err("block", e)) }
+                })
+                .await;
+            let read = match read {
                 Ok(read) => read,
                 Err(err) if err.is_retryable() => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.next_pause()).await;
                     continue;
                 }
                 Err(err) => return Err(err),
@@ -39,11 +45,8 @@ impl EtcdStore {
             let from = header_revision(read.header()) + 1;
             match self.watch_for_delete(&key, from).await {
                 Ok(true) => return Ok(()),
-                Ok(false) => backoff = FIRST_BACKOFF,
-                Err(err) if err.is_retryable() => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+                Ok(false) => backoff.reset(),
+                Err(err) if err.is_retryable() => tokio::time::sleep(backoff.next_pause()).await,
                 Err(err) => return Err(err),
             }
         }
@@ -55,13 +58,19 @@ impl EtcdStore {
         let options = WatchOptions::new()
             .with_start_revision(from)
             .with_filters(vec![WatchFilterType::NoPut]);
-        let mut watch_client = self.inner.shared.client.watch_client();
-        let mut stream = within(
-            self.inner.shared.timeout,
-            "block",
-            watch_client.watch(key, Some(options)),
-        )
-        .await?;
+        let (_watcher, mut stream) = self
+            .run("block", || {
+                let mut watch_client = self.inner.shared.client.watch_client();
+                let options = options.clone();
+                async move {
+                    // The client goes back with its stream: the stream lives as long as it.
+                    match watch_client.watch(key, Some(options)).await {
+                        Ok(stream) => Ok((watch_client, stream)),
+                        Err(e) => Err(map_err("block", e)),
+                    }
+                }
+            })
+            .await?;
         loop {
             let message = stream.message().await.map_err(|e| map_err("block", e))?;
             let Some(response) = message else {
