@@ -10,7 +10,7 @@ use leadership_core::{Error, Result};
 
 use crate::BACKEND;
 use crate::builder::EtcdStoreBuilder;
-use crate::error::{Detail, is_auth_error, is_tls_refusal, is_transient};
+use crate::error::{Detail, connect_error};
 use crate::keys::Keys;
 use crate::retry::retry_until;
 use crate::store::{EtcdStore, Shared};
@@ -18,51 +18,6 @@ use crate::store::{EtcdStore, Shared};
 /// HTTP/2 pings find a dead or frozen member under an idle watch within about this long.
 pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A connect-time failure, saying what went wrong in words.
-pub(crate) fn connect_error(err: etcd_client::Error, endpoints: &str, user: Option<&str>) -> Error {
-    if is_auth_error(&err) {
-        let who = user.unwrap_or("");
-        let denied = matches!(&err, etcd_client::Error::GRpcStatus(status)
-            if status.message().contains("permission denied"));
-        let message = if denied {
-            format!(
-                "etcd at {endpoints} denied user {who:?} access to this namespace's keys: \
-                 grant its role read and write on the namespace's key prefix"
-            )
-        } else {
-            format!(
-                "etcd at {endpoints} refused user {who:?}: wrong user or password, or auth is \
-                 not set up for it"
-            )
-        };
-        let detail = Detail {
-            message,
-            source: Some(err),
-        };
-        return Error::backend(BACKEND, "connect", detail);
-    }
-    if is_tls_refusal(&err) {
-        let detail = Detail {
-            message: format!(
-                "etcd at {endpoints} presented a certificate this client does not trust: \
-                 check the CA file (?ca=)"
-            ),
-            source: Some(err),
-        };
-        return Error::backend(BACKEND, "connect", detail);
-    }
-    let transient = is_transient(&err);
-    let detail = Detail {
-        message: format!("cannot reach etcd at {endpoints}"),
-        source: Some(err),
-    };
-    if transient {
-        Error::unavailable(BACKEND, "connect", detail)
-    } else {
-        Error::backend(BACKEND, "connect", detail)
-    }
-}
 
 impl EtcdStore {
     /// Connects to `url` (see [`EtcdStore::builder`]) with the default options.

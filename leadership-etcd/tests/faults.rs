@@ -161,3 +161,40 @@ async fn a_claim_against_a_dead_server_is_unavailable_within_the_timeout() {
     );
     assert!(started.elapsed() >= Duration::from_secs(2));
 }
+
+/// Issue 19.5: what a user reads (the CLI joins the error and its causes with ": ") names
+/// the store, the operation and the endpoints, then one short line of cause; the gRPC status
+/// is still reachable through `source()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_reads_as_one_short_line() {
+    let started = Instant::now();
+    let err = EtcdStore::connect("etcd://127.0.0.1:1").await.unwrap_err();
+    let took = started.elapsed();
+    let text = chain(&err);
+    eprintln!("{text}");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(
+        took < leadership_core::DEFAULT_TIMEOUT + Duration::from_millis(500),
+        "{took:?}"
+    );
+    assert!(
+        text.starts_with(
+            "etcd store unavailable during connect: cannot reach etcd at 127.0.0.1:1: \
+             unavailable: tcp connect error: "
+        ),
+        "{text}"
+    );
+    let mut causes = Vec::new();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        causes.push(cause);
+        source = cause.source();
+    }
+    assert!(
+        causes.iter().any(|c| matches!(
+            c.downcast_ref::<etcd_client::Error>(),
+            Some(etcd_client::Error::GRpcStatus(_))
+        )),
+        "{causes:?}"
+    );
+}
