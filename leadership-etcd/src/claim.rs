@@ -52,7 +52,7 @@ pub(crate) enum KeepAlive {
 
 /// Whole seconds, rounded up: etcd leases have a granularity of one second (V3).
 /// etcd's longest lease (`MaxLeaseTTL` in its lessor): about 285 years.
-pub(crate) const MAX_LEASE_TTL_SECS: u64 = 9_000_000_000;
+const MAX_LEASE_TTL_SECS: u64 = 9_000_000_000;
 
 /// A lease duration rounded up to whole seconds (etcd's granularity, V3).
 ///

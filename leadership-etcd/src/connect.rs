@@ -16,8 +16,8 @@ use crate::retry::retry_until;
 use crate::store::{EtcdStore, Shared};
 
 /// HTTP/2 pings find a dead or frozen member under an idle watch within about this long.
-pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
-pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl EtcdStore {
     /// Connects to `url` (see [`EtcdStore::builder`]) with the default options.
