@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use leadership_core::Leadership;
+use leadership_etcd::EtcdStore;
 use leadership_etcd::etcd_client::{self, ResignOptions};
-use leadership_etcd::{EtcdConfig, EtcdStore};
 use leadership_testkit::harness::EtcdServer;
 
 use crate::driver::pair;
@@ -42,10 +42,11 @@ impl EtcdBench {
     }
 
     async fn store(&self, namespace: &str) -> BenchResult<EtcdStore> {
-        let config = EtcdConfig::from_url(&self.url)
+        let config = EtcdStore::builder(&self.url)
             .map_err(|e| format!("etcd URL: {e}"))?
             .namespace(namespace);
-        EtcdStore::connect(config)
+        config
+            .connect()
             .await
             .map_err(|e| format!("etcd store: {e}"))
     }

@@ -20,10 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use leadership_core::{Claimer, Revoker};
+use leadership_etcd::EtcdStore;
 use leadership_etcd::etcd_client::{
     Client, Compare, CompareOp, LeaseClient, PutOptions, Txn, TxnOp,
 };
-use leadership_etcd::{EtcdConfig, EtcdStore};
 use leadership_testkit::harness::EtcdServer;
 
 /// Concurrent callers: `LEADERSHIP_BENCH_CALLERS`, default 64 (the figure).
@@ -177,10 +177,10 @@ async fn put_phase(
 /// waiter's successful claim, one application at a time.
 async fn handover(store: &EtcdStore, endpoints: &[String]) -> Phase {
     const HANDOVERS: usize = 200;
-    let config = EtcdConfig::new(endpoints.to_vec()).namespace(store.namespace());
-    let waiting = EtcdStore::connect(config)
-        .await
-        .expect("connect the waiter");
+    let config = EtcdStore::builder(&format!("etcd://{}", endpoints.join(",")))
+        .expect("an etcd URL")
+        .namespace(store.namespace_name());
+    let waiting = config.connect().await.expect("connect the waiter");
     let started = Instant::now();
     let mut latencies = Vec::with_capacity(HANDOVERS);
     for round in 0..HANDOVERS {
@@ -250,7 +250,10 @@ async fn main() {
         }
     };
     let namespace = format!("bench-{}", std::process::id());
-    let store = EtcdStore::connect(EtcdConfig::new(endpoints.clone()).namespace(namespace))
+    let store = EtcdStore::builder(&format!("etcd://{}", endpoints.join(",")))
+        .expect("an etcd URL")
+        .namespace(namespace)
+        .connect()
         .await
         .expect("connect");
     println!(

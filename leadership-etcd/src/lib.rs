@@ -1,12 +1,21 @@
 #![doc = include_str!("../README.md")]
 
-mod config;
+mod builder;
+mod cas;
+mod claim;
+mod connect;
 mod error;
+mod fence;
 mod keys;
+mod retry;
 mod store;
+mod traits;
+mod txn;
+mod watch;
 
-pub use config::{DEFAULT_KEY_PREFIX, DEFAULT_NAMESPACE, DEFAULT_TIMEOUT, EtcdConfig};
+pub use builder::{DEFAULT_KEY_PREFIX, EtcdStoreBuilder};
 pub use etcd_client;
+pub use leadership_core::{DEFAULT_NAMESPACE, DEFAULT_TIMEOUT};
 pub use store::EtcdStore;
 
 /// The backend name in errors.

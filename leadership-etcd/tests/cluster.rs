@@ -3,8 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use leadership_core::{CancellationToken, Checker, Claimer, Error, Fence, Revoker};
-use leadership_etcd::{EtcdConfig, EtcdStore};
+use std::collections::BTreeMap;
+
+use etcd_client::{Txn, TxnOp};
+use leadership_core::{CancellationToken, Checker, Claimer, Error, Fence, Pinner, Reader, Revoker};
+use leadership_etcd::EtcdStore;
 use leadership_testkit::harness::EtcdCluster;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -17,10 +20,11 @@ fn cluster() -> EtcdCluster {
 }
 
 async fn connect(cluster: &EtcdCluster, timeout: Duration) -> EtcdStore {
-    let config = EtcdConfig::new(cluster.endpoints())
+    let config = EtcdStore::builder(&cluster.url())
+        .expect("a valid etcd URL")
         .namespace(leadership_core::conformance::unique_namespace("cluster"))
-        .timeout(timeout);
-    match EtcdStore::connect(config).await {
+        .operation_timeout(timeout);
+    match config.connect().await {
         Ok(store) => store,
         Err(err) => panic!("cannot connect to the cluster: {err}"),
     }
@@ -106,8 +110,10 @@ async fn leadership_survives_losing_the_raft_leader_and_fences_never_repeat() {
 async fn a_waiter_is_released_by_a_revoke_while_a_member_is_down() {
     let mut cluster = cluster();
     let store = connect(&cluster, Duration::from_secs(5)).await;
-    let config = EtcdConfig::new(cluster.endpoints()).namespace(store.namespace());
-    let waiting = EtcdStore::connect(config).await.unwrap();
+    let config = EtcdStore::builder(&cluster.url())
+        .expect("a valid etcd URL")
+        .namespace(store.namespace_name());
+    let waiting = config.connect().await.unwrap();
     store.claim_leadership("app", "app/0", LONG).await.unwrap();
     let waiter = tokio::spawn(async move {
         waiting
@@ -188,4 +194,188 @@ async fn a_claim_during_a_full_outage_is_unavailable_within_the_timeout() {
     }
     let back = eventually(Duration::from_secs(10), || check(&store, "app", "app/0")).await;
     assert_eq!(back, fence);
+}
+
+/// Every operation of the store, run once in a round of the S4 test, each failure recorded
+/// under the operation's name instead of ending the test at the first.
+async fn every_operation(
+    store: &EtcdStore,
+    round: usize,
+    failures: &mut BTreeMap<&'static str, Vec<String>>,
+    runs: &mut BTreeMap<&'static str, usize>,
+) {
+    let mut record = |op: &'static str, outcome: Result<(), String>| {
+        *runs.entry(op).or_default() += 1;
+        if let Err(err) = outcome {
+            failures.entry(op).or_default().push(err);
+        }
+    };
+    let app = format!("app{round}");
+    let unit = format!("app{round}/0");
+    let fence = match store.claim_leadership(&app, &unit, LONG).await {
+        Ok(fence) => fence,
+        Err(err) => return record("claim", Err(err.to_string())),
+    };
+    record("claim", Ok(()));
+    let renewed = store.claim_leadership(&app, &unit, LONG).await;
+    record(
+        "claim",
+        renewed
+            .map(|f| assert_eq!(f, fence))
+            .map_err(|e| e.to_string()),
+    );
+    let checked = check(store, &app, &unit).await;
+    record(
+        "check",
+        checked
+            .map(|f| assert_eq!(f, fence))
+            .map_err(|e| e.to_string()),
+    );
+    let pinned = store.pin_leadership(&app, "machine-0").await;
+    record("pin", pinned.map_err(|e| e.to_string()));
+    let pins = store.pinned_leadership().await;
+    record(
+        "pinned_leadership",
+        pins.map(|p| assert_eq!(p.get(&app), Some(&vec!["machine-0".to_owned()])))
+            .map_err(|e| e.to_string()),
+    );
+    let unpinned = store.unpin_leadership(&app, "machine-0").await;
+    record("unpin", unpinned.map_err(|e| e.to_string()));
+    let leaders = store.leaders().await;
+    record(
+        "leaders",
+        leaders
+            .map(|l| assert_eq!(l.get(&app), Some(&unit)))
+            .map_err(|e| e.to_string()),
+    );
+    let write = Txn::new().and_then(vec![TxnOp::put(format!("s4/{app}"), "x", None)]);
+    let guarded = store.guarded_txn(&app, &unit, fence, write).await;
+    record(
+        "guarded_txn",
+        guarded.map(|_| ()).map_err(|e| e.to_string()),
+    );
+    // A waiter on the held application: its read and watch, released by the revoke.
+    let waiting = store.clone();
+    let waited_app = app.clone();
+    let waiter = tokio::spawn(async move {
+        waiting
+            .block_until_leadership_released(&waited_app, CancellationToken::new())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let revoked = store.revoke_leadership(&app, &unit).await;
+    record("revoke", revoked.map_err(|e| e.to_string()));
+    let released = match tokio::time::timeout(Duration::from_secs(10), waiter).await {
+        Ok(Ok(outcome)) => outcome.map_err(|e| e.to_string()),
+        Ok(Err(panicked)) => Err(panicked.to_string()),
+        Err(_) => Err("not released within 10 s".to_owned()),
+    };
+    record("block_until_leadership_released", released);
+    // And on a vacant application: returns at once (B1).
+    let vacant = store
+        .block_until_leadership_released(&app, CancellationToken::new())
+        .await;
+    record(
+        "block_until_leadership_released",
+        vacant.map_err(|e| e.to_string()),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_every_operation_survives_one_member_down_and_is_unavailable_when_all_are() {
+    const ROUNDS: usize = 50;
+    let mut cluster = cluster();
+    let leader = cluster.leader().expect("the cluster has a leader");
+    // A follower goes: the raft leader stays up, so the cluster keeps its quorum and its
+    // leader, and only the client's choice of member can fail a call (issue 19.3).
+    let down = (leader + 1) % cluster.len();
+    cluster.kill9(down).unwrap();
+    assert_eq!(cluster.leader(), Some(leader), "the raft leader stays up");
+
+    let namespace = leadership_core::conformance::unique_namespace("s4");
+    let url = format!("{}?namespace={namespace}", cluster.url());
+    let mut failures: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+    let mut runs: BTreeMap<&'static str, usize> = BTreeMap::new();
+    for round in 0..ROUNDS {
+        // A fresh client each round: its first calls are the ones that may pick the dead
+        // member, as connect's read did in the issue.
+        *runs.entry("connect").or_default() += 1;
+        let store = match EtcdStore::connect(&url).await {
+            Ok(store) => store,
+            Err(err) => {
+                failures.entry("connect").or_default().push(err.to_string());
+                continue;
+            }
+        };
+        every_operation(&store, round, &mut failures, &mut runs).await;
+    }
+    assert!(
+        failures.is_empty(),
+        "failures with one member down: {failures:#?}"
+    );
+    assert!(
+        runs.values().all(|&n| n >= ROUNDS) && runs.len() == 10,
+        "every operation ran at least {ROUNDS} times: {runs:?}"
+    );
+
+    // Every member gone: each operation is Unavailable within the timeout.
+    let timeout = Duration::from_secs(2);
+    let bound = timeout + Duration::from_millis(500);
+    let store = EtcdStore::builder(&url)
+        .expect("a valid etcd URL")
+        .operation_timeout(timeout)
+        .connect()
+        .await
+        .unwrap();
+    let fence = store
+        .claim_leadership("gone", "gone/0", LONG)
+        .await
+        .unwrap();
+    let waiting = store.clone();
+    let waiter = tokio::spawn(async move {
+        waiting
+            .block_until_leadership_released("gone", CancellationToken::new())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..cluster.len() {
+        if i != down {
+            cluster.kill9(i).unwrap();
+        }
+    }
+    macro_rules! unavailable_in_time {
+        ($name:literal, $call:expr) => {{
+            let started = Instant::now();
+            let outcome = $call.await;
+            let took = started.elapsed();
+            assert!(
+                matches!(outcome, Err(Error::Unavailable { .. })),
+                "{}: {:?}",
+                $name,
+                outcome.map(|_| ())
+            );
+            assert!(took < bound, "{}: took {took:?}", $name);
+        }};
+    }
+    unavailable_in_time!("claim", store.claim_leadership("gone", "gone/0", LONG));
+    unavailable_in_time!("check", check(&store, "gone", "gone/0"));
+    unavailable_in_time!("pin", store.pin_leadership("gone", "m"));
+    unavailable_in_time!("unpin", store.unpin_leadership("gone", "m"));
+    unavailable_in_time!("pinned_leadership", store.pinned_leadership());
+    unavailable_in_time!("leaders", store.leaders());
+    unavailable_in_time!(
+        "guarded_txn",
+        store.guarded_txn("gone", "gone/0", fence, Txn::new())
+    );
+    unavailable_in_time!("revoke", store.revoke_leadership("gone", "gone/0"));
+    unavailable_in_time!(
+        "connect",
+        EtcdStore::builder(&url)
+            .expect("a valid etcd URL")
+            .operation_timeout(timeout)
+            .connect()
+    );
+    // A wait outlives the timeout and never ends with Ok because of errors (B5).
+    assert!(!waiter.is_finished(), "{:?}", waiter.await);
+    waiter.abort();
 }

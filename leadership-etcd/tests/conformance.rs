@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use leadership_core::conformance::{Profile, StoreFactory};
 use leadership_core::{Leadership, Policy, async_trait};
-use leadership_etcd::{EtcdConfig, EtcdStore};
+use leadership_etcd::{EtcdStore, EtcdStoreBuilder};
 
 use common::proxy::Proxy;
 
@@ -24,8 +24,8 @@ impl Factory {
         }
     }
 
-    async fn connect(&self, config: EtcdConfig) -> Arc<dyn Leadership> {
-        match EtcdStore::connect(config).await {
+    async fn connect(&self, config: EtcdStoreBuilder) -> Arc<dyn Leadership> {
+        match config.connect().await {
             Ok(store) => Arc::new(store),
             Err(err) => panic!("cannot connect to the test etcd: {err}"),
         }
@@ -35,8 +35,12 @@ impl Factory {
 #[async_trait]
 impl StoreFactory for Factory {
     async fn open(&self, namespace: &str) -> Arc<dyn Leadership> {
-        self.connect(EtcdConfig::new([self.proxy.endpoint()]).namespace(namespace))
-            .await
+        self.connect(
+            EtcdStore::builder(&format!("etcd://{}", self.proxy.endpoint()))
+                .expect("a valid etcd URL")
+                .namespace(namespace),
+        )
+        .await
     }
 
     async fn open_with_policy(
@@ -44,7 +48,8 @@ impl StoreFactory for Factory {
         namespace: &str,
         policy: Arc<dyn Policy>,
     ) -> Arc<dyn Leadership> {
-        let config = EtcdConfig::new([self.proxy.endpoint()])
+        let config = EtcdStore::builder(&format!("etcd://{}", self.proxy.endpoint()))
+            .expect("a valid etcd URL")
             .namespace(namespace)
             .policy(policy);
         self.connect(config).await

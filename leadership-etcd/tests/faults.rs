@@ -5,7 +5,7 @@ use std::error::Error as _;
 use std::time::{Duration, Instant};
 
 use leadership_core::{CancellationToken, Claimer, Error, Revoker};
-use leadership_etcd::{EtcdConfig, EtcdStore};
+use leadership_etcd::EtcdStore;
 use leadership_testkit::harness::{EtcdServer, free_port};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -40,11 +40,12 @@ async fn wrong_credentials_are_refused_clearly() {
     admin.auth_enable().await.unwrap();
 
     let config = |password: &str| {
-        EtcdConfig::new(server.endpoints())
+        EtcdStore::builder(&server.url())
+            .expect("a valid etcd URL")
             .namespace("auth")
             .credentials("root", password)
     };
-    let err = EtcdStore::connect(config("wrong")).await.unwrap_err();
+    let err = config("wrong").connect().await.unwrap_err();
     assert!(matches!(err, Error::Backend { .. }), "{err:?}");
     assert!(!err.is_retryable());
     let text = chain(&err);
@@ -54,12 +55,10 @@ async fn wrong_credentials_are_refused_clearly() {
         "the password never shows: {text}"
     );
 
-    let err = EtcdStore::connect(EtcdConfig::new(server.endpoints()))
-        .await
-        .unwrap_err();
+    let err = EtcdStore::connect(&server.url()).await.unwrap_err();
     assert!(matches!(err, Error::Backend { .. }), "{}", chain(&err));
 
-    let store = EtcdStore::connect(config("s3cret")).await.unwrap();
+    let store = config("s3cret").connect().await.unwrap();
     store.claim_leadership("app", "app/0", LONG).await.unwrap();
     store.revoke_leadership("app", "app/0").await.unwrap();
     assert!(!format!("{store:?}").contains("s3cret"));
@@ -69,9 +68,11 @@ async fn wrong_credentials_are_refused_clearly() {
 async fn an_unreachable_endpoint_is_unavailable_within_the_timeout() {
     let port = free_port().unwrap();
     let timeout = Duration::from_secs(1);
-    let config = EtcdConfig::new([format!("127.0.0.1:{port}")]).timeout(timeout);
+    let config = EtcdStore::builder(&format!("etcd://127.0.0.1:{port}"))
+        .expect("a valid etcd URL")
+        .operation_timeout(timeout);
     let started = Instant::now();
-    let err = EtcdStore::connect(config).await.unwrap_err();
+    let err = config.connect().await.unwrap_err();
     assert!(started.elapsed() < timeout + Duration::from_millis(500));
     assert!(err.is_retryable(), "{err:?}");
     let text = chain(&err);
@@ -81,7 +82,11 @@ async fn an_unreachable_endpoint_is_unavailable_within_the_timeout() {
     let server = server();
     server.pause().unwrap();
     let started = Instant::now();
-    let frozen = EtcdStore::connect(EtcdConfig::new(server.endpoints()).timeout(timeout)).await;
+    let frozen = EtcdStore::builder(&server.url())
+        .expect("a valid etcd URL")
+        .operation_timeout(timeout)
+        .connect()
+        .await;
     server.resume().unwrap();
     let err = frozen.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
@@ -92,9 +97,11 @@ async fn an_unreachable_endpoint_is_unavailable_within_the_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wait_survives_a_restart_and_fences_survive_it_too() {
     let mut server = server();
-    let config = EtcdConfig::new(server.endpoints()).namespace("restart");
-    let store = EtcdStore::connect(config.clone()).await.unwrap();
-    let waiting = EtcdStore::connect(config).await.unwrap();
+    let config = EtcdStore::builder(&server.url())
+        .expect("a valid etcd URL")
+        .namespace("restart");
+    let store = config.clone().connect().await.unwrap();
+    let waiting = config.connect().await.unwrap();
     let fence = store.claim_leadership("app", "app/0", LONG).await.unwrap();
     let waiter = tokio::spawn(async move {
         waiting
@@ -131,8 +138,10 @@ async fn a_wait_survives_a_restart_and_fences_survive_it_too() {
 async fn a_claim_against_a_dead_server_is_unavailable_within_the_timeout() {
     let mut server = server();
     let timeout = Duration::from_secs(1);
-    let config = EtcdConfig::new(server.endpoints()).timeout(timeout);
-    let store = EtcdStore::connect(config).await.unwrap();
+    let config = EtcdStore::builder(&server.url())
+        .expect("a valid etcd URL")
+        .operation_timeout(timeout);
+    let store = config.connect().await.unwrap();
     store.claim_leadership("app", "app/0", LONG).await.unwrap();
     server.kill9().unwrap();
     let started = Instant::now();
@@ -151,4 +160,41 @@ async fn a_claim_against_a_dead_server_is_unavailable_within_the_timeout() {
             .is_err()
     );
     assert!(started.elapsed() >= Duration::from_secs(2));
+}
+
+/// Issue 19.5: what a user reads (the CLI joins the error and its causes with ": ") names
+/// the store, the operation and the endpoints, then one short line of cause; the gRPC status
+/// is still reachable through `source()`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_store_reads_as_one_short_line() {
+    let started = Instant::now();
+    let err = EtcdStore::connect("etcd://127.0.0.1:1").await.unwrap_err();
+    let took = started.elapsed();
+    let text = chain(&err);
+    eprintln!("{text}");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(
+        took < leadership_core::DEFAULT_TIMEOUT + Duration::from_millis(500),
+        "{took:?}"
+    );
+    assert!(
+        text.starts_with(
+            "etcd store unavailable during connect: cannot reach etcd at 127.0.0.1:1: \
+             unavailable: tcp connect error: "
+        ),
+        "{text}"
+    );
+    let mut causes = Vec::new();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        causes.push(cause);
+        source = cause.source();
+    }
+    assert!(
+        causes.iter().any(|c| matches!(
+            c.downcast_ref::<etcd_client::Error>(),
+            Some(etcd_client::Error::GRpcStatus(_))
+        )),
+        "{causes:?}"
+    );
 }

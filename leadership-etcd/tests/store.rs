@@ -10,7 +10,7 @@ use etcd_client::{Compare, CompareOp, Txn, TxnOp};
 use leadership_core::{
     CancellationToken, Checker, Claimer, Error, Fence, PermissivePolicy, Pinner, Reader, Revoker,
 };
-use leadership_etcd::{EtcdConfig, EtcdStore};
+use leadership_etcd::EtcdStore;
 
 const SECOND: Duration = Duration::from_secs(1);
 /// etcd checks for expired leases every 500 ms; a revoke then goes through raft.
@@ -95,7 +95,9 @@ async fn a_longer_claim_moves_to_a_longer_lease_and_keeps_the_fence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_handle_of_the_holder_extends_without_a_new_term() {
     let first = common::store("handles").await;
-    let config = EtcdConfig::new(common::server().endpoints()).namespace(first.namespace());
+    let config = EtcdStore::builder(&common::server().url())
+        .expect("a valid etcd URL")
+        .namespace(first.namespace_name());
     let second = common::connect(config).await;
     let fence = first
         .claim_leadership("app", "app/0", SECOND)
@@ -299,7 +301,8 @@ async fn a_holder_renewing_while_pinned_after_its_claimed_expiry_keeps_the_term(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permissive_names_are_encoded_injectively() {
     let namespace = leadership_core::conformance::unique_namespace("names");
-    let config = EtcdConfig::new(common::server().endpoints())
+    let config = EtcdStore::builder(&common::server().url())
+        .expect("a valid etcd URL")
         .namespace(namespace)
         .policy(Arc::new(PermissivePolicy::default()));
     let store = common::connect(config).await;
@@ -349,7 +352,7 @@ async fn permissive_names_are_encoded_injectively() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guarded_writes_apply_only_while_the_fence_leads() {
     let store = common::store("guarded").await;
-    let target = format!("guarded-test/{}", store.namespace());
+    let target = format!("guarded-test/{}", store.namespace_name());
     let fence = store
         .claim_leadership("app", "app/0", SECOND * 5)
         .await
@@ -512,7 +515,9 @@ async fn invalid_input_fails_before_any_io() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handover_races_between_revoke_and_the_next_claim() {
     let store = common::store("handover").await;
-    let config = EtcdConfig::new(common::server().endpoints()).namespace(store.namespace());
+    let config = EtcdStore::builder(&common::server().url())
+        .expect("a valid etcd URL")
+        .namespace(store.namespace_name());
     let waiting = common::connect(config).await;
     for round in 0..50 {
         let application = format!("handover{round}");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use leadership_core::conformance::{Profile, StoreFactory};
 use leadership_core::{Leadership, Policy, async_trait};
-use leadership_etcd::{EtcdConfig, EtcdStore};
+use leadership_etcd::{EtcdStore, EtcdStoreBuilder};
 use leadership_testkit::harness::EtcdServer;
 
 fn server() -> &'static EtcdServer {
@@ -25,8 +25,8 @@ fn server() -> &'static EtcdServer {
 struct Factory;
 
 impl Factory {
-    async fn connect(&self, config: EtcdConfig) -> Arc<dyn Leadership> {
-        match EtcdStore::connect(config).await {
+    async fn connect(&self, config: EtcdStoreBuilder) -> Arc<dyn Leadership> {
+        match config.connect().await {
             Ok(store) => Arc::new(store),
             Err(err) => panic!("cannot connect to the test etcd: {err}"),
         }
@@ -36,8 +36,12 @@ impl Factory {
 #[async_trait]
 impl StoreFactory for Factory {
     async fn open(&self, namespace: &str) -> Arc<dyn Leadership> {
-        self.connect(EtcdConfig::new([server().endpoint()]).namespace(namespace))
-            .await
+        self.connect(
+            EtcdStore::builder(&server().url())
+                .expect("a valid etcd URL")
+                .namespace(namespace),
+        )
+        .await
     }
 
     async fn open_with_policy(
@@ -45,7 +49,8 @@ impl StoreFactory for Factory {
         namespace: &str,
         policy: Arc<dyn Policy>,
     ) -> Arc<dyn Leadership> {
-        let config = EtcdConfig::new([server().endpoint()])
+        let config = EtcdStore::builder(&server().url())
+            .expect("a valid etcd URL")
             .namespace(namespace)
             .policy(policy);
         self.connect(config).await

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use leadership_etcd::EtcdStore;
 use leadership_etcd::etcd_client::{GetOptions, Txn, TxnOp};
-use leadership_etcd::{EtcdConfig, EtcdStore};
 use leadership_testkit::harness::EtcdCluster;
 use reliability_cases::{Participant, Run, Settings, Target, WriteFn};
 use tokio::time::{Instant, sleep};
@@ -41,10 +41,11 @@ impl EtcdTarget {
     async fn connect(&self) -> EtcdStore {
         let give_up = Instant::now() + Duration::from_secs(20);
         loop {
-            let config = EtcdConfig::new(self.endpoints.clone())
+            let config = EtcdStore::builder(&format!("etcd://{}", self.endpoints.join(",")))
+                .expect("a valid etcd URL")
                 .namespace(&self.namespace)
-                .timeout(OPERATION_TIMEOUT);
-            match EtcdStore::connect(config).await {
+                .operation_timeout(OPERATION_TIMEOUT);
+            match config.connect().await {
                 Ok(store) => return store,
                 Err(err) if err.is_retryable() && Instant::now() < give_up => {
                     sleep(Duration::from_millis(100)).await;

@@ -8,8 +8,8 @@ use std::error::Error as _;
 use std::time::Duration;
 
 use leadership_core::{Checker, Claimer, Error, Pinner, Reader};
+use leadership_etcd::EtcdStore;
 use leadership_etcd::etcd_client::{Client, GetOptions, Permission};
-use leadership_etcd::{EtcdConfig, EtcdStore};
 use leadership_testkit::harness::{EtcdServer, EtcdTls};
 
 mod tls_ca;
@@ -29,11 +29,12 @@ fn chain(err: &Error) -> String {
 }
 
 async fn as_user(server: &EtcdServer, namespace: &str, user: &str) -> EtcdStore {
-    let config = EtcdConfig::new(server.endpoints())
+    let config = EtcdStore::builder(&server.url())
+        .expect("a valid etcd URL")
         .namespace(namespace)
         .credentials(user, format!("{user}-pw"))
-        .timeout(Duration::from_secs(3));
-    match EtcdStore::connect(config).await {
+        .operation_timeout(Duration::from_secs(3));
+    match config.connect().await {
         Ok(store) => store,
         Err(err) => panic!("{user} cannot connect: {}", chain(&err)),
     }
@@ -93,11 +94,13 @@ async fn a_role_limited_to_another_prefix_can_do_nothing_here() {
 
     // Bob, limited to ns-b, gets no handle on ns-a at all: the store checks its access to
     // the namespace when it connects, so nothing can be claimed, checked or revoked there.
-    let config = EtcdConfig::new(server.endpoints())
+    let config = EtcdStore::builder(&server.url())
+        .expect("a valid etcd URL")
         .namespace("ns-a")
         .credentials("bob", "bob-pw")
-        .timeout(Duration::from_secs(3));
-    let err = EtcdStore::connect(config)
+        .operation_timeout(Duration::from_secs(3));
+    let err = config
+        .connect()
         .await
         .expect_err("bob must be refused in ns-a");
     assert!(is_refused(&err), "{}", chain(&err));
@@ -198,7 +201,7 @@ async fn etcds_with_a_generated_ca_works_and_another_ca_is_refused() {
     let url = server.tls_url().expect("a TLS endpoint");
 
     let trusted = format!("{url}?ca={}&namespace=tls&timeout=3s", ca_file.display());
-    let store = match EtcdStore::connect_url(&trusted).await {
+    let store = match EtcdStore::connect(&trusted).await {
         Ok(store) => store,
         Err(err) => panic!("etcds:// with the right CA: {}", chain(&err)),
     };
@@ -214,7 +217,7 @@ async fn etcds_with_a_generated_ca_works_and_another_ca_is_refused() {
         other_ca_file.display()
     );
     let started = std::time::Instant::now();
-    let err = match EtcdStore::connect_url(&untrusted).await {
+    let err = match EtcdStore::connect(&untrusted).await {
         Ok(_) => panic!("etcds:// with another CA must be refused"),
         Err(err) => err,
     };

@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use leadership_etcd::{EtcdConfig, EtcdStore};
+use leadership_etcd::{EtcdStore, EtcdStoreBuilder};
 use leadership_testkit::harness::EtcdServer;
 
 static SERVER: OnceLock<EtcdServer> = OnceLock::new();
@@ -20,14 +20,19 @@ pub fn server() -> &'static EtcdServer {
 /// A new handle on the shared server in a namespace no other test uses.
 pub async fn store(case: &str) -> EtcdStore {
     let namespace = leadership_core::conformance::unique_namespace(case);
-    connect(EtcdConfig::new(server().endpoints()).namespace(namespace)).await
+    connect(
+        EtcdStore::builder(&server().url())
+            .expect("a valid etcd URL")
+            .namespace(namespace),
+    )
+    .await
 }
 
 pub mod proxy;
 
 /// Connects or fails the test with the error.
-pub async fn connect(config: EtcdConfig) -> EtcdStore {
-    match EtcdStore::connect(config).await {
+pub async fn connect(config: EtcdStoreBuilder) -> EtcdStore {
+    match config.connect().await {
         Ok(store) => store,
         Err(err) => panic!(
             "cannot connect to the test etcd: {err} ({:?})",

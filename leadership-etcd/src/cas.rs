@@ -1,0 +1,221 @@
+//! The compare-and-swap loops of revoke and pins (R1–R3, P1–P6).
+
+use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+use leadership_core::{Error, Result};
+
+use crate::BACKEND;
+use crate::error::map_err;
+use crate::store::EtcdStore;
+use crate::txn::{Found, found_in, gets_of};
+
+/// Compare-and-swap loops give up after this many lost races (only reachable under heavy
+/// contention on one application's pins).
+pub(crate) const MAX_RACES: usize = 16;
+
+pub(crate) fn contention(operation: &'static str) -> Error {
+    Error::unavailable(
+        BACKEND,
+        operation,
+        "lost too many races with concurrent changes; try again",
+    )
+}
+
+impl EtcdStore {
+    /// One read of the leader key and the clock key.
+    pub(crate) async fn read_term(
+        &self,
+        application: &str,
+        operation: &'static str,
+    ) -> Result<Option<Found>> {
+        let keys = &self.inner.keys;
+        let read = Txn::new().and_then(vec![
+            TxnOp::get(keys.leader(application), None),
+            TxnOp::get(keys.clock(application), None),
+        ]);
+        let mut kv = self.inner.shared.client.kv_client();
+        let response = kv.txn(read).await.map_err(|e| map_err(operation, e))?;
+        Ok(found_in(&response))
+    }
+
+    pub(crate) async fn revoke_once(&self, application: &str, unit: &str) -> Result<()> {
+        // The term being revoked, once found: after that, only this term matters.
+        let mut term: Option<i64> = None;
+        for _ in 0..MAX_RACES {
+            let found = self.read_term(application, "revoke").await?;
+            let found = match (found, term) {
+                (Some(found), Some(term)) if found.lead.create_revision() != term => None,
+                (found, _) => found,
+            };
+            let Some(found) = found else {
+                // Vacant (R3), or our term ended and another began after it.
+                self.forget(application);
+                return Ok(());
+            };
+            if found.lead.value() != unit.as_bytes() {
+                return Err(Error::ClaimNotHeld);
+            }
+            term = Some(found.lead.create_revision());
+            let lease = found.lead.lease();
+            if lease != 0 {
+                // Revoking the term's lease deletes the leader key in the same step, which
+                // wakes every watcher (R1). Read again: a pin may have moved the key off the
+                // lease just before.
+                self.revoke_lease(lease).await?;
+                continue;
+            }
+            let keys = &self.inner.keys;
+            let lead_key = keys.leader(application);
+            let delete = Txn::new()
+                .when(vec![
+                    Compare::create_revision(
+                        lead_key.clone(),
+                        CompareOp::Equal,
+                        found.lead.create_revision(),
+                    ),
+                    Compare::lease(lead_key.clone(), CompareOp::Equal, 0),
+                ])
+                .and_then(vec![
+                    TxnOp::delete(lead_key, None),
+                    TxnOp::delete(keys.clock(application), None),
+                ]);
+            let mut kv = self.inner.shared.client.kv_client();
+            let response = kv.txn(delete).await.map_err(|e| map_err("revoke", e))?;
+            if response.succeeded() {
+                self.forget(application);
+                if let Some(clock) = &found.clock {
+                    self.revoke_lease(clock.lease()).await?;
+                }
+                return Ok(());
+            }
+        }
+        Err(contention("revoke"))
+    }
+
+    pub(crate) async fn pin_once(&self, application: &str, entity: &str) -> Result<()> {
+        let keys = &self.inner.keys;
+        let lead_key = keys.leader(application);
+        let pin = TxnOp::put(keys.pin(application, entity), "", None);
+        let mut kv = self.inner.shared.client.kv_client();
+        for _ in 0..MAX_RACES {
+            let response = kv
+                .get(lead_key.clone(), None)
+                .await
+                .map_err(|e| map_err("pin", e))?;
+            let txn = match response.kvs().first() {
+                // Vacant: the pin waits for the next claimant (P4).
+                None => Txn::new()
+                    .when(vec![Compare::create_revision(
+                        lead_key.clone(),
+                        CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then(vec![pin.clone()]),
+                // Held on its lease: move the key off the lease so it cannot expire (P1),
+                // and keep the lease on a clock key so that the claimed expiry goes on
+                // counting on etcd's clock (P3).
+                Some(lead) if lead.lease() != 0 => Txn::new()
+                    .when(vec![Compare::mod_revision(
+                        lead_key.clone(),
+                        CompareOp::Equal,
+                        lead.mod_revision(),
+                    )])
+                    .and_then(vec![
+                        pin.clone(),
+                        TxnOp::put(lead_key.clone(), lead.value(), None),
+                        TxnOp::put(
+                            keys.clock(application),
+                            "",
+                            Some(PutOptions::new().with_lease(lead.lease())),
+                        ),
+                    ]),
+                Some(lead) => Txn::new()
+                    .when(vec![Compare::mod_revision(
+                        lead_key.clone(),
+                        CompareOp::Equal,
+                        lead.mod_revision(),
+                    )])
+                    .and_then(vec![pin.clone()]),
+            };
+            if kv
+                .txn(txn)
+                .await
+                .map_err(|e| map_err("pin", e))?
+                .succeeded()
+            {
+                return Ok(());
+            }
+        }
+        Err(contention("pin"))
+    }
+
+    pub(crate) async fn unpin_once(&self, application: &str, entity: &str) -> Result<()> {
+        let keys = &self.inner.keys;
+        let mut kv = self.inner.shared.client.kv_client();
+        kv.delete(keys.pin(application, entity), None)
+            .await
+            .map_err(|e| map_err("unpin", e))?;
+        let lead_key = keys.leader(application);
+        let clock_key = keys.clock(application);
+        let pins = keys.pins_of(application);
+        for _ in 0..MAX_RACES {
+            let read = Txn::new().and_then(vec![
+                TxnOp::get(lead_key.clone(), None),
+                TxnOp::get(clock_key.clone(), None),
+                TxnOp::get(
+                    pins.clone(),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                ),
+            ]);
+            let response = kv.txn(read).await.map_err(|e| map_err("unpin", e))?;
+            let gets = gets_of(&response);
+            let pin_count = gets.get(2).map_or(0, |g| g.count());
+            let Some(lead) = gets.first().and_then(|g| g.kvs().first()) else {
+                return Ok(());
+            };
+            if pin_count > 0 || lead.lease() != 0 {
+                return Ok(());
+            }
+            let clock = gets.get(1).and_then(|g| g.kvs().first());
+            let mut when = vec![
+                Compare::mod_revision(lead_key.clone(), CompareOp::Equal, lead.mod_revision()),
+                Compare::version(pins.clone(), CompareOp::Equal, 0).with_prefix(),
+            ];
+            let then = match clock {
+                // Expiry resumes at the claimed expiry: back onto the term's lease (P3).
+                Some(clock) => {
+                    when.push(Compare::mod_revision(
+                        clock_key.clone(),
+                        CompareOp::Equal,
+                        clock.mod_revision(),
+                    ));
+                    vec![
+                        TxnOp::put(
+                            lead_key.clone(),
+                            lead.value(),
+                            Some(PutOptions::new().with_lease(clock.lease())),
+                        ),
+                        TxnOp::delete(clock_key.clone(), None),
+                    ]
+                }
+                // The claimed expiry passed while pinned: the lease ends at once (P3).
+                None => {
+                    when.push(Compare::create_revision(
+                        clock_key.clone(),
+                        CompareOp::Equal,
+                        0,
+                    ));
+                    vec![TxnOp::delete(lead_key.clone(), None)]
+                }
+            };
+            let done = kv
+                .txn(Txn::new().when(when).and_then(then))
+                .await
+                .map_err(|e| map_err("unpin", e))?
+                .succeeded();
+            if done {
+                return Ok(());
+            }
+        }
+        Err(contention("unpin"))
+    }
+}
