@@ -10,5 +10,6 @@ mod store;
 mod tls;
 mod waiters;
 
-pub use config::{DEFAULT_NAMESPACE, DEFAULT_OPERATION_TIMEOUT, RedisStoreBuilder};
+pub use config::RedisStoreBuilder;
+pub use leadership_core::{DEFAULT_NAMESPACE, DEFAULT_TIMEOUT};
 pub use store::{GuardedScript, RedisStore};

@@ -34,18 +34,46 @@ pub struct RedisStore {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    conn: ConnectionManager,
-    keys: Keys,
-    namespace: String,
+/// What every namespace handle over one connection shares (S3): the command connection,
+/// the release subscriber, the options, and the renewal hints (keyed by lease key, which
+/// holds the namespace).
+pub(crate) struct Connection {
+    manager: ConnectionManager,
     endpoint: String,
     timeout: Duration,
     policy: Arc<dyn Policy>,
+    /// One subscriber connection for the waiters of every namespace.
     waiters: Waiters,
-    /// Leases this handle was granted or last saw held by the claiming unit, by lease key, so
-    /// that their renewal can take a fast path (see [`Inner::claim`]). A hint only: the
-    /// server decides every claim.
+    /// Leases this connection's handles were granted or last saw held by the claiming unit,
+    /// by lease key, so that their renewal can take a fast path (see [`Inner::claim`]). A
+    /// hint only: the server decides every claim.
     hints: Hints,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        client: Client,
+        manager: ConnectionManager,
+        endpoint: String,
+        timeout: Duration,
+        policy: Arc<dyn Policy>,
+    ) -> Self {
+        Connection {
+            manager,
+            endpoint,
+            timeout,
+            policy,
+            waiters: Waiters::new(client, timeout),
+            hints: Hints::new(),
+        }
+    }
+}
+
+/// One namespace over a shared [`Connection`].
+pub(crate) struct Inner {
+    shared: Arc<Connection>,
+    keys: Keys,
+    namespace: String,
 }
 
 /// The longest lease: 9,000,000,000 s (about 285 years), as etcd's. It keeps `now + duration`
@@ -70,34 +98,20 @@ fn lease_millis(duration: Duration) -> Result<u64> {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
-            .field("endpoint", &self.inner.endpoint)
+            .field("endpoint", &self.inner.shared.endpoint)
             .field("namespace", &self.inner.namespace)
-            .field("operation_timeout", &self.inner.timeout)
-            .field("policy", &self.inner.policy)
+            .field("operation_timeout", &self.inner.shared.timeout)
+            .field("policy", &self.inner.shared.policy)
             .finish_non_exhaustive()
     }
 }
 
 impl Inner {
-    pub(crate) fn new(
-        client: Client,
-        conn: ConnectionManager,
-        namespace: &str,
-        endpoint: String,
-        timeout: Duration,
-        policy: Arc<dyn Policy>,
-    ) -> Self {
-        let keys = Keys::new(namespace);
-        let waiters = Waiters::new(client, keys.channel.clone(), timeout);
+    fn new(shared: Arc<Connection>, namespace: &str) -> Self {
         Inner {
-            conn,
-            keys,
+            shared,
+            keys: Keys::new(namespace),
             namespace: namespace.to_owned(),
-            endpoint,
-            timeout,
-            policy,
-            waiters,
-            hints: Hints::new(),
         }
     }
 
@@ -107,13 +121,13 @@ impl Inner {
         operation: &'static str,
         call: impl Future<Output = RedisResult<T>>,
     ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, call).await {
+        match tokio::time::timeout(self.shared.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => Err(map_redis_error(operation, err)),
             Err(_) => Err(Error::unavailable(
                 BACKEND,
                 operation,
-                TimedOut(self.timeout),
+                TimedOut(self.shared.timeout),
             )),
         }
     }
@@ -123,7 +137,7 @@ impl Inner {
         operation: &'static str,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.shared.manager.clone();
         self.within(operation, invocation.invoke_async(&mut conn))
             .await
     }
@@ -132,11 +146,11 @@ impl Inner {
         let started = Instant::now();
         if let Some(hint) = self
             .keys
-            .with_lease(application, unit, |key| self.hints.get(key))
+            .with_lease(application, unit, |key| self.shared.hints.get(key))
         {
             // A hint exists only for names this handle's policy accepted before: the
             // duration is all there is left to check.
-            self.policy.check_duration(duration)?;
+            self.shared.policy.check_duration(duration)?;
             let millis = lease_millis(duration)?;
             if hint.fresh(started) {
                 let extended = if hint.millis == millis {
@@ -158,7 +172,9 @@ impl Inner {
                 }
             }
         }
-        self.policy.check_claim(application, unit, duration)?;
+        self.shared
+            .policy
+            .check_claim(application, unit, duration)?;
         let millis = lease_millis(duration)?;
         let key = self.keys.lease(application, unit);
         // Boxed, so that the fast path above, the hot one, stays a small future.
@@ -176,7 +192,7 @@ impl Inner {
         pipe.add_command(pexpire_gt(key, millis))
             .cmd("GET")
             .arg(key);
-        let mut conn = self.conn.clone();
+        let mut conn = self.shared.manager.clone();
         let (extended, fence): (i64, Option<u64>) =
             self.within("claim", pipe.query_async(&mut conn)).await?;
         Ok(match fence {
@@ -189,7 +205,7 @@ impl Inner {
     /// `verified` and extended the lease by `millis`.
     fn remember(&self, key: String, fence: Fence, verified: Instant, millis: u64) {
         let pexpire = Arc::new(pexpire_gt(&key, millis));
-        self.hints.insert(
+        self.shared.hints.insert(
             key,
             Held {
                 fence,
@@ -219,7 +235,7 @@ impl Inner {
             .arg(unit);
         match self.eval::<u64>("claim", &invocation).await? {
             0 => {
-                self.hints.remove(&key);
+                self.shared.hints.remove(&key);
                 Err(Error::ClaimDenied)
             }
             fence => {
@@ -235,7 +251,7 @@ impl Inner {
     /// unit leads, to `now + ms` (C2: `GT` never shortens). `false` (the key is gone, pinned,
     /// or already expires at or after `now + ms`): the caller runs the claim script instead.
     async fn extend(&self, pexpire: &redis::Cmd) -> Result<bool> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.shared.manager.clone();
         let extended: i64 = self.within("claim", pexpire.query_async(&mut conn)).await?;
         Ok(extended == 1)
     }
@@ -243,7 +259,7 @@ impl Inner {
     /// The command a token of `unit` for `application` sends, `GET <lease key>`, or why the
     /// names are invalid; worked out once per token (K2: a token is checked many times).
     fn token_get(&self, application: &str, unit: &str) -> Result<redis::Cmd> {
-        self.policy.check_member(application, unit)?;
+        self.shared.policy.check_member(application, unit)?;
         let mut get = redis::cmd("GET");
         get.arg(self.keys.lease(application, unit));
         Ok(get)
@@ -252,7 +268,7 @@ impl Inner {
     async fn check(&self, application: &str, unit: &str, get: &redis::Cmd) -> Result<Fence> {
         // The lease key exists exactly while the unit leads (Redis expires it on the
         // server's clock), so a check is one plain GET.
-        let mut conn = self.conn.clone();
+        let mut conn = self.shared.manager.clone();
         let fence: Option<u64> = self.within("check", get.query_async(&mut conn)).await?;
         match fence {
             Some(fence) => Ok(Fence(fence)),
@@ -276,17 +292,19 @@ impl Inner {
     }
 
     async fn block(&self, application: &str, cancel: CancellationToken) -> Result<()> {
-        self.policy.check_application(application)?;
+        self.shared.policy.check_application(application)?;
         if cancel.is_cancelled() {
             return Err(Error::BlockCancelled);
         }
-        let mut registration = self.waiters.register(application);
-        let mut subscription = self.waiters.subscription();
+        let mut registration = self
+            .shared
+            .waiters
+            .register(&self.keys.channel, application);
         let mut backoff = Backoff::new();
         loop {
             // Look only while subscribed: a release after the look is then never missed.
             loop {
-                let state = subscription.borrow_and_update().clone();
+                let state = registration.state.borrow_and_update().clone();
                 if state.connected {
                     break;
                 }
@@ -296,7 +314,7 @@ impl Inner {
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => return Err(Error::BlockCancelled),
-                    changed = subscription.changed() => if changed.is_err() {
+                    changed = registration.state.changed() => if changed.is_err() {
                         return Err(Error::Stopped { what: "redis release subscriber" });
                     },
                 }
@@ -339,7 +357,7 @@ impl Inner {
                         return Ok(());
                     }
                 }
-                changed = subscription.changed() => if changed.is_err() {
+                changed = registration.state.changed() => if changed.is_err() {
                     return Err(Error::Stopped { what: "redis release subscriber" });
                 },
                 () = timer => {}
@@ -348,9 +366,9 @@ impl Inner {
     }
 
     async fn revoke(&self, application: &str, unit: &str) -> Result<()> {
-        self.policy.check_member(application, unit)?;
+        self.shared.policy.check_member(application, unit)?;
         let key = self.keys.lease(application, unit);
-        self.hints.remove(&key);
+        self.shared.hints.remove(&key);
         let mut invocation = scripts::REVOKE.prepare_invoke();
         invocation
             .key(key)
@@ -366,7 +384,7 @@ impl Inner {
     }
 
     async fn pin(&self, application: &str, entity: &str, script: &Script) -> Result<()> {
-        self.policy.check_pin(application, entity)?;
+        self.shared.policy.check_pin(application, entity)?;
         let mut invocation = script.prepare_invoke();
         invocation
             .key(self.keys.pins(application))
@@ -414,7 +432,7 @@ impl Inner {
         keys: &[&str],
         args: &[&[u8]],
     ) -> Result<T> {
-        self.policy.check_member(application, unit)?;
+        self.shared.policy.check_member(application, unit)?;
         let mut invocation = script.prepare_invoke();
         invocation
             .key(self.keys.lease(application, unit))
@@ -448,36 +466,62 @@ fn bad_reply(operation: &'static str, what: &str) -> Error {
 }
 
 impl RedisStore {
-    /// Options: credentials, database, namespace, timeouts, policy, TLS roots.
+    /// Parses `url` into options that can still be changed before connecting: credentials,
+    /// database, namespace, timeouts, policy, TLS roots.
     ///
-    /// `url` is `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS.
-    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
-        RedisStoreBuilder::new(url)
-    }
-
-    /// Connects to `url` with the default options and `namespace`.
+    /// `url` is `redis://[user:password@]host[:port][/db][?namespace=NS&timeout=DURATION]`,
+    /// or `rediss://…` for TLS, in the one URL grammar of every store (S1, S2): user,
+    /// password and parameters are percent-decoded, the timeout is humane (`500ms`, `1.5s`,
+    /// `1m`), and any other parameter is an error naming it.
     ///
     /// # Errors
-    /// See [`RedisStoreBuilder::connect`].
-    pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
-        Self::builder(url).namespace(namespace).connect().await
+    /// [`Error::InvalidUrl`] naming what is wrong (the password redacted).
+    pub fn builder(url: &str) -> Result<RedisStoreBuilder> {
+        RedisStoreBuilder::from_url(url)
     }
 
-    pub(crate) fn from_inner(inner: Inner) -> Self {
+    /// Connects to `url` (see [`RedisStore::builder`]) with the default options.
+    ///
+    /// # Errors
+    /// As [`RedisStore::builder`] and [`RedisStoreBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::builder(url)?.connect().await
+    }
+
+    pub(crate) fn open(shared: Connection, namespace: &str) -> Self {
         RedisStore {
-            inner: Arc::new(inner),
+            inner: Arc::new(Inner::new(Arc::new(shared), namespace)),
+        }
+    }
+
+    /// A handle for namespace `name` over this handle's connection and release subscriber
+    /// (S3): a controller with thousands of models opens one command connection and one
+    /// subscriber connection, not thousands. Handles of different namespaces share nothing
+    /// else (N1).
+    pub fn namespace(&self, name: &str) -> RedisStore {
+        RedisStore {
+            inner: Arc::new(Inner::new(self.inner.shared.clone(), name)),
         }
     }
 
     /// This handle's namespace (N1).
-    pub fn namespace(&self) -> &str {
+    pub fn namespace_name(&self) -> &str {
         &self.inner.namespace
     }
 
-    /// How many calls are blocked in `block_until_leadership_released` on this handle (and
-    /// its clones). A cancelled or dropped wait leaves nothing behind (B3).
+    /// How long any operation of this handle may take, retries included, before it fails
+    /// with `Unavailable` (E1, S4).
+    pub fn operation_timeout(&self) -> Duration {
+        self.inner.shared.timeout
+    }
+
+    /// How many calls are blocked in `block_until_leadership_released` in this handle's
+    /// namespace (over its connection). A cancelled or dropped wait leaves nothing behind (B3).
     pub fn blocked_waiters(&self) -> usize {
-        self.inner.waiters.registered()
+        self.inner
+            .shared
+            .waiters
+            .registered(&self.inner.keys.channel)
     }
 
     /// The key prefix of this namespace, `leadership:{n<ns>}:`. Keys for guarded writes

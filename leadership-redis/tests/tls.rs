@@ -88,6 +88,7 @@ async fn rediss_with_a_private_ca() {
     assert!(url.starts_with("rediss://localhost:"), "{url}");
 
     let store = RedisStore::builder(&url)
+        .expect("valid redis URL")
         .password("tls-secret")
         .tls_root_cert_pem(ca)
         .namespace("tls")
@@ -109,6 +110,7 @@ async fn rediss_with_a_private_ca() {
 
     // The system roots do not know the private CA: the handshake must fail.
     let untrusted = RedisStore::builder(&url)
+        .expect("valid redis URL")
         .password("tls-secret")
         .operation_timeout(std::time::Duration::from_secs(2))
         .connect()
