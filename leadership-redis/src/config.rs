@@ -12,7 +12,8 @@ use redis::{
     RedisConnectionInfo,
 };
 
-use crate::error::{BACKEND, TimedOut, map_redis_error};
+use crate::error::{BACKEND, map_redis_error};
+use crate::retry::{Retry, retrying};
 use crate::store::{Connection, RedisStore};
 
 /// Redis's port when the URL names none.
@@ -192,29 +193,9 @@ impl RedisStoreBuilder {
     pub async fn connect(self) -> Result<RedisStore> {
         let client = self.client()?;
         let timeout = self.operation_timeout;
-        // One plain connection first: a wrong password fails here at once, clearly, instead
-        // of inside the manager's reconnect loop.
         let probe_config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
-        let probe = tokio::time::timeout(
-            timeout,
-            client.get_multiplexed_async_connection_with_config(&probe_config),
-        )
-        .await
-        .map_err(|_| Error::unavailable(BACKEND, "connect", TimedOut(timeout)))?
-        .map_err(map_connect_error)?;
-        // Without credentials the handshake sends nothing that needs a login: ask once.
-        let mut probe = probe;
-        tokio::time::timeout(
-            timeout,
-            redis::cmd("PING").query_async::<redis::Value>(&mut probe),
-        )
-        .await
-        .map_err(|_| Error::unavailable(BACKEND, "connect", TimedOut(timeout)))?
-        .map_err(map_connect_error)?;
-        drop(probe);
-
         // Every call is already bounded by the operation timeout (which also covers waiting
         // for a reconnect); a second per-request timer would only cost time on the hot path.
         let manager_config = ConnectionManagerConfig::new()
@@ -223,13 +204,28 @@ impl RedisStoreBuilder {
             .set_number_of_retries(4)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_secs(1));
-        let manager = tokio::time::timeout(
+        // The one retry path (S4): a server that refuses connections now (restarting, failing
+        // over) is tried again until the operation timeout; a refused login is not.
+        let manager = retrying(
+            "connect",
             timeout,
-            ConnectionManager::new_with_config(client.clone(), manager_config),
+            Retry::Idempotent,
+            map_connect_error,
+            || async {
+                // One plain connection first: a wrong password fails here at once, clearly,
+                // instead of inside the manager's reconnect loop. Without credentials the
+                // handshake sends nothing that needs a login: ask once.
+                let mut probe = client
+                    .get_multiplexed_async_connection_with_config(&probe_config)
+                    .await?;
+                redis::cmd("PING")
+                    .query_async::<redis::Value>(&mut probe)
+                    .await?;
+                drop(probe);
+                ConnectionManager::new_with_config(client.clone(), manager_config.clone()).await
+            },
         )
-        .await
-        .map_err(|_| Error::unavailable(BACKEND, "connect", TimedOut(timeout)))?
-        .map_err(|e| map_redis_error("connect", e))?;
+        .await?;
 
         let endpoint = self.endpoint();
         let connection = Connection::new(client, manager, endpoint, timeout, self.policy);

@@ -4,6 +4,7 @@ mod config;
 mod error;
 mod hints;
 mod keys;
+mod retry;
 mod scripts;
 mod store;
 #[cfg(feature = "tls")]

@@ -15,11 +15,12 @@ use redis::aio::ConnectionManager;
 use redis::{Client, FromRedisValue, RedisResult, Script, ScriptInvocation};
 
 use crate::config::RedisStoreBuilder;
-use crate::error::{BACKEND, BadReply, TimedOut, map_redis_error};
+use crate::error::{BACKEND, BadReply, map_redis_error};
 use crate::hints::{Held, Hints, pexpire_gt};
 use crate::keys::Keys;
+use crate::retry::{Backoff, Retry, retrying};
 use crate::scripts;
-use crate::waiters::{Backoff, Waiters};
+use crate::waiters::Waiters;
 
 /// A leadership store over Redis 7.
 ///
@@ -115,31 +116,39 @@ impl Inner {
         }
     }
 
-    /// Runs `call` within the operation timeout, mapping errors (E1).
-    async fn within<T>(
+    /// Runs `attempt` through the one retry path (S4, E1): retried on retryable errors
+    /// within the operation timeout, then `Unavailable`.
+    async fn within<T, F, Fut>(
         &self,
         operation: &'static str,
-        call: impl Future<Output = RedisResult<T>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.shared.timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(map_redis_error(operation, err)),
-            Err(_) => Err(Error::unavailable(
-                BACKEND,
-                operation,
-                TimedOut(self.shared.timeout),
-            )),
-        }
+        retry: Retry,
+        attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let mut attempt = attempt;
+        retrying(
+            operation,
+            self.shared.timeout,
+            retry,
+            |err| map_redis_error(operation, err),
+            || attempt(self.shared.manager.clone()),
+        )
+        .await
     }
 
     async fn eval<T: FromRedisValue>(
         &self,
         operation: &'static str,
+        retry: Retry,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T> {
-        let mut conn = self.shared.manager.clone();
-        self.within(operation, invocation.invoke_async(&mut conn))
-            .await
+        self.within(operation, retry, |mut conn| async move {
+            invocation.invoke_async(&mut conn).await
+        })
+        .await
     }
 
     async fn claim(&self, application: &str, unit: &str, duration: Duration) -> Result<Fence> {
@@ -192,9 +201,12 @@ impl Inner {
         pipe.add_command(pexpire_gt(key, millis))
             .cmd("GET")
             .arg(key);
-        let mut conn = self.shared.manager.clone();
-        let (extended, fence): (i64, Option<u64>) =
-            self.within("claim", pipe.query_async(&mut conn)).await?;
+        let pipe = &pipe;
+        let (extended, fence): (i64, Option<u64>) = self
+            .within("claim", Retry::Idempotent, |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
         Ok(match fence {
             Some(fence) if extended == 1 => Some(Fence(fence)),
             _ => None,
@@ -233,7 +245,10 @@ impl Inner {
             .arg(&self.keys.prefix)
             .arg(application)
             .arg(unit);
-        match self.eval::<u64>("claim", &invocation).await? {
+        match self
+            .eval::<u64>("claim", Retry::Idempotent, &invocation)
+            .await?
+        {
             0 => {
                 self.shared.hints.remove(&key);
                 Err(Error::ClaimDenied)
@@ -251,8 +266,11 @@ impl Inner {
     /// unit leads, to `now + ms` (C2: `GT` never shortens). `false` (the key is gone, pinned,
     /// or already expires at or after `now + ms`): the caller runs the claim script instead.
     async fn extend(&self, pexpire: &redis::Cmd) -> Result<bool> {
-        let mut conn = self.shared.manager.clone();
-        let extended: i64 = self.within("claim", pexpire.query_async(&mut conn)).await?;
+        let extended: i64 = self
+            .within("claim", Retry::Idempotent, |mut conn| async move {
+                pexpire.query_async(&mut conn).await
+            })
+            .await?;
         Ok(extended == 1)
     }
 
@@ -268,8 +286,11 @@ impl Inner {
     async fn check(&self, application: &str, unit: &str, get: &redis::Cmd) -> Result<Fence> {
         // The lease key exists exactly while the unit leads (Redis expires it on the
         // server's clock), so a check is one plain GET.
-        let mut conn = self.shared.manager.clone();
-        let fence: Option<u64> = self.within("check", get.query_async(&mut conn)).await?;
+        let fence: Option<u64> = self
+            .within("check", Retry::Idempotent, |mut conn| async move {
+                get.query_async(&mut conn).await
+            })
+            .await?;
         match fence {
             Some(fence) => Ok(Fence(fence)),
             None => Err(Error::not_leader(unit, application)),
@@ -284,11 +305,16 @@ impl Inner {
             .key(&self.keys.owners)
             .arg(application)
             .arg(self.keys.lease_of(application));
-        Ok(match self.eval::<i64>("block", &invocation).await? {
-            -1 => Some(None),
-            millis if millis > 0 => Some(Some(Duration::from_millis(millis.unsigned_abs()))),
-            _ => None,
-        })
+        Ok(
+            match self
+                .eval::<i64>("block", Retry::Idempotent, &invocation)
+                .await?
+            {
+                -1 => Some(None),
+                millis if millis > 0 => Some(Some(Duration::from_millis(millis.unsigned_abs()))),
+                _ => None,
+            },
+        )
     }
 
     async fn block(&self, application: &str, cancel: CancellationToken) -> Result<()> {
@@ -377,7 +403,10 @@ impl Inner {
             .arg(application)
             .arg(self.keys.lease_of(application))
             .arg(&self.keys.channel);
-        match self.eval::<i64>("revoke", &invocation).await? {
+        match self
+            .eval::<i64>("revoke", Retry::Idempotent, &invocation)
+            .await?
+        {
             0 => Err(Error::ClaimNotHeld),
             _ => Ok(()),
         }
@@ -395,7 +424,9 @@ impl Inner {
             .arg(entity)
             .arg(self.keys.lease_of(application))
             .arg(&self.keys.channel);
-        self.eval::<i64>("pin", &invocation).await.map(drop)
+        self.eval::<i64>("pin", Retry::Idempotent, &invocation)
+            .await
+            .map(drop)
     }
 
     async fn pinned(&self) -> Result<BTreeMap<String, Vec<String>>> {
@@ -403,7 +434,8 @@ impl Inner {
         invocation
             .key(&self.keys.pinned)
             .arg(&self.keys.pins_prefix);
-        let pairs: Vec<(String, Vec<String>)> = self.eval("pinned", &invocation).await?;
+        let pairs: Vec<(String, Vec<String>)> =
+            self.eval("pinned", Retry::Idempotent, &invocation).await?;
         Ok(pairs
             .into_iter()
             .filter(|(_, entities)| !entities.is_empty())
@@ -419,7 +451,8 @@ impl Inner {
         invocation
             .key(&self.keys.owners)
             .arg(&self.keys.lease_prefix);
-        let pairs: Vec<(String, String)> = self.eval("leaders", &invocation).await?;
+        let pairs: Vec<(String, String)> =
+            self.eval("leaders", Retry::Idempotent, &invocation).await?;
         Ok(pairs.into_iter().collect())
     }
 
@@ -428,7 +461,7 @@ impl Inner {
         application: &str,
         unit: &str,
         fence: Fence,
-        script: &Script,
+        (script, retry): (&Script, Retry),
         keys: &[&str],
         args: &[&[u8]],
     ) -> Result<T> {
@@ -443,7 +476,7 @@ impl Inner {
         for arg in args {
             invocation.arg(*arg);
         }
-        let reply: redis::Value = self.eval("guarded write", &invocation).await?;
+        let reply: redis::Value = self.eval("guarded write", retry, &invocation).await?;
         let redis::Value::Array(mut items) = reply else {
             return Err(bad_reply("guarded write", "not an array"));
         };
@@ -550,7 +583,7 @@ impl RedisStore {
                 application,
                 unit,
                 fence,
-                &scripts::GUARDED_SET,
+                (&scripts::GUARDED_SET, Retry::Idempotent),
                 &[key],
                 &[value.as_ref()],
             )
@@ -559,7 +592,8 @@ impl RedisStore {
     }
 
     /// Deletes `key` only if `unit` leads `application` with `fence` (F2). Returns whether
-    /// the key existed.
+    /// the key existed (after a retry over a dropped connection, whether it still existed
+    /// for the attempt that answered).
     ///
     /// # Errors
     /// As [`RedisStore::guarded_set`].
@@ -571,7 +605,14 @@ impl RedisStore {
         key: &str,
     ) -> Result<bool> {
         self.inner
-            .guarded::<i64>(application, unit, fence, &scripts::GUARDED_DEL, &[key], &[])
+            .guarded::<i64>(
+                application,
+                unit,
+                fence,
+                (&scripts::GUARDED_DEL, Retry::Idempotent),
+                &[key],
+                &[],
+            )
             .await
             .map(|deleted| deleted > 0)
     }
@@ -582,6 +623,11 @@ impl RedisStore {
     ///
     /// Each distinct body is one script on the server (loaded once, by its hash); build a
     /// [`GuardedScript`] once and reuse it.
+    ///
+    /// Runs at most once: the body may not be idempotent, so it is retried (S4) only after
+    /// errors that prove it did not run (no connection, a server loading or failing over).
+    /// A connection that drops after the script was sent gives [`Error::Unavailable`] at
+    /// once; whether the body ran is then unknown, as for any write to a remote store.
     ///
     /// # Errors
     /// As [`RedisStore::guarded_set`]; a failing body gives [`Error::Backend`].
@@ -595,7 +641,14 @@ impl RedisStore {
         args: &[&[u8]],
     ) -> Result<T> {
         self.inner
-            .guarded(application, unit, fence, &script.0, keys, args)
+            .guarded(
+                application,
+                unit,
+                fence,
+                (&script.0, Retry::AtMostOnce),
+                keys,
+                args,
+            )
             .await
     }
 }

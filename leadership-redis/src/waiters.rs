@@ -20,6 +20,8 @@ use redis::aio::PubSubSink;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::retry::Backoff;
+
 /// How often an idle subscription proves the server still answers, so a half-open
 /// connection is noticed and replaced (then waiters look again).
 const KEEPALIVE: Duration = Duration::from_secs(10);
@@ -216,31 +218,6 @@ impl Drop for Registration {
             channels.remove(&self.channel);
             self.shared.resync.notify_one();
         }
-    }
-}
-
-/// Jittered exponential backoff, 50 ms to 2 s.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const MIN: Duration = Duration::from_millis(50);
-    const MAX: Duration = Duration::from_secs(2);
-
-    pub(crate) fn new() -> Self {
-        Backoff { next: Self::MIN }
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = Self::MIN;
-    }
-
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.next.mul_f64(0.5 + rand::random::<f64>() / 2.0);
-        self.next = (self.next * 2).min(Self::MAX);
-        delay
     }
 }
 
