@@ -24,7 +24,8 @@ use crate::waiters::Waiters;
 
 /// A leadership store over Redis 7.
 ///
-/// Cheap to clone: clones share one auto-reconnecting connection. A check is one `GET`; a
+/// Cheap to clone: clones, and the handles [`RedisStore::namespace`] derives for other
+/// namespaces, share one auto-reconnecting connection and one release subscriber (S3). A check is one `GET`; a
 /// claim, extension or revoke is one script round trip, except a renewal by a handle that
 /// holds the lease: one `PEXPIRE … GT` (with a `GET` in the same round trip once a second,
 /// to read the fence again), falling back to the script when it does not extend. The
