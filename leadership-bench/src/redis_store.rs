@@ -66,7 +66,10 @@ impl Bench for RedisBench {
     }
 
     async fn open(&self, namespace: &str) -> BenchResult<Arc<dyn Leadership>> {
-        let store = RedisStore::connect(&self.url, namespace)
+        let store = RedisStore::builder(&self.url)
+            .map_err(|e| format!("redis store: {e}"))?
+            .namespace(namespace)
+            .connect()
             .await
             .map_err(|e| format!("redis store: {e}"))?;
         Ok(Arc::new(store))

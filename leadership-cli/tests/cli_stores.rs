@@ -141,6 +141,24 @@ fn unreachable_stores_exit_3_within_the_timeout() {
     }
 }
 
+/// Issue 19.5: one short line, the cause once (the redis error's own message used to
+/// repeat its I/O cause).
+#[test]
+fn unreachable_redis_prints_its_cause_once() {
+    let port = leadership_testkit::harness::free_port().expect("a port");
+    let store = format!("redis://127.0.0.1:{port}?timeout=1s");
+    let out = leadership(&store, &["leaders"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        format!(
+            "leadership: redis store unavailable during connect: Connection refused (os error \
+             111) (check that the store at {store} is running and reachable (--store or \
+             LEADERSHIP_STORE))"
+        )
+    );
+}
+
 #[test]
 fn wrong_password_is_clear_and_never_printed() {
     let server = RedisServer::builder()

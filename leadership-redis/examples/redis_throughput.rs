@@ -177,7 +177,10 @@ async fn main() {
             (Some(server), url)
         }
     };
-    let store = RedisStore::connect(&url, &format!("bench-{}", std::process::id()))
+    let store = RedisStore::builder(&url)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .namespace(format!("bench-{}", std::process::id()))
+        .connect()
         .await
         .expect("connect");
     let client = redis::Client::open(url.as_str()).expect("client");

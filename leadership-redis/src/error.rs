@@ -1,5 +1,7 @@
 //! The one mapping from redis errors to [`leadership_core::Error`].
 
+use std::fmt;
+
 use leadership_core::Error;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
@@ -8,11 +10,36 @@ pub(crate) const BACKEND: &str = "redis";
 
 /// Refused, dropped, timed out or a server that cannot serve right now → `Unavailable`
 /// (retryable); anything else (auth, permissions, script errors, wrong types) → `Backend`.
+///
+/// The redis error becomes the source as a [`Cause`], so that the chain names the cause once.
 pub(crate) fn map_redis_error(operation: &'static str, err: RedisError) -> Error {
     if is_transient(&err) {
-        Error::unavailable(BACKEND, operation, err)
+        Error::unavailable(BACKEND, operation, Cause(err))
     } else {
-        Error::backend(BACKEND, operation, err)
+        Error::backend(BACKEND, operation, Cause(err))
+    }
+}
+
+/// A redis error as the source of ours, its message said once (issue 19.5).
+///
+/// A `RedisError` that wraps another error (I/O, a server's reply, a parse failure) displays
+/// exactly that error's message *and* returns it from `source()`, so a chain walked to the
+/// end printed `Connection refused (os error 111): Connection refused (os error 111)`. The
+/// cause displays the redis error's message and continues the chain from the wrapped
+/// error's own source (e.g. rustls's error inside an I/O error), skipping the repeat.
+#[derive(Debug)]
+pub(crate) struct Cause(RedisError);
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // Every wrapped error is displayed by the redis error itself: skip it.
+        std::error::Error::source(&self.0).and_then(std::error::Error::source)
     }
 }
 
@@ -80,6 +107,51 @@ pub(crate) struct BadReply(pub(crate) String);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error and its sources, joined as the CLI prints them.
+    fn chain(err: &Error) -> String {
+        let mut text = err.to_string();
+        let mut source = std::error::Error::source(err);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+
+    #[test]
+    fn the_chain_names_each_cause_once() {
+        let refused = RedisError::from(std::io::Error::from_raw_os_error(111));
+        assert_eq!(
+            chain(&map_redis_error("claim", refused)),
+            "redis store unavailable during claim: Connection refused (os error 111)"
+        );
+        let custom = RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            BadReply("inner".into()),
+        ));
+        let text = chain(&map_redis_error("check", custom));
+        assert_eq!(text.matches("inner").count(), 1, "{text}");
+        let general = RedisError::from((ErrorKind::Io, "Connection dropped"));
+        let text = chain(&map_redis_error("check", general));
+        assert_eq!(text.matches("Connection dropped").count(), 1, "{text}");
+    }
+
+    /// Issue 19.5: an unreachable server, as the CLI prints it: the cause exactly once.
+    #[tokio::test]
+    async fn an_unreachable_connect_names_the_cause_once() {
+        let err = crate::RedisStore::connect("redis://127.0.0.1:1?timeout=1s")
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(err.is_retryable(), "{err:?}");
+        let text = chain(&err);
+        println!("{text}");
+        assert_eq!(
+            text,
+            "redis store unavailable during connect: Connection refused (os error 111)"
+        );
+    }
 
     #[test]
     fn io_errors_are_retryable_server_errors_are_not() {

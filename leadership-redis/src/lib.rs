@@ -4,11 +4,13 @@ mod config;
 mod error;
 mod hints;
 mod keys;
+mod retry;
 mod scripts;
 mod store;
 #[cfg(feature = "tls")]
 mod tls;
 mod waiters;
 
-pub use config::{DEFAULT_NAMESPACE, DEFAULT_OPERATION_TIMEOUT, RedisStoreBuilder};
+pub use config::RedisStoreBuilder;
+pub use leadership_core::{DEFAULT_NAMESPACE, DEFAULT_TIMEOUT};
 pub use store::{GuardedScript, RedisStore};

@@ -15,15 +15,17 @@ use redis::aio::ConnectionManager;
 use redis::{Client, FromRedisValue, RedisResult, Script, ScriptInvocation};
 
 use crate::config::RedisStoreBuilder;
-use crate::error::{BACKEND, BadReply, TimedOut, map_redis_error};
+use crate::error::{BACKEND, BadReply, map_redis_error};
 use crate::hints::{Held, Hints, pexpire_gt};
 use crate::keys::Keys;
+use crate::retry::{Backoff, Retry, retrying};
 use crate::scripts;
-use crate::waiters::{Backoff, Waiters};
+use crate::waiters::Waiters;
 
 /// A leadership store over Redis 7.
 ///
-/// Cheap to clone: clones share one auto-reconnecting connection. A check is one `GET`; a
+/// Cheap to clone: clones, and the handles [`RedisStore::namespace`] derives for other
+/// namespaces, share one auto-reconnecting connection and one release subscriber (S3). A check is one `GET`; a
 /// claim, extension or revoke is one script round trip, except a renewal by a handle that
 /// holds the lease: one `PEXPIRE … GT` (with a `GET` in the same round trip once a second,
 /// to read the fence again), falling back to the script when it does not extend. The
@@ -34,18 +36,46 @@ pub struct RedisStore {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
-    conn: ConnectionManager,
-    keys: Keys,
-    namespace: String,
+/// What every namespace handle over one connection shares (S3): the command connection,
+/// the release subscriber, the options, and the renewal hints (keyed by lease key, which
+/// holds the namespace).
+pub(crate) struct Connection {
+    manager: ConnectionManager,
     endpoint: String,
     timeout: Duration,
     policy: Arc<dyn Policy>,
+    /// One subscriber connection for the waiters of every namespace.
     waiters: Waiters,
-    /// Leases this handle was granted or last saw held by the claiming unit, by lease key, so
-    /// that their renewal can take a fast path (see [`Inner::claim`]). A hint only: the
-    /// server decides every claim.
+    /// Leases this connection's handles were granted or last saw held by the claiming unit,
+    /// by lease key, so that their renewal can take a fast path (see [`Inner::claim`]). A
+    /// hint only: the server decides every claim.
     hints: Hints,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        client: Client,
+        manager: ConnectionManager,
+        endpoint: String,
+        timeout: Duration,
+        policy: Arc<dyn Policy>,
+    ) -> Self {
+        Connection {
+            manager,
+            endpoint,
+            timeout,
+            policy,
+            waiters: Waiters::new(client, timeout),
+            hints: Hints::new(),
+        }
+    }
+}
+
+/// One namespace over a shared [`Connection`].
+pub(crate) struct Inner {
+    shared: Arc<Connection>,
+    keys: Keys,
+    namespace: String,
 }
 
 /// The longest lease: 9,000,000,000 s (about 285 years), as etcd's. It keeps `now + duration`
@@ -70,73 +100,67 @@ fn lease_millis(duration: Duration) -> Result<u64> {
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
-            .field("endpoint", &self.inner.endpoint)
+            .field("endpoint", &self.inner.shared.endpoint)
             .field("namespace", &self.inner.namespace)
-            .field("operation_timeout", &self.inner.timeout)
-            .field("policy", &self.inner.policy)
+            .field("operation_timeout", &self.inner.shared.timeout)
+            .field("policy", &self.inner.shared.policy)
             .finish_non_exhaustive()
     }
 }
 
 impl Inner {
-    pub(crate) fn new(
-        client: Client,
-        conn: ConnectionManager,
-        namespace: &str,
-        endpoint: String,
-        timeout: Duration,
-        policy: Arc<dyn Policy>,
-    ) -> Self {
-        let keys = Keys::new(namespace);
-        let waiters = Waiters::new(client, keys.channel.clone(), timeout);
+    fn new(shared: Arc<Connection>, namespace: &str) -> Self {
         Inner {
-            conn,
-            keys,
+            shared,
+            keys: Keys::new(namespace),
             namespace: namespace.to_owned(),
-            endpoint,
-            timeout,
-            policy,
-            waiters,
-            hints: Hints::new(),
         }
     }
 
-    /// Runs `call` within the operation timeout, mapping errors (E1).
-    async fn within<T>(
+    /// Runs `attempt` through the one retry path (S4, E1): retried on retryable errors
+    /// within the operation timeout, then `Unavailable`.
+    async fn within<T, F, Fut>(
         &self,
         operation: &'static str,
-        call: impl Future<Output = RedisResult<T>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => Err(map_redis_error(operation, err)),
-            Err(_) => Err(Error::unavailable(
-                BACKEND,
-                operation,
-                TimedOut(self.timeout),
-            )),
-        }
+        retry: Retry,
+        attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let mut attempt = attempt;
+        retrying(
+            operation,
+            self.shared.timeout,
+            retry,
+            |err| map_redis_error(operation, err),
+            || attempt(self.shared.manager.clone()),
+        )
+        .await
     }
 
     async fn eval<T: FromRedisValue>(
         &self,
         operation: &'static str,
+        retry: Retry,
         invocation: &ScriptInvocation<'_>,
     ) -> Result<T> {
-        let mut conn = self.conn.clone();
-        self.within(operation, invocation.invoke_async(&mut conn))
-            .await
+        self.within(operation, retry, |mut conn| async move {
+            invocation.invoke_async(&mut conn).await
+        })
+        .await
     }
 
     async fn claim(&self, application: &str, unit: &str, duration: Duration) -> Result<Fence> {
         let started = Instant::now();
         if let Some(hint) = self
             .keys
-            .with_lease(application, unit, |key| self.hints.get(key))
+            .with_lease(application, unit, |key| self.shared.hints.get(key))
         {
             // A hint exists only for names this handle's policy accepted before: the
             // duration is all there is left to check.
-            self.policy.check_duration(duration)?;
+            self.shared.policy.check_duration(duration)?;
             let millis = lease_millis(duration)?;
             if hint.fresh(started) {
                 let extended = if hint.millis == millis {
@@ -158,7 +182,9 @@ impl Inner {
                 }
             }
         }
-        self.policy.check_claim(application, unit, duration)?;
+        self.shared
+            .policy
+            .check_claim(application, unit, duration)?;
         let millis = lease_millis(duration)?;
         let key = self.keys.lease(application, unit);
         // Boxed, so that the fast path above, the hot one, stays a small future.
@@ -176,9 +202,12 @@ impl Inner {
         pipe.add_command(pexpire_gt(key, millis))
             .cmd("GET")
             .arg(key);
-        let mut conn = self.conn.clone();
-        let (extended, fence): (i64, Option<u64>) =
-            self.within("claim", pipe.query_async(&mut conn)).await?;
+        let pipe = &pipe;
+        let (extended, fence): (i64, Option<u64>) = self
+            .within("claim", Retry::Idempotent, |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
         Ok(match fence {
             Some(fence) if extended == 1 => Some(Fence(fence)),
             _ => None,
@@ -189,7 +218,7 @@ impl Inner {
     /// `verified` and extended the lease by `millis`.
     fn remember(&self, key: String, fence: Fence, verified: Instant, millis: u64) {
         let pexpire = Arc::new(pexpire_gt(&key, millis));
-        self.hints.insert(
+        self.shared.hints.insert(
             key,
             Held {
                 fence,
@@ -217,9 +246,12 @@ impl Inner {
             .arg(&self.keys.prefix)
             .arg(application)
             .arg(unit);
-        match self.eval::<u64>("claim", &invocation).await? {
+        match self
+            .eval::<u64>("claim", Retry::Idempotent, &invocation)
+            .await?
+        {
             0 => {
-                self.hints.remove(&key);
+                self.shared.hints.remove(&key);
                 Err(Error::ClaimDenied)
             }
             fence => {
@@ -235,15 +267,18 @@ impl Inner {
     /// unit leads, to `now + ms` (C2: `GT` never shortens). `false` (the key is gone, pinned,
     /// or already expires at or after `now + ms`): the caller runs the claim script instead.
     async fn extend(&self, pexpire: &redis::Cmd) -> Result<bool> {
-        let mut conn = self.conn.clone();
-        let extended: i64 = self.within("claim", pexpire.query_async(&mut conn)).await?;
+        let extended: i64 = self
+            .within("claim", Retry::Idempotent, |mut conn| async move {
+                pexpire.query_async(&mut conn).await
+            })
+            .await?;
         Ok(extended == 1)
     }
 
     /// The command a token of `unit` for `application` sends, `GET <lease key>`, or why the
     /// names are invalid; worked out once per token (K2: a token is checked many times).
     fn token_get(&self, application: &str, unit: &str) -> Result<redis::Cmd> {
-        self.policy.check_member(application, unit)?;
+        self.shared.policy.check_member(application, unit)?;
         let mut get = redis::cmd("GET");
         get.arg(self.keys.lease(application, unit));
         Ok(get)
@@ -252,8 +287,11 @@ impl Inner {
     async fn check(&self, application: &str, unit: &str, get: &redis::Cmd) -> Result<Fence> {
         // The lease key exists exactly while the unit leads (Redis expires it on the
         // server's clock), so a check is one plain GET.
-        let mut conn = self.conn.clone();
-        let fence: Option<u64> = self.within("check", get.query_async(&mut conn)).await?;
+        let fence: Option<u64> = self
+            .within("check", Retry::Idempotent, |mut conn| async move {
+                get.query_async(&mut conn).await
+            })
+            .await?;
         match fence {
             Some(fence) => Ok(Fence(fence)),
             None => Err(Error::not_leader(unit, application)),
@@ -268,25 +306,32 @@ impl Inner {
             .key(&self.keys.owners)
             .arg(application)
             .arg(self.keys.lease_of(application));
-        Ok(match self.eval::<i64>("block", &invocation).await? {
-            -1 => Some(None),
-            millis if millis > 0 => Some(Some(Duration::from_millis(millis.unsigned_abs()))),
-            _ => None,
-        })
+        Ok(
+            match self
+                .eval::<i64>("block", Retry::Idempotent, &invocation)
+                .await?
+            {
+                -1 => Some(None),
+                millis if millis > 0 => Some(Some(Duration::from_millis(millis.unsigned_abs()))),
+                _ => None,
+            },
+        )
     }
 
     async fn block(&self, application: &str, cancel: CancellationToken) -> Result<()> {
-        self.policy.check_application(application)?;
+        self.shared.policy.check_application(application)?;
         if cancel.is_cancelled() {
             return Err(Error::BlockCancelled);
         }
-        let mut registration = self.waiters.register(application);
-        let mut subscription = self.waiters.subscription();
+        let mut registration = self
+            .shared
+            .waiters
+            .register(&self.keys.channel, application);
         let mut backoff = Backoff::new();
         loop {
             // Look only while subscribed: a release after the look is then never missed.
             loop {
-                let state = subscription.borrow_and_update().clone();
+                let state = registration.state.borrow_and_update().clone();
                 if state.connected {
                     break;
                 }
@@ -296,7 +341,7 @@ impl Inner {
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => return Err(Error::BlockCancelled),
-                    changed = subscription.changed() => if changed.is_err() {
+                    changed = registration.state.changed() => if changed.is_err() {
                         return Err(Error::Stopped { what: "redis release subscriber" });
                     },
                 }
@@ -339,7 +384,7 @@ impl Inner {
                         return Ok(());
                     }
                 }
-                changed = subscription.changed() => if changed.is_err() {
+                changed = registration.state.changed() => if changed.is_err() {
                     return Err(Error::Stopped { what: "redis release subscriber" });
                 },
                 () = timer => {}
@@ -348,9 +393,9 @@ impl Inner {
     }
 
     async fn revoke(&self, application: &str, unit: &str) -> Result<()> {
-        self.policy.check_member(application, unit)?;
+        self.shared.policy.check_member(application, unit)?;
         let key = self.keys.lease(application, unit);
-        self.hints.remove(&key);
+        self.shared.hints.remove(&key);
         let mut invocation = scripts::REVOKE.prepare_invoke();
         invocation
             .key(key)
@@ -359,14 +404,17 @@ impl Inner {
             .arg(application)
             .arg(self.keys.lease_of(application))
             .arg(&self.keys.channel);
-        match self.eval::<i64>("revoke", &invocation).await? {
+        match self
+            .eval::<i64>("revoke", Retry::Idempotent, &invocation)
+            .await?
+        {
             0 => Err(Error::ClaimNotHeld),
             _ => Ok(()),
         }
     }
 
     async fn pin(&self, application: &str, entity: &str, script: &Script) -> Result<()> {
-        self.policy.check_pin(application, entity)?;
+        self.shared.policy.check_pin(application, entity)?;
         let mut invocation = script.prepare_invoke();
         invocation
             .key(self.keys.pins(application))
@@ -377,7 +425,9 @@ impl Inner {
             .arg(entity)
             .arg(self.keys.lease_of(application))
             .arg(&self.keys.channel);
-        self.eval::<i64>("pin", &invocation).await.map(drop)
+        self.eval::<i64>("pin", Retry::Idempotent, &invocation)
+            .await
+            .map(drop)
     }
 
     async fn pinned(&self) -> Result<BTreeMap<String, Vec<String>>> {
@@ -385,7 +435,8 @@ impl Inner {
         invocation
             .key(&self.keys.pinned)
             .arg(&self.keys.pins_prefix);
-        let pairs: Vec<(String, Vec<String>)> = self.eval("pinned", &invocation).await?;
+        let pairs: Vec<(String, Vec<String>)> =
+            self.eval("pinned", Retry::Idempotent, &invocation).await?;
         Ok(pairs
             .into_iter()
             .filter(|(_, entities)| !entities.is_empty())
@@ -401,7 +452,8 @@ impl Inner {
         invocation
             .key(&self.keys.owners)
             .arg(&self.keys.lease_prefix);
-        let pairs: Vec<(String, String)> = self.eval("leaders", &invocation).await?;
+        let pairs: Vec<(String, String)> =
+            self.eval("leaders", Retry::Idempotent, &invocation).await?;
         Ok(pairs.into_iter().collect())
     }
 
@@ -410,11 +462,11 @@ impl Inner {
         application: &str,
         unit: &str,
         fence: Fence,
-        script: &Script,
+        (script, retry): (&Script, Retry),
         keys: &[&str],
         args: &[&[u8]],
     ) -> Result<T> {
-        self.policy.check_member(application, unit)?;
+        self.shared.policy.check_member(application, unit)?;
         let mut invocation = script.prepare_invoke();
         invocation
             .key(self.keys.lease(application, unit))
@@ -425,7 +477,7 @@ impl Inner {
         for arg in args {
             invocation.arg(*arg);
         }
-        let reply: redis::Value = self.eval("guarded write", &invocation).await?;
+        let reply: redis::Value = self.eval("guarded write", retry, &invocation).await?;
         let redis::Value::Array(mut items) = reply else {
             return Err(bad_reply("guarded write", "not an array"));
         };
@@ -448,36 +500,62 @@ fn bad_reply(operation: &'static str, what: &str) -> Error {
 }
 
 impl RedisStore {
-    /// Options: credentials, database, namespace, timeouts, policy, TLS roots.
+    /// Parses `url` into options that can still be changed before connecting: credentials,
+    /// database, namespace, timeouts, policy, TLS roots.
     ///
-    /// `url` is `redis://[user:password@]host:port[/db]` or `rediss://…` for TLS.
-    pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
-        RedisStoreBuilder::new(url)
-    }
-
-    /// Connects to `url` with the default options and `namespace`.
+    /// `url` is `redis://[user:password@]host[:port][/db][?namespace=NS&timeout=DURATION]`,
+    /// or `rediss://…` for TLS, in the one URL grammar of every store (S1, S2): user,
+    /// password and parameters are percent-decoded, the timeout is humane (`500ms`, `1.5s`,
+    /// `1m`), and any other parameter is an error naming it.
     ///
     /// # Errors
-    /// See [`RedisStoreBuilder::connect`].
-    pub async fn connect(url: &str, namespace: &str) -> Result<Self> {
-        Self::builder(url).namespace(namespace).connect().await
+    /// [`Error::InvalidUrl`] naming what is wrong (the password redacted).
+    pub fn builder(url: &str) -> Result<RedisStoreBuilder> {
+        RedisStoreBuilder::from_url(url)
     }
 
-    pub(crate) fn from_inner(inner: Inner) -> Self {
+    /// Connects to `url` (see [`RedisStore::builder`]) with the default options.
+    ///
+    /// # Errors
+    /// As [`RedisStore::builder`] and [`RedisStoreBuilder::connect`].
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::builder(url)?.connect().await
+    }
+
+    pub(crate) fn open(shared: Connection, namespace: &str) -> Self {
         RedisStore {
-            inner: Arc::new(inner),
+            inner: Arc::new(Inner::new(Arc::new(shared), namespace)),
+        }
+    }
+
+    /// A handle for namespace `name` over this handle's connection and release subscriber
+    /// (S3): a controller with thousands of models opens one command connection and one
+    /// subscriber connection, not thousands. Handles of different namespaces share nothing
+    /// else (N1).
+    pub fn namespace(&self, name: &str) -> RedisStore {
+        RedisStore {
+            inner: Arc::new(Inner::new(self.inner.shared.clone(), name)),
         }
     }
 
     /// This handle's namespace (N1).
-    pub fn namespace(&self) -> &str {
+    pub fn namespace_name(&self) -> &str {
         &self.inner.namespace
     }
 
-    /// How many calls are blocked in `block_until_leadership_released` on this handle (and
-    /// its clones). A cancelled or dropped wait leaves nothing behind (B3).
+    /// How long any operation of this handle may take, retries included, before it fails
+    /// with `Unavailable` (E1, S4).
+    pub fn operation_timeout(&self) -> Duration {
+        self.inner.shared.timeout
+    }
+
+    /// How many calls are blocked in `block_until_leadership_released` in this handle's
+    /// namespace (over its connection). A cancelled or dropped wait leaves nothing behind (B3).
     pub fn blocked_waiters(&self) -> usize {
-        self.inner.waiters.registered()
+        self.inner
+            .shared
+            .waiters
+            .registered(&self.inner.keys.channel)
     }
 
     /// The key prefix of this namespace, `leadership:{n<ns>}:`. Keys for guarded writes
@@ -506,7 +584,7 @@ impl RedisStore {
                 application,
                 unit,
                 fence,
-                &scripts::GUARDED_SET,
+                (&scripts::GUARDED_SET, Retry::Idempotent),
                 &[key],
                 &[value.as_ref()],
             )
@@ -515,7 +593,8 @@ impl RedisStore {
     }
 
     /// Deletes `key` only if `unit` leads `application` with `fence` (F2). Returns whether
-    /// the key existed.
+    /// the key existed (after a retry over a dropped connection, whether it still existed
+    /// for the attempt that answered).
     ///
     /// # Errors
     /// As [`RedisStore::guarded_set`].
@@ -527,7 +606,14 @@ impl RedisStore {
         key: &str,
     ) -> Result<bool> {
         self.inner
-            .guarded::<i64>(application, unit, fence, &scripts::GUARDED_DEL, &[key], &[])
+            .guarded::<i64>(
+                application,
+                unit,
+                fence,
+                (&scripts::GUARDED_DEL, Retry::Idempotent),
+                &[key],
+                &[],
+            )
             .await
             .map(|deleted| deleted > 0)
     }
@@ -538,6 +624,11 @@ impl RedisStore {
     ///
     /// Each distinct body is one script on the server (loaded once, by its hash); build a
     /// [`GuardedScript`] once and reuse it.
+    ///
+    /// Runs at most once: the body may not be idempotent, so it is retried (S4) only after
+    /// errors that prove it did not run (no connection, a server loading or failing over).
+    /// A connection that drops after the script was sent gives [`Error::Unavailable`] at
+    /// once; whether the body ran is then unknown, as for any write to a remote store.
     ///
     /// # Errors
     /// As [`RedisStore::guarded_set`]; a failing body gives [`Error::Backend`].
@@ -551,7 +642,14 @@ impl RedisStore {
         args: &[&[u8]],
     ) -> Result<T> {
         self.inner
-            .guarded(application, unit, fence, &script.0, keys, args)
+            .guarded(
+                application,
+                unit,
+                fence,
+                (&script.0, Retry::AtMostOnce),
+                keys,
+                args,
+            )
             .await
     }
 }

@@ -1,21 +1,26 @@
 //! Waking blocked waiters (B2–B5) without polling.
 //!
-//! One subscriber task per store handle, started with the first wait, listens on the
-//! namespace's release channel over its own connection and bumps a per-application
-//! [`watch`] counter for each message. A waiter registers before it looks at the lease and
-//! looks only while the subscription is up, so a release after the look always reaches it;
-//! when the subscription drops, the subscriber's epoch changes and every waiter looks again
-//! once it is back. Expiries need no message: the look returns the time left and the waiter
-//! sleeps exactly that long.
+//! One subscriber task per connection, shared by every namespace handle derived from it
+//! (S3), started with the first wait, listens on the release channels of the namespaces that
+//! have waiters, over its own connection, and bumps a per-application [`watch`] counter for
+//! each message. Channels are subscribed while a namespace has waiters and unsubscribed
+//! when its last waiter goes. A waiter registers before it looks at the lease and looks only
+//! while its channel is subscribed, so a release after the look always reaches it; when the
+//! subscription drops, every channel's epoch changes and every waiter looks again once it is
+//! back. Expiries need no message: the look returns the time left and the waiter sleeps
+//! exactly that long.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
 use redis::Client;
-use tokio::sync::watch;
+use redis::aio::PubSubSink;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
+
+use crate::retry::Backoff;
 
 /// How often an idle subscription proves the server still answers, so a half-open
 /// connection is noticed and replaced (then waiters look again).
@@ -30,10 +35,10 @@ pub(crate) struct Events {
     pub(crate) changed: u64,
 }
 
-/// The subscriber's connection state.
+/// The state of one channel's subscription.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SubState {
-    /// Bumped on every successful (re)subscription.
+    /// Bumped on every successful (re)subscription of the channel.
     pub(crate) epoch: u64,
     /// True while subscribed.
     pub(crate) connected: bool,
@@ -47,25 +52,32 @@ struct AppEntry {
     waiters: usize,
 }
 
-struct Shared {
-    apps: Mutex<HashMap<String, AppEntry>>,
+/// The waiters of one namespace's release channel.
+struct Channel {
+    apps: HashMap<String, AppEntry>,
     state: watch::Sender<SubState>,
 }
 
+struct Shared {
+    channels: Mutex<HashMap<String, Channel>>,
+    /// Wakes the subscriber when a channel gains its first or loses its last waiter.
+    resync: Notify,
+}
+
 impl Shared {
-    fn apps(&self) -> MutexGuard<'_, HashMap<String, AppEntry>> {
-        self.apps.lock().unwrap_or_else(PoisonError::into_inner)
+    fn channels(&self) -> MutexGuard<'_, HashMap<String, Channel>> {
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn dispatch(&self, payload: &[u8]) {
+    fn dispatch(&self, channel: &str, payload: &[u8]) {
         let Some((&kind, app)) = payload.split_first() else {
             return;
         };
         let Ok(app) = std::str::from_utf8(app) else {
             return;
         };
-        let apps = self.apps();
-        let Some(entry) = apps.get(app) else {
+        let channels = self.channels();
+        let Some(entry) = channels.get(channel).and_then(|c| c.apps.get(app)) else {
             return;
         };
         entry.tx.send_modify(|events| match kind {
@@ -73,66 +85,96 @@ impl Shared {
             _ => events.changed += 1,
         });
     }
+
+    /// Marks `names` as subscribed (or refused) on the current connection.
+    fn set_state(&self, names: &[String], update: impl Fn(&mut SubState)) {
+        let channels = self.channels();
+        for name in names {
+            if let Some(channel) = channels.get(name) {
+                channel.state.send_modify(&update);
+            }
+        }
+    }
+
+    fn set_all(&self, update: impl Fn(&mut SubState)) {
+        for channel in self.channels().values() {
+            channel.state.send_modify(&update);
+        }
+    }
 }
 
-/// The registry of waiters and the subscriber task of one store handle.
+/// The registry of waiters and the subscriber task of one connection.
 pub(crate) struct Waiters {
     shared: Arc<Shared>,
     task: Mutex<Option<JoinHandle<()>>>,
     client: Client,
-    channel: String,
     timeout: Duration,
 }
 
 impl Waiters {
-    pub(crate) fn new(client: Client, channel: String, timeout: Duration) -> Self {
+    pub(crate) fn new(client: Client, timeout: Duration) -> Self {
         Waiters {
             shared: Arc::new(Shared {
-                apps: Mutex::new(HashMap::new()),
-                state: watch::Sender::new(SubState::default()),
+                channels: Mutex::new(HashMap::new()),
+                resync: Notify::new(),
             }),
             task: Mutex::new(None),
             client,
-            channel,
             timeout,
         }
     }
 
-    /// Registers a waiter on `application`; dropping the registration removes it (B3).
-    pub(crate) fn register(&self, application: &str) -> Registration {
-        let mut apps = self.shared.apps();
-        let entry = apps
-            .entry(application.to_owned())
-            .or_insert_with(|| AppEntry {
-                tx: watch::Sender::new(Events::default()),
-                waiters: 0,
+    /// Registers a waiter on `application` of the namespace whose release channel is
+    /// `channel`, and starts the subscriber if it does not run; dropping the registration
+    /// removes it (B3).
+    pub(crate) fn register(&self, channel: &str, application: &str) -> Registration {
+        let (events, state) = {
+            let mut channels = self.shared.channels();
+            let entry = channels.entry(channel.to_owned()).or_insert_with(|| {
+                self.shared.resync.notify_one();
+                Channel {
+                    apps: HashMap::new(),
+                    state: watch::Sender::new(SubState::default()),
+                }
             });
-        entry.waiters += 1;
+            let app = entry
+                .apps
+                .entry(application.to_owned())
+                .or_insert_with(|| AppEntry {
+                    tx: watch::Sender::new(Events::default()),
+                    waiters: 0,
+                });
+            app.waiters += 1;
+            (app.tx.subscribe(), entry.state.subscribe())
+        };
+        self.ensure_subscriber();
         Registration {
             shared: self.shared.clone(),
+            channel: channel.to_owned(),
             application: application.to_owned(),
-            events: entry.tx.subscribe(),
+            events,
+            state,
         }
     }
 
-    /// The subscriber's state; starts the subscriber if it does not run.
-    pub(crate) fn subscription(&self) -> watch::Receiver<SubState> {
+    fn ensure_subscriber(&self) {
         let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
         if task.as_ref().is_none_or(|t| t.is_finished()) {
-            self.shared.state.send_modify(|s| s.connected = false);
+            self.shared.set_all(|s| s.connected = false);
             *task = Some(tokio::spawn(run_subscriber(
                 self.shared.clone(),
                 self.client.clone(),
-                self.channel.clone(),
                 self.timeout,
             )));
         }
-        self.shared.state.subscribe()
     }
 
-    /// Waiters currently registered, over all applications.
-    pub(crate) fn registered(&self) -> usize {
-        self.shared.apps().values().map(|e| e.waiters).sum()
+    /// Waiters currently registered on `channel`'s applications.
+    pub(crate) fn registered(&self, channel: &str) -> usize {
+        self.shared
+            .channels()
+            .get(channel)
+            .map_or(0, |c| c.apps.values().map(|e| e.waiters).sum())
     }
 }
 
@@ -152,67 +194,48 @@ impl Drop for Waiters {
 /// One waiter's interest in one application.
 pub(crate) struct Registration {
     shared: Arc<Shared>,
+    channel: String,
     application: String,
+    /// Releases and changes of the application.
     pub(crate) events: watch::Receiver<Events>,
+    /// The subscription of the namespace's channel.
+    pub(crate) state: watch::Receiver<SubState>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut apps = self.shared.apps();
-        if let Some(entry) = apps.get_mut(&self.application) {
+        let mut channels = self.shared.channels();
+        let Some(channel) = channels.get_mut(&self.channel) else {
+            return;
+        };
+        if let Some(entry) = channel.apps.get_mut(&self.application) {
             entry.waiters = entry.waiters.saturating_sub(1);
             if entry.waiters == 0 {
-                apps.remove(&self.application);
+                channel.apps.remove(&self.application);
             }
+        }
+        if channel.apps.is_empty() {
+            channels.remove(&self.channel);
+            self.shared.resync.notify_one();
         }
     }
 }
 
-/// Jittered exponential backoff, 50 ms to 2 s.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const MIN: Duration = Duration::from_millis(50);
-    const MAX: Duration = Duration::from_secs(2);
-
-    pub(crate) fn new() -> Self {
-        Backoff { next: Self::MIN }
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = Self::MIN;
-    }
-
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.next.mul_f64(0.5 + rand::random::<f64>() / 2.0);
-        self.next = (self.next * 2).min(Self::MAX);
-        delay
-    }
-}
-
-async fn run_subscriber(shared: Arc<Shared>, client: Client, channel: String, timeout: Duration) {
+async fn run_subscriber(shared: Arc<Shared>, client: Client, timeout: Duration) {
     let mut backoff = Backoff::new();
     loop {
-        match subscribe(&client, &channel, timeout).await {
+        match connect(&client, timeout).await {
             Ok(pubsub) => {
                 backoff.reset();
-                shared.state.send_modify(|s| {
-                    s.epoch += 1;
-                    s.connected = true;
-                    s.refused = None;
-                });
                 listen(&shared, pubsub, timeout).await;
-                shared.state.send_modify(|s| s.connected = false);
+                shared.set_all(|s| s.connected = false);
                 tracing::debug!("redis release subscription lost; resubscribing");
             }
             Err(error) => {
                 tracing::debug!(%error, "redis release subscription failed; retrying");
                 let error = crate::error::map_redis_error("subscribe", error);
                 if !error.is_retryable() {
-                    shared.state.send_modify(|s| s.refused = Some(error));
+                    shared.set_all(|s| s.refused = Some(error.clone()));
                 }
             }
         }
@@ -220,30 +243,34 @@ async fn run_subscriber(shared: Arc<Shared>, client: Client, channel: String, ti
     }
 }
 
-async fn subscribe(
-    client: &Client,
-    channel: &str,
-    timeout: Duration,
-) -> Result<redis::aio::PubSub, redis::RedisError> {
-    let timed_out = || redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
-    let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
-        .await
-        .map_err(|_| timed_out())??;
-    tokio::time::timeout(timeout, pubsub.subscribe(channel))
-        .await
-        .map_err(|_| timed_out())??;
-    Ok(pubsub)
+fn timed_out() -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
 }
 
-/// Dispatches messages until the connection ends or stops answering.
+async fn connect(client: &Client, timeout: Duration) -> redis::RedisResult<redis::aio::PubSub> {
+    tokio::time::timeout(timeout, client.get_async_pubsub())
+        .await
+        .map_err(|_| timed_out())?
+}
+
+/// Keeps the subscriptions in line with the channels that have waiters and dispatches
+/// messages, until the connection ends or stops answering.
 async fn listen(shared: &Shared, pubsub: redis::aio::PubSub, timeout: Duration) {
     let (mut sink, mut stream) = pubsub.split();
+    let mut subscribed = HashSet::new();
     loop {
+        if let Err(error) = resync(shared, &mut sink, &mut subscribed, timeout).await {
+            tracing::debug!(%error, "redis release (un)subscribe failed; reconnecting");
+            return;
+        }
         tokio::select! {
             message = stream.next() => match message {
-                Some(message) => shared.dispatch(message.get_payload_bytes()),
+                Some(message) => {
+                    shared.dispatch(message.get_channel_name(), message.get_payload_bytes());
+                }
                 None => return,
             },
+            () = shared.resync.notified() => {}
             () = tokio::time::sleep(KEEPALIVE) => {
                 let ping = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
                 if !matches!(ping, Ok(Ok(_))) {
@@ -252,4 +279,65 @@ async fn listen(shared: &Shared, pubsub: redis::aio::PubSub, timeout: Duration) 
             }
         }
     }
+}
+
+/// Subscribes the channels that gained waiters and unsubscribes those that lost them.
+async fn resync(
+    shared: &Shared,
+    sink: &mut PubSubSink,
+    subscribed: &mut HashSet<String>,
+    timeout: Duration,
+) -> redis::RedisResult<()> {
+    let (wanted, unwanted): (Vec<String>, Vec<String>) = {
+        let channels = shared.channels();
+        let wanted = channels
+            .keys()
+            .filter(|name| !subscribed.contains(*name))
+            .cloned()
+            .collect();
+        let unwanted = subscribed
+            .iter()
+            .filter(|name| !channels.contains_key(*name))
+            .cloned()
+            .collect();
+        // A channel that lost its last waiter and gained a new one before we unsubscribed
+        // it never stopped being subscribed: its new waiters may look at once.
+        for (name, channel) in channels.iter() {
+            if subscribed.contains(name) && !channel.state.borrow().connected {
+                channel.state.send_modify(|s| {
+                    s.epoch += 1;
+                    s.connected = true;
+                    s.refused = None;
+                });
+            }
+        }
+        (wanted, unwanted)
+    };
+    if !wanted.is_empty() {
+        let reply = tokio::time::timeout(timeout, sink.subscribe(&wanted))
+            .await
+            .map_err(|_| timed_out())?;
+        if let Err(error) = reply {
+            let mapped = crate::error::map_redis_error("subscribe", error.clone());
+            if !mapped.is_retryable() {
+                shared.set_state(&wanted, |s| s.refused = Some(mapped.clone()));
+            }
+            return Err(error);
+        }
+        subscribed.extend(wanted.iter().cloned());
+        shared.set_state(&wanted, |s| {
+            s.epoch += 1;
+            s.connected = true;
+            s.refused = None;
+        });
+    }
+    if !unwanted.is_empty() {
+        tokio::time::timeout(timeout, sink.unsubscribe(&unwanted))
+            .await
+            .map_err(|_| timed_out())??;
+        for name in &unwanted {
+            subscribed.remove(name);
+        }
+    }
+    Ok(())
 }

@@ -20,7 +20,8 @@ fn start(builder: leadership_testkit::harness::RedisServerBuilder) -> RedisServe
 }
 
 async fn store(server: &RedisServer, timeout: Duration) -> RedisStore {
-    RedisStore::builder(server.url())
+    RedisStore::builder(&server.url())
+        .expect("valid redis URL")
         .namespace("faults")
         .operation_timeout(timeout)
         .connect()
@@ -64,7 +65,8 @@ async fn acl_login_works_and_wrong_credentials_fail_clearly() {
             .requirepass("admin-pw")
             .acl_user("app-user", "right horse battery"),
     );
-    let good = RedisStore::builder(server.url())
+    let good = RedisStore::builder(&server.url())
+        .expect("valid redis URL")
         .username("app-user")
         .password("right horse battery")
         .namespace("acl")
@@ -84,7 +86,9 @@ async fn acl_login_works_and_wrong_credentials_fail_clearly() {
     let url = server
         .url()
         .replace("redis://", "redis://app-user:right%20horse%20battery@");
-    let from_url = RedisStore::connect(&url, "acl").await.expect("URL login");
+    let from_url = RedisStore::connect(&format!("{url}?namespace=acl"))
+        .await
+        .expect("URL login");
     assert_eq!(
         from_url
             .leaders()
@@ -97,7 +101,8 @@ async fn acl_login_works_and_wrong_credentials_fail_clearly() {
 
     for (user, password) in [("app-user", "wrong"), ("nobody", "right horse battery")] {
         let started = Instant::now();
-        let err = RedisStore::builder(server.url())
+        let err = RedisStore::builder(&server.url())
+            .expect("valid redis URL")
             .username(user)
             .password(password)
             .connect()
@@ -116,7 +121,7 @@ async fn acl_login_works_and_wrong_credentials_fail_clearly() {
     }
 
     // No credentials on a server that requires them.
-    let err = RedisStore::connect(&server.url(), "acl")
+    let err = RedisStore::connect(&format!("{}?namespace=acl", server.url()))
         .await
         .expect_err("no password");
     assert!(!err.is_retryable(), "{err:?}");

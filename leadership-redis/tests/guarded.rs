@@ -10,7 +10,10 @@ use leadership_redis::{GuardedScript, RedisStore};
 const LEASE: Duration = Duration::from_secs(30);
 
 async fn store(namespace: &str) -> RedisStore {
-    RedisStore::connect(&common::server().url(), namespace)
+    RedisStore::builder(&common::server().url())
+        .expect("valid redis URL")
+        .namespace(namespace)
+        .connect()
         .await
         .expect("connect")
 }
@@ -189,7 +192,8 @@ async fn guarded_writes_validate_names_and_accept_permissive_ones() {
         .expect_err("invalid application");
     assert!(err.is_invalid_input(), "{err:?}");
 
-    let permissive = RedisStore::builder(common::server().url())
+    let permissive = RedisStore::builder(&common::server().url())
+        .expect("valid redis URL")
         .namespace("guarded-permissive")
         .policy(std::sync::Arc::new(PermissivePolicy::default()))
         .connect()

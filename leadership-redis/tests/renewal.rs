@@ -15,7 +15,10 @@ const LEASE: Duration = Duration::from_secs(30);
 const PAST_REVERIFY: Duration = Duration::from_millis(1_100);
 
 async fn store(namespace: &str) -> RedisStore {
-    RedisStore::connect(&common::server().url(), namespace)
+    RedisStore::builder(&common::server().url())
+        .expect("valid redis URL")
+        .namespace(namespace)
+        .connect()
         .await
         .expect("connect")
 }

@@ -2,75 +2,46 @@
 #![cfg(feature = "tls")]
 
 use std::path::Path;
-use std::process::Command;
 
 use leadership_core::{Checker, Claimer};
 use leadership_redis::RedisStore;
 use leadership_testkit::harness::{RedisServer, RedisTls};
 
-/// A CA and a `localhost` server certificate it signed, made with the openssl CLI.
+/// A throwaway CA and a `localhost`/`127.0.0.1` server certificate it signed, made in-process
+/// with rcgen (issue 19.1: no test needs the openssl binary), written as PEM files into
+/// `dir` for redis-server.
 fn make_certs(dir: &Path) -> RedisTls {
-    let run = |args: &[&str]| {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap_or_else(|e| panic!("openssl not runnable ({e}): apt-get install openssl"));
-        assert!(output.status.success(), "openssl {args:?}: {output:?}");
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "leadership test CA");
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).expect("self-signed CA");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+
+    let server_key = rcgen::KeyPair::generate().expect("server key");
+    let mut server =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("server params");
+    server
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let server_cert = server.signed_by(&server_key, &issuer).expect("signed");
+
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap_or_else(|e| panic!("write {name}: {e}"));
+        path
     };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=leadership test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .expect("write ext.cnf");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
     RedisTls {
-        cert: dir.join("server.crt"),
-        key: dir.join("server.key"),
-        ca: dir.join("ca.crt"),
+        cert: write("server.crt", server_cert.pem()),
+        key: write("server.key", server_key.serialize_pem()),
+        ca: write("ca.crt", ca_cert.pem()),
     }
 }
 
@@ -88,6 +59,7 @@ async fn rediss_with_a_private_ca() {
     assert!(url.starts_with("rediss://localhost:"), "{url}");
 
     let store = RedisStore::builder(&url)
+        .expect("valid redis URL")
         .password("tls-secret")
         .tls_root_cert_pem(ca)
         .namespace("tls")
@@ -109,6 +81,7 @@ async fn rediss_with_a_private_ca() {
 
     // The system roots do not know the private CA: the handshake must fail.
     let untrusted = RedisStore::builder(&url)
+        .expect("valid redis URL")
         .password("tls-secret")
         .operation_timeout(std::time::Duration::from_secs(2))
         .connect()

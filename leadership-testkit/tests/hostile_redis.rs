@@ -30,7 +30,9 @@ impl Factory {
         namespace: &str,
         policy: Option<Arc<dyn Policy>>,
     ) -> Arc<dyn Leadership> {
-        let mut builder = RedisStore::builder(server().url()).namespace(namespace);
+        let mut builder = RedisStore::builder(&server().url())
+            .expect("valid redis URL")
+            .namespace(namespace);
         if let Some(policy) = policy {
             builder = builder.policy(policy);
         }

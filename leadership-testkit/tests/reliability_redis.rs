@@ -54,6 +54,7 @@ impl RedisTarget {
         let give_up = Instant::now() + Duration::from_secs(10);
         loop {
             match RedisStore::builder(&self.url)
+                .expect("valid redis URL")
                 .namespace(&self.namespace)
                 .operation_timeout(OPERATION_TIMEOUT)
                 .connect()

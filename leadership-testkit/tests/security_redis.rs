@@ -86,7 +86,8 @@ fn start(builder: leadership_testkit::harness::RedisServerBuilder) -> RedisServe
 }
 
 async fn login(server: &RedisServer, user: &str, password: &str, namespace: &str) -> RedisStore {
-    RedisStore::builder(server.url())
+    RedisStore::builder(&server.url())
+        .expect("valid redis URL")
         .username(user)
         .password(password)
         .namespace(namespace)
@@ -275,7 +276,8 @@ async fn a_user_without_rights_on_the_namespace_gets_a_permission_error() {
     server
         .command(&["ACL", "SETUSER", "nobody", "reset", "on", ">pw-n"])
         .expect("ACL SETUSER nobody");
-    let err = RedisStore::builder(server.url())
+    let err = RedisStore::builder(&server.url())
+        .expect("valid redis URL")
         .username("nobody")
         .password("pw-n")
         .namespace("tenant-a")
@@ -305,6 +307,7 @@ async fn rediss_with_a_generated_ca_works_and_another_ca_is_refused() {
     let url = server.tls_url().expect("a TLS listener");
 
     let store = RedisStore::builder(&url)
+        .expect("valid redis URL")
         .password("tls-secret")
         .tls_root_cert_pem(ca.cert_pem.clone())
         .namespace("tls")
@@ -320,6 +323,7 @@ async fn rediss_with_a_generated_ca_works_and_another_ca_is_refused() {
     let err = timeout(
         Duration::from_secs(10),
         RedisStore::builder(&url)
+            .expect("valid redis URL")
             .password("tls-secret")
             .tls_root_cert_pem(other.cert_pem)
             .namespace("tls")
@@ -386,7 +390,8 @@ async fn one_namespace_never_reads_or_changes_another() {
     let open = |namespace: &'static str| {
         let url = url.clone();
         async move {
-            RedisStore::builder(url)
+            RedisStore::builder(&url)
+                .expect("valid redis URL")
                 .namespace(namespace)
                 .connect()
                 .await

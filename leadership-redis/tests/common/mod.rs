@@ -54,6 +54,7 @@ impl Factory {
 
     pub async fn store(&self, namespace: &str) -> RedisStore {
         RedisStore::builder(&self.url)
+            .expect("valid redis URL")
             .username(&self.user)
             .password(&self.password)
             .namespace(namespace)
@@ -75,6 +76,7 @@ impl StoreFactory for Factory {
         policy: Arc<dyn Policy>,
     ) -> Arc<dyn Leadership> {
         let store = RedisStore::builder(&self.url)
+            .expect("valid redis URL")
             .username(&self.user)
             .password(&self.password)
             .namespace(namespace)
