@@ -125,12 +125,18 @@ macro_rules! conformance_tests {
         mod hostile {
             #[allow(unused_imports)]
             use super::*;
-            fn make() -> ::std::sync::Arc<dyn $crate::conformance::StoreFactory> {
-                ::std::sync::Arc::new($factory)
+            fn make() -> ::std::pin::Pin<::std::boxed::Box<dyn ::std::future::Future<
+                Output = ::std::sync::Arc<dyn $crate::conformance::StoreFactory>,
+            > + Send>> {
+                ::std::boxed::Box::pin(async {
+                    let factory: ::std::sync::Arc<dyn $crate::conformance::StoreFactory> =
+                        ::std::sync::Arc::new($factory);
+                    factory
+                })
             }
             fn cases() -> u32 {
                 $crate::conformance::block_on(async {
-                    $crate::conformance::StoreFactory::hostile_cases(&*make())
+                    $crate::conformance::StoreFactory::hostile_cases(&*make().await)
                 })
             }
             #[test]

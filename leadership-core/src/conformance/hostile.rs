@@ -34,7 +34,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 /// A maker of the store's factory, called inside the cases' runtime.
-pub type MakeFactory = fn() -> Arc<dyn StoreFactory>;
+pub type MakeFactory =
+    fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Arc<dyn StoreFactory>> + Send>>;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -202,7 +203,7 @@ fn fail(message: String) -> TestCaseError {
 pub fn rejected_input_changes_nothing(make: MakeFactory, cases: u32) -> usize {
     let rt = runtime();
     let _enter = rt.enter();
-    let factory = make();
+    let factory = rt.block_on(make());
     let policy = JujuPolicy::default();
     let tried = std::sync::atomic::AtomicUsize::new(0);
     let rejected = std::sync::atomic::AtomicUsize::new(0);
@@ -361,7 +362,7 @@ fn pin_safe(s: &str) -> String {
 pub fn permissive_names_round_trip(make: MakeFactory, cases: u32) -> usize {
     let rt = runtime();
     let _enter = rt.enter();
-    let factory = make();
+    let factory = rt.block_on(make());
     let tried = std::sync::atomic::AtomicUsize::new(0);
     let policy: Arc<dyn Policy> = Arc::new(PermissivePolicy::default());
     let result = runner(cases).run(&claims(), |claims| {
@@ -455,7 +456,7 @@ pub fn permissive_names_round_trip(make: MakeFactory, cases: u32) -> usize {
 pub fn namespaces_never_collide(make: MakeFactory, cases: u32) -> usize {
     let rt = runtime();
     let _enter = rt.enter();
-    let factory = make();
+    let factory = rt.block_on(make());
     let tried = std::sync::atomic::AtomicUsize::new(0);
     let policy: Arc<dyn Policy> = Arc::new(PermissivePolicy::default());
     let strategy = (
@@ -517,7 +518,7 @@ pub fn namespaces_never_collide(make: MakeFactory, cases: u32) -> usize {
 pub fn largest_names(make: MakeFactory) -> usize {
     let rt = runtime();
     rt.block_on(async {
-        let factory = make();
+        let factory = make().await;
         let policy: Arc<dyn Policy> = Arc::new(PermissivePolicy::default());
         let store = factory
             .open_with_policy(&unique_namespace("hostile-big"), policy)
@@ -621,7 +622,7 @@ impl Policy for Unbounded {
 pub fn duration_edges(make: MakeFactory) -> usize {
     let rt = runtime();
     let _enter = rt.enter();
-    let factory = make();
+    let factory = rt.block_on(make());
     let profile = factory.profile();
     rt.block_on(async {
         let store = factory.open(&unique_namespace("hostile-d")).await;
@@ -677,7 +678,7 @@ pub fn duration_edges(make: MakeFactory) -> usize {
 pub fn huge_durations(make: MakeFactory, cases: u32) -> usize {
     let rt = runtime();
     let _enter = rt.enter();
-    let factory = make();
+    let factory = rt.block_on(make());
     let tried = std::sync::atomic::AtomicUsize::new(0);
     let huge = prop_oneof![
         Just(Duration::MAX),
