@@ -28,6 +28,12 @@ use tokio_util::sync::CancellationToken;
 use crate::{Error, Fence, Leadership, PermissivePolicy, Policy};
 
 pub mod hostile;
+mod watch;
+
+pub use watch::{
+    o_watchers_agree_with_the_store, o1_snapshot_equals_leaders, o2_changes_are_seen_in_time,
+    o3_latest_state_wins, o4_dropped_connection_resynchronises,
+};
 
 pub use crate::tracker_conformance::{t4_handover_without_release, t8_handover_with_release};
 
@@ -115,11 +121,13 @@ macro_rules! conformance_tests {
             p3_expiry_resumes_on_last_unpin, p4_pin_on_vacant_applies_to_next_claimant,
             p5_pinned_map_is_sorted, p6_holder_extends_and_revokes_pinned_lease,
             l1_leaders_is_a_snapshot, f1_fences_strictly_increase, e2_retried_claim_is_idempotent,
+            o1_snapshot_equals_leaders, o2_changes_are_seen_in_time, o3_latest_state_wins,
         );
         $crate::conformance_tests!(@factory $factory;
             v5_names_are_encoded_injectively, n1_namespaces_share_nothing,
             b5_wait_survives_dropped_connections,
             t4_handover_without_release, t8_handover_with_release,
+            o4_dropped_connection_resynchronises, o_watchers_agree_with_the_store,
         );
         /// Hostile input (V1–V5, N1), from the public suite.
         mod hostile {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
+use crate::watch::Watcher;
 use crate::{Fence, Result};
 
 /// Claims leadership and waits for it to be released (juju's `leadership.Claimer`).
@@ -121,10 +122,11 @@ pub trait Reader: Send + Sync {
     async fn leaders(&self) -> Result<BTreeMap<String, String>>;
 }
 
-/// Everything a store offers; implemented for every type that has the five parts.
-pub trait Leadership: Claimer + Checker + Revoker + Pinner + Reader {}
+/// Everything a store offers; implemented for every type that has the six parts (juju's five
+/// and [`Watcher`]).
+pub trait Leadership: Claimer + Checker + Revoker + Pinner + Reader + Watcher {}
 
-impl<T: Claimer + Checker + Revoker + Pinner + Reader + ?Sized> Leadership for T {}
+impl<T: Claimer + Checker + Revoker + Pinner + Reader + Watcher + ?Sized> Leadership for T {}
 
 /// The answer to a tracker's question, available once (juju's `leadership.Ticket`).
 #[async_trait]

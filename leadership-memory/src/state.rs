@@ -338,6 +338,8 @@ pub struct MemoryStats {
     pub waiters: usize,
     /// Deadlines in the expiry timeline.
     pub deadlines: usize,
+    /// Open watch streams of every namespace (O4: zero once every stream was dropped).
+    pub watchers: usize,
 }
 
 /// Everything the store knows, behind its one mutex.
@@ -714,6 +716,7 @@ impl State {
                 .map(|waiters| waiters.count)
                 .sum(),
             deadlines: self.timeline.heap.len(),
+            watchers: 0,
         }
     }
 }

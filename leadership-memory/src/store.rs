@@ -128,7 +128,10 @@ impl Inner {
 
     /// Counts of what the store holds.
     pub(crate) fn stats(&self) -> MemoryStats {
-        self.state().stats()
+        MemoryStats {
+            watchers: self.hub.watchers(),
+            ..self.state().stats()
+        }
     }
 
     pub(crate) fn start_timer(self: &Arc<Self>) {

@@ -361,3 +361,57 @@ async fn the_handle_works_as_arc_dyn_leadership() {
     leadership.revoke_leadership("a", "a/0").await.unwrap();
     assert!(token.check().await.unwrap_err().is_not_leader());
 }
+
+/// O4: streams of many namespaces share the store's one hub; dropping them leaves nothing
+/// behind, and the store stops journaling once nobody watches (O1 events still arrive in
+/// order for those who do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn o4_dropped_watch_streams_leave_nothing_behind() {
+    use futures::StreamExt;
+    use leadership_core::{LeaderEvent, Watcher};
+
+    let store = MemoryStore::new();
+    let mut streams = Vec::new();
+    for i in 0..100 {
+        let ns = store.namespace(&format!("ns{i}"));
+        streams.push(ns.watch_leaders().await.expect("watch"));
+        streams.push(ns.watch_leader("a").await.expect("watch one"));
+    }
+    assert_eq!(store.stats().watchers, 200);
+    for stream in &mut streams[14..16] {
+        assert!(matches!(
+            stream.next().await,
+            Some(LeaderEvent::Snapshot { .. })
+        ));
+    }
+    let ns = store.namespace("ns7");
+    let fence = ns
+        .claim_leadership("a", "a/0", MINUTE)
+        .await
+        .expect("claim");
+    for stream in &mut streams[14..16] {
+        assert_eq!(
+            stream.next().await,
+            Some(LeaderEvent::Elected {
+                application: "a".into(),
+                unit: "a/0".into(),
+                fence
+            })
+        );
+    }
+    ns.revoke_leadership("a", "a/0").await.expect("revoke");
+    for stream in &mut streams[14..16] {
+        assert_eq!(
+            stream.next().await,
+            Some(LeaderEvent::Vacated {
+                application: "a".into()
+            })
+        );
+    }
+    drop(streams);
+    let stats = store.stats();
+    assert_eq!(stats.watchers, 0);
+    // Nothing else was kept for the watches (the revoked lease's entry waits for its
+    // deadline in the timeline, as without watches).
+    assert_eq!(stats.waiters, 0);
+}

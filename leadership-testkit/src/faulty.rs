@@ -33,7 +33,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use leadership_core::{
-    Checker, Claimer, Error, Fence, Leadership, Pinner, Reader, Result, Revoker, Token, async_trait,
+    Checker, Claimer, Error, Fence, LeaderStream, Leadership, Pinner, Reader, Result, Revoker,
+    Token, Watcher, async_trait,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -248,5 +249,19 @@ impl Reader for FaultyStore {
     async fn leaders(&self) -> Result<BTreeMap<String, String>> {
         self.gate("leaders").await?;
         self.inner.leaders().await
+    }
+}
+
+/// Opening a watch passes the gate; a stream already open keeps following the wrapped store.
+#[async_trait]
+impl Watcher for FaultyStore {
+    async fn watch_leaders(&self) -> Result<LeaderStream> {
+        self.gate("watch").await?;
+        self.inner.watch_leaders().await
+    }
+
+    async fn watch_leader(&self, application: &str) -> Result<LeaderStream> {
+        self.gate("watch").await?;
+        self.inner.watch_leader(application).await
     }
 }

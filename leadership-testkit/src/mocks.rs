@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use leadership_core::{
-    Checker, Claimer, Fence, Pinner, Reader, Result, Revoker, Term, Ticket, Token, Tracker,
-    TrackerWorker, async_trait,
+    Checker, Claimer, Fence, LeaderStream, Pinner, Reader, Result, Revoker, Term, Ticket, Token,
+    Tracker, TrackerWorker, Watcher, async_trait,
 };
 use mockall::mock;
 use tokio_util::sync::CancellationToken;
@@ -89,7 +89,18 @@ mock! {
 }
 
 mock! {
-    /// A mock store: all five store traits, so it is a [`Leadership`](leadership_core::Leadership).
+    /// A mock [`Watcher`].
+    pub Watcher {}
+
+    #[async_trait]
+    impl Watcher for Watcher {
+        async fn watch_leaders(&self) -> Result<LeaderStream>;
+        async fn watch_leader(&self, application: &str) -> Result<LeaderStream>;
+    }
+}
+
+mock! {
+    /// A mock store: all six store traits, so it is a [`Leadership`](leadership_core::Leadership).
     pub Leadership {}
 
     #[async_trait]
@@ -122,6 +133,12 @@ mock! {
     #[async_trait]
     impl Reader for Leadership {
         async fn leaders(&self) -> Result<BTreeMap<String, String>>;
+    }
+
+    #[async_trait]
+    impl Watcher for Leadership {
+        async fn watch_leaders(&self) -> Result<LeaderStream>;
+        async fn watch_leader(&self, application: &str) -> Result<LeaderStream>;
     }
 }
 

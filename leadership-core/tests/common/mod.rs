@@ -11,7 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use leadership_core::{
-    Checker, Claimer, Error, Fence, Pinner, Reader, Result, Revoker, Token, async_trait,
+    Checker, Claimer, Error, Fence, LeaderStream, Pinner, Reader, Result, Revoker, Token, Watcher,
+    async_trait,
 };
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
@@ -204,6 +205,26 @@ impl Pinner for ModelStore {
 
     async fn pinned_leadership(&self) -> Result<BTreeMap<String, Vec<String>>> {
         Ok(BTreeMap::new())
+    }
+}
+
+/// The model serves the tracker's tests, which never watch: a watch is refused, not faked.
+#[async_trait]
+impl Watcher for ModelStore {
+    async fn watch_leaders(&self) -> Result<LeaderStream> {
+        Err(Error::backend(
+            "model",
+            "watch",
+            "the tracker's model store has no watches",
+        ))
+    }
+
+    async fn watch_leader(&self, _application: &str) -> Result<LeaderStream> {
+        Err(Error::backend(
+            "model",
+            "watch",
+            "the tracker's model store has no watches",
+        ))
     }
 }
 
