@@ -42,25 +42,9 @@ fn hint(err: &Error, store: &str) -> String {
     }
 }
 
-/// `err` and its causes in one line, each cause once: a client library's error that already
-/// prints its own cause (and returns it from `source()`) is not repeated.
-pub fn one_line(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !text.is_empty() && !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message.replace('\n', " ")
-}
-
 /// Prints `err` on stderr in one line: the error, its causes, and what to do.
 pub fn print_error(err: &Error, store: &str, json: bool) {
-    let message = one_line(err);
+    let message = err.one_line();
     let hint = hint(err, store);
     if json {
         let doc =

@@ -163,6 +163,35 @@ impl Error {
         matches!(self, Error::Unavailable { .. })
     }
 
+    /// The error in one line for people (logs, a CLI): this error, then each cause once,
+    /// stopping after a store's [`Cause`] (its source is the client library's own error,
+    /// which is often long; it stays reachable through [`std::error::Error::source`]).
+    ///
+    /// ```
+    /// use leadership_core::{Cause, Error};
+    ///
+    /// let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+    /// let err = Error::unavailable("etcd", "connect", Cause::new("unavailable: tcp connect error", io));
+    /// assert_eq!(err.one_line(), "etcd store unavailable during connect: unavailable: tcp connect error");
+    /// ```
+    pub fn one_line(&self) -> String {
+        use std::error::Error as _;
+        let mut line = self.to_string();
+        let mut next = self.source();
+        while let Some(cause) = next {
+            let text = cause.to_string();
+            if !text.is_empty() && !line.contains(&text) {
+                line.push_str(": ");
+                line.push_str(&text);
+            }
+            if is_cause(cause) {
+                break;
+            }
+            next = cause.source();
+        }
+        line.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
     /// True for the validation variants (`Invalid*`): the input can never succeed.
     pub fn is_invalid_input(&self) -> bool {
         matches!(
@@ -173,6 +202,58 @@ impl Error {
                 | Error::InvalidEntity { .. }
                 | Error::InvalidUrl { .. }
         )
+    }
+}
+
+/// Whether `err` is a [`Cause`], also behind the `Arc` that [`Error`] keeps its source in.
+fn is_cause(err: &(dyn std::error::Error + 'static)) -> bool {
+    err.is::<Cause>()
+        || err
+            .downcast_ref::<Source>()
+            .is_some_and(|inner| inner.is::<Cause>())
+}
+
+/// A store's one-line account of what its client library reported: `Display` is the summary
+/// (e.g. `unavailable: tcp connect error`), `source()` the client's own error. Stores wrap
+/// client errors in it so [`Error::one_line`] prints one short line.
+#[derive(Debug)]
+pub struct Cause {
+    summary: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl Cause {
+    /// `summary`, with `source` behind it.
+    pub fn new(
+        summary: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Cause {
+        Cause {
+            summary: summary.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A summary with nothing behind it.
+    pub fn message(summary: impl Into<String>) -> Cause {
+        Cause {
+            summary: summary.into(),
+            source: None,
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.summary)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
     }
 }
 

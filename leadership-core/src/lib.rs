@@ -15,7 +15,7 @@ pub mod conformance;
 pub mod tracker_conformance;
 
 pub use async_trait::async_trait;
-pub use error::{Error, Result, Source, redact_url};
+pub use error::{Cause, Error, Result, Source, redact_url};
 pub use fence::Fence;
 pub use policy::{JujuPolicy, PermissivePolicy, Policy};
 pub use tokio_util::sync::CancellationToken;
