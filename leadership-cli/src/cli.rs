@@ -87,11 +87,18 @@ pub enum Command {
         /// The application.
         app: String,
     },
+    /// Follow who leads APP (or every application): the current state, then each change,
+    /// until Ctrl-C (exit 130).
+    Watch {
+        /// The application; all of the namespace's without it.
+        app: Option<String>,
+    },
     /// Run a tracker for UNIT: contend forever, print each transition until Ctrl-C.
     Track {
         /// The unit, e.g. `wordpress/0`; the application is the part before `/`.
         unit: String,
-        /// How long a leader is guaranteed to stay leader; claims last twice as long.
+        /// How long a leader is guaranteed to stay leader (the tracker's claim_duration());
+        /// claims last twice as long.
         #[arg(long, value_parser = parse_duration, default_value = "30s")]
         guarantee: Duration,
         /// Revoke the lease on exit, so a waiting unit takes over at once.
@@ -157,6 +164,15 @@ pub async fn run(args: Args) -> u8 {
             return exit_code(&err);
         }
     };
+    if let Command::Watch { app } = &args.command {
+        return match crate::watch::watch(store, app.as_deref(), args.json).await {
+            Ok(code) => code,
+            Err(err) => {
+                print_error(&err, &url, args.json);
+                exit_code(&err)
+            }
+        };
+    }
     match execute(&args, store).await {
         Ok(()) => 0,
         Err(err) => {
@@ -174,8 +190,8 @@ async fn execute(args: &Args, store: Arc<dyn Leadership>) -> leadership::Result<
             guarantee,
             release_on_exit,
         } => crate::track::track(store, unit, *guarantee, *release_on_exit, json).await?,
-        // Handled in `run`, which opens the store its own way.
-        Command::Demo(_) => {}
+        // Handled in `run`: the demo opens the store its own way, a watch has its own exit.
+        Command::Demo(_) | Command::Watch { .. } => {}
         Command::Leaders => {
             let leaders = store.leaders().await?;
             print(json, || table(&leaders), || json!(leaders));

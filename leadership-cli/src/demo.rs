@@ -6,10 +6,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::select_all;
 use leadership::memory::MemoryStore;
 use leadership::tracker::LeaderTracker;
-use leadership::{Claimer, Error, Fence, Leadership, Revoker, Tracker, TrackerWorker};
+use leadership::{Claimer, Error, Fence, LeaderEvent, Leadership, Revoker, Tracker, TrackerWorker};
 use leadership_testkit::{Fault, FaultyStore};
 use serde_json::json;
 use tokio::time::{Instant, sleep, timeout};
@@ -80,6 +81,7 @@ impl FencedResource {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Narrator {
     start: Instant,
 }
@@ -143,6 +145,46 @@ async fn next_leader(
     Ok((i, fence, seen))
 }
 
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "NO" }
+}
+
+/// Follows `app` with `watch_leader` on a task of its own: narrates each change (in text
+/// mode) and keeps every event for the summary.
+async fn watch_app(
+    store: &Arc<dyn Leadership>,
+    app: &str,
+    say: Narrator,
+    json: bool,
+) -> leadership::Result<Arc<Mutex<Vec<LeaderEvent>>>> {
+    let mut stream = store.watch_leader(app).await?;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    tokio::spawn(async move {
+        while let Some(event) = stream.next().await {
+            if !json {
+                match &event {
+                    LeaderEvent::Elected {
+                        application,
+                        unit,
+                        fence,
+                    } => say.say(format!(
+                        "   (watcher) {application}: led by {unit}, fence {fence}"
+                    )),
+                    LeaderEvent::Vacated { application } => {
+                        say.say(format!("   (watcher) {application}: no leader"));
+                    }
+                    _ => {}
+                }
+            }
+            keep.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(event);
+        }
+    });
+    Ok(seen)
+}
+
 /// Opens the store for the tour: on `memory://` the store itself, so the tour can show its
 /// guarded write; elsewhere through [`leadership::connect`].
 ///
@@ -186,6 +228,9 @@ pub async fn run(
         humantime::format_duration(g),
         humantime::format_duration(claim),
     ));
+
+    // A watcher follows the first application from outside, as a router or dashboard would.
+    let watched = watch_app(&store, apps[0], say, json).await?;
 
     // Every unit of every application runs a tracker.
     let mut fleets: Vec<Vec<Unit>> = apps
@@ -360,6 +405,15 @@ pub async fn run(
         stale_refused &= stale.is_err();
     }
 
+    let saw = |fence: Fence| {
+        watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|event| matches!(event, LeaderEvent::Elected { fence: f, .. } if *f == fence))
+    };
+    let (saw_failover, saw_handover) = (saw(f2), saw(f3));
+
     // Stop everything, releasing leases.
     for unit in fleets.iter().flatten() {
         unit.tracker.kill();
@@ -388,6 +442,11 @@ pub async fn run(
             format!("held: {held_throughout}, takeovers: {takeovers}"),
         ),
         (
+            "watcher saw failover / handover",
+            format!("{} / {}", yes(saw_failover), yes(saw_handover)),
+            format!("fences {f2} / {f3}"),
+        ),
+        (
             "stale leader's write (fence)",
             if stale_refused {
                 "refused".into()
@@ -407,6 +466,8 @@ pub async fn run(
                 "pin_held": held_throughout,
                 "pin_takeovers": takeovers,
                 "stale_write_refused": stale_refused,
+                "watcher_saw_failover": saw_failover,
+                "watcher_saw_handover": saw_handover,
                 "guarantee_ms": g.as_secs_f64() * 1000.0,
             })
         );

@@ -8,6 +8,7 @@ mod cli;
 mod demo;
 mod output;
 mod track;
+mod watch;
 
 use std::process::ExitCode;
 

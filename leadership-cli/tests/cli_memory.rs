@@ -185,6 +185,10 @@ fn demo_human_summary() {
         "failover after a crash (no release)",
         "handover on a graceful stop",
         "refused",
+        // Issue 14.5: a watcher follows the failover and the handover.
+        "(watcher) wordpress: led by",
+        "watcher saw failover / handover",
+        "yes / yes",
     ] {
         assert!(text.contains(line), "missing {line:?}: {text}");
     }

@@ -177,3 +177,79 @@ fn wrong_password_is_clear_and_never_printed() {
         "{err}"
     );
 }
+
+/// `leadership watch APP --json` follows another process's claim and revoke (O1, O2), one
+/// JSON line per state, and Ctrl-C exits 130 (issue 14.5).
+fn watch_follows_other_processes(store: &str) {
+    use std::io::{BufRead, BufReader};
+    let run = |args: &[&str], code: i32| expect(&leadership(store, args), code, args);
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_leadership"))
+        .args(["--store", store, "--json", "watch", "web"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("watch starts");
+    let mut lines = BufReader::new(watcher.stdout.take().expect("stdout")).lines();
+    let mut next = || -> serde_json::Value {
+        let line = lines
+            .next()
+            .expect("a line before the watch ends")
+            .expect("readable");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"))
+    };
+    // The snapshot of a vacant application says so.
+    let first = next();
+    assert_eq!(
+        (first["event"].as_str(), first["application"].as_str()),
+        (Some("vacated"), Some("web")),
+        "{first}"
+    );
+    let claimed = run(&["--json", "claim", "web", "web/3", "--for", "30s"], 0);
+    let fence =
+        serde_json::from_str::<serde_json::Value>(claimed.trim()).expect("claim JSON")["fence"]
+            .as_u64()
+            .expect("a fence");
+    let elected = next();
+    assert_eq!(elected["event"], "elected", "{elected}");
+    assert_eq!(elected["unit"], "web/3", "{elected}");
+    assert_eq!(elected["fence"].as_u64(), Some(fence), "{elected}");
+    assert!(
+        elected["time"].as_str().is_some_and(|t| t.contains('T')),
+        "{elected}"
+    );
+    // An extension is no change.
+    run(&["claim", "web", "web/3", "--for", "30s"], 0);
+    run(&["revoke", "web", "web/3"], 0);
+    let vacated = next();
+    assert_eq!(
+        (vacated["event"].as_str(), vacated["application"].as_str()),
+        (Some("vacated"), Some("web")),
+        "{vacated}"
+    );
+    let status = Command::new("kill")
+        .args(["-INT", &watcher.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = watcher.wait().expect("watch exits");
+    assert_eq!(exit.code(), Some(130));
+}
+
+#[test]
+fn redis_watch_follows_other_processes() {
+    let server = RedisServer::start().expect("redis-server starts");
+    watch_follows_other_processes(&format!(
+        "{}?namespace=watch-{}",
+        server.url(),
+        std::process::id()
+    ));
+}
+
+#[test]
+fn etcd_watch_follows_other_processes() {
+    let server = EtcdServer::start().expect("etcd starts");
+    watch_follows_other_processes(&format!(
+        "{}?namespace=watch-{}",
+        server.url(),
+        std::process::id()
+    ));
+}
