@@ -121,6 +121,7 @@ impl MemoryStore {
         Ok(MemoryStoreBuilder {
             name: Some(url.authority().to_owned()).filter(|n| !n.is_empty()),
             namespace: url.namespace().to_owned(),
+            timeout: url.timeout(),
             policy: None,
         })
     }
@@ -222,6 +223,7 @@ impl Default for MemoryStore {
 pub struct MemoryStoreBuilder {
     name: Option<String>,
     namespace: String,
+    timeout: Duration,
     policy: Option<Arc<dyn Policy>>,
 }
 
@@ -242,6 +244,12 @@ impl MemoryStoreBuilder {
     /// The namespace the handle will work in.
     pub fn namespace_name(&self) -> &str {
         &self.namespace
+    }
+
+    /// The URL's `?timeout=` (every store takes it); the memory store never waits for I/O,
+    /// so nothing uses it.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Opens the handle.

@@ -99,6 +99,11 @@ impl RedisStoreBuilder {
         &self.namespace
     }
 
+    /// The operation timeout the store will have.
+    pub fn timeout(&self) -> Duration {
+        self.operation_timeout
+    }
+
     /// The ACL user name, overriding one in the URL.
     pub fn username(mut self, username: impl Into<String>) -> Self {
         self.username = Some(username.into());
