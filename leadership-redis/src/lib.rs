@@ -10,6 +10,7 @@ mod store;
 #[cfg(feature = "tls")]
 mod tls;
 mod waiters;
+mod watch;
 
 pub use config::RedisStoreBuilder;
 pub use leadership_core::{DEFAULT_NAMESPACE, DEFAULT_TIMEOUT};
