@@ -413,11 +413,13 @@ impl Inner {
         });
         let subscription = shared.hub.subscribe(&self.namespace, application);
         let mut state = registration.state.clone();
-        leadership_core::retry::timeout(BACKEND, "watch", shared.timeout, async {
+        let feed = &registration.feed;
+        // One bound for waiting on the subscription and reading the snapshot (E1).
+        let snapshot = leadership_core::retry::timeout(BACKEND, "watch", shared.timeout, async {
             loop {
                 let now = state.borrow_and_update().clone();
                 if now.connected {
-                    return Ok(());
+                    break;
                 }
                 if let Some(refused) = now.refused {
                     return Err(refused);
@@ -428,9 +430,9 @@ impl Inner {
                     });
                 }
             }
+            feed.snapshot().await
         })
         .await?;
-        let snapshot = registration.feed.snapshot().await?;
         registration.feed.learn(&snapshot);
         let stream = subscription.start(snapshot.leaders, Some(snapshot.floor));
         Ok(Box::pin(Watching {
