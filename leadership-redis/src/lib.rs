@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 mod config;
+#[cfg(feature = "conformance")]
+mod conformance;
 mod error;
 mod hints;
 mod keys;
@@ -10,7 +12,10 @@ mod store;
 #[cfg(feature = "tls")]
 mod tls;
 mod waiters;
+mod watch;
 
 pub use config::RedisStoreBuilder;
+#[cfg(feature = "conformance")]
+pub use conformance::conformance_profile;
 pub use leadership_core::{DEFAULT_NAMESPACE, DEFAULT_TIMEOUT};
 pub use store::{GuardedScript, RedisStore};

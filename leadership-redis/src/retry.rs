@@ -1,10 +1,16 @@
 //! One retry path for every operation (S4, E1): a retryable error (refused, dropped,
-//! timed out, a server loading or failing over) is tried again, with jittered backoff, until
-//! the operation timeout ends; only then is it `Unavailable`.
+//! timed out, a server loading or failing over) is tried again, with core's jittered
+//! [`Backoff::store`], until the operation timeout ends; only then is it `Unavailable`.
+//!
+//! Not [`leadership_core::retry::within`]: Redis needs two things it does not do. An attempt
+//! that must not run twice (a caller's guarded script) is resent only after errors that prove
+//! it did not run, which only the driver's error says; and an idempotent attempt that hangs
+//! on a half-open connection is abandoned after a third of the budget and sent again.
 
 use std::future::Future;
 use std::time::Duration;
 
+use leadership_core::retry::Backoff;
 use leadership_core::{Error, Result};
 use redis::{RedisError, RedisResult, ServerErrorKind};
 use tokio::time::Instant;
@@ -42,7 +48,7 @@ where
     Fut: Future<Output = RedisResult<T>>,
 {
     let deadline = Instant::now() + timeout;
-    let mut backoff = Backoff::new();
+    let mut backoff = Backoff::store();
     loop {
         // An idempotent attempt that hangs (a request sent on a connection that died without
         // a reset) is abandoned after a part of the budget and sent again; one that must not
@@ -74,6 +80,12 @@ where
     }
 }
 
+/// The backoff of the long-lived loops (the subscriber's reconnects, a blocked waiter's and
+/// the watch timer's looks after an error): 50 ms to 2 s, gentler than an operation's.
+pub(crate) fn background_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(2))
+}
+
 /// Errors after which the command surely did not run: no connection could be made, or the
 /// server answered that it runs nothing right now.
 fn did_not_run(err: &RedisError) -> bool {
@@ -90,31 +102,6 @@ fn did_not_run(err: &RedisError) -> bool {
             )
         )
         || matches!(err.code(), Some("BUSY" | "LOADING"))
-}
-
-/// Jittered exponential backoff, 50 ms to 2 s.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    const MIN: Duration = Duration::from_millis(50);
-    const MAX: Duration = Duration::from_secs(2);
-
-    pub(crate) fn new() -> Self {
-        Backoff { next: Self::MIN }
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.next = Self::MIN;
-    }
-
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.next.mul_f64(0.5 + rand::random::<f64>() / 2.0);
-        self.next = (self.next * 2).min(Self::MAX);
-        delay
-    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// KEYS: lease(app, unit). ARGV: duration ms, namespace key prefix, app, unit.
+/// A new term publishes `E<fence>:<ttl ms, -1 if pinned>:<unit length>:<unit><app>` on the
+/// namespace's channel; an extension publishes nothing (the hot path stays one `PEXPIRE`).
 /// Returns the fence (> 0) if granted or extended, 0 if another unit holds the lease.
 ///
 /// The holder's renewal, the hot path, touches only its lease key (`GET`, `PEXPIRE GT`) and
@@ -52,28 +54,34 @@ local last = tonumber(redis.call('HGET', fences, app) or '0')
 local f = string.format('%.0f', math.max(last + 1, now_us))
 redis.call('HSET', fences, app, f)
 redis.call('HSET', owners, app, unit)
+local ttl = ARGV[1]
 if redis.call('SCARD', prefix .. 'pins:' .. app) > 0 then
   -- P4: a pin waiting on a vacant application pins the new lease.
   redis.call('SET', KEYS[1], f)
   local expiry = math.floor(now_us / 1000) + tonumber(ARGV[1])
   redis.call('HSET', prefix .. 'pinexp', app, string.format('%.0f', expiry))
+  ttl = '-1'
 else
   redis.call('SET', KEYS[1], f, 'PX', ARGV[1])
 end
+-- O1: watchers learn of the new term, and when it expires unless extended (see watch.rs).
+redis.call('PUBLISH', prefix .. 'released', 'E' .. f .. ':' .. ttl .. ':' .. #unit .. ':' .. unit .. app)
 return tonumber(f)
 "#,
     )
 });
 
 /// KEYS: lease(app, unit), owners, pinexp. ARGV: app, lease prefix of app, channel.
-/// Returns 1 if the application is now vacant, 0 if another unit holds it (R2).
+/// Publishes `V<fence>:<app>` when it ends a term. Returns 1 if the application is now vacant, 0 if another unit holds it (R2).
 pub(crate) static REVOKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if redis.call('DEL', KEYS[1]) == 1 then
+local fence = redis.call('GET', KEYS[1])
+if fence then
+  redis.call('DEL', KEYS[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
-  redis.call('PUBLISH', ARGV[3], 'R' .. ARGV[1])
+  redis.call('PUBLISH', ARGV[3], 'V' .. fence .. ':' .. ARGV[1])
   return 1
 end
 local owner = redis.call('HGET', KEYS[2], ARGV[1])
@@ -119,6 +127,8 @@ return 1
 });
 
 /// KEYS: pins(app), pinned, owners, pinexp. ARGV: app, entity, lease prefix of app, channel.
+/// Publishes `V<fence>:<app>` if the last unpin ended the term (its claimed expiry had
+/// passed), `C<app>` if it restarted its expiry.
 pub(crate) static UNPIN: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -130,16 +140,43 @@ redis.call('HDEL', KEYS[4], ARGV[1])
 local owner = redis.call('HGET', KEYS[3], ARGV[1])
 if not owner then return 1 end
 local lease = ARGV[3] .. owner
-if redis.call('EXISTS', lease) == 0 then return 1 end
+local fence = redis.call('GET', lease)
+if not fence then return 1 end
 -- P3: expiry resumes at the claimed expiry; a time already past deletes the key at once.
 if at then redis.call('PEXPIREAT', lease, at) else redis.call('DEL', lease) end
 if redis.call('EXISTS', lease) == 1 then
   redis.call('PUBLISH', ARGV[4], 'C' .. ARGV[1])
 else
   redis.call('HDEL', KEYS[3], ARGV[1])
-  redis.call('PUBLISH', ARGV[4], 'R' .. ARGV[1])
+  redis.call('PUBLISH', ARGV[4], 'V' .. fence .. ':' .. ARGV[1])
 end
 return 1
+"#,
+    )
+});
+
+/// KEYS: owners. ARGV: lease prefix. Returns `[server time µs, app, holder, fence, pttl
+/// ms (-1 while pinned), …]` of held leases at one instant (O1): the watch's snapshot and the
+/// expiry times its timer starts from. Every term that starts later has a fence at or above
+/// the server time (F1's seed), which makes it the snapshot's floor.
+pub(crate) static SNAPSHOT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local t = redis.call('TIME')
+local out = {string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))}
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local app, owner = all[i], all[i + 1]
+  local lease = ARGV[1] .. #app .. ':' .. app .. owner
+  local fence = redis.call('GET', lease)
+  if fence then
+    out[#out + 1] = app
+    out[#out + 1] = owner
+    out[#out + 1] = fence
+    out[#out + 1] = tostring(redis.call('PTTL', lease))
+  end
+end
+return out
 "#,
     )
 });

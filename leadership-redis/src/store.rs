@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use leadership_core::watch::{LeaderStream, WatchHub, Watcher};
 use leadership_core::{
     CancellationToken, Checker, Claimer, Error, Fence, Pinner, Policy, Reader, Result, Revoker,
     Token,
@@ -18,9 +19,10 @@ use crate::config::RedisStoreBuilder;
 use crate::error::{BACKEND, BadReply, map_redis_error};
 use crate::hints::{Held, Hints, pexpire_gt};
 use crate::keys::Keys;
-use crate::retry::{Backoff, Retry, retrying};
+use crate::retry::{Retry, background_backoff, retrying};
 use crate::scripts;
-use crate::waiters::Waiters;
+use crate::waiters::{Waiters, WatchRegistration};
+use crate::watch::Watched;
 
 /// A leadership store over Redis 7.
 ///
@@ -44,8 +46,10 @@ pub(crate) struct Connection {
     endpoint: String,
     timeout: Duration,
     policy: Arc<dyn Policy>,
-    /// One subscriber connection for the waiters of every namespace.
+    /// One subscriber connection for the waiters and watchers of every namespace.
     waiters: Waiters,
+    /// The watchers of every namespace (O3), fed from `waiters`' subscription.
+    hub: WatchHub,
     /// Leases this connection's handles were granted or last saw held by the claiming unit,
     /// by lease key, so that their renewal can take a fast path (see [`Inner::claim`]). A
     /// hint only: the server decides every claim.
@@ -66,6 +70,7 @@ impl Connection {
             timeout,
             policy,
             waiters: Waiters::new(client, timeout),
+            hub: WatchHub::new(),
             hints: Hints::new(),
         }
     }
@@ -327,7 +332,7 @@ impl Inner {
             .shared
             .waiters
             .register(&self.keys.channel, application);
-        let mut backoff = Backoff::new();
+        let mut backoff = background_backoff();
         loop {
             // Look only while subscribed: a release after the look is then never missed.
             loop {
@@ -390,6 +395,50 @@ impl Inner {
                 () = timer => {}
             }
         }
+    }
+
+    /// Registers the watcher (subscribing the namespace's channel if it is the first), then,
+    /// once subscribed, reads the snapshot: a change after the read is then never missed, and
+    /// one before it, arriving late, is below the snapshot's floor (O1, O4).
+    async fn watch(&self, application: Option<&str>) -> Result<LeaderStream> {
+        let shared = &self.shared;
+        let registration = shared.waiters.watch(&self.keys.channel, || {
+            Watched::start(
+                &self.namespace,
+                self.keys.clone(),
+                shared.hub.clone(),
+                shared.manager.clone(),
+                shared.timeout,
+            )
+        });
+        let subscription = shared.hub.subscribe(&self.namespace, application);
+        let mut state = registration.state.clone();
+        let feed = &registration.feed;
+        // One bound for waiting on the subscription and reading the snapshot (E1).
+        let snapshot = leadership_core::retry::timeout(BACKEND, "watch", shared.timeout, async {
+            loop {
+                let now = state.borrow_and_update().clone();
+                if now.connected {
+                    break;
+                }
+                if let Some(refused) = now.refused {
+                    return Err(refused);
+                }
+                if state.changed().await.is_err() {
+                    return Err(Error::Stopped {
+                        what: "redis release subscriber",
+                    });
+                }
+            }
+            feed.snapshot().await
+        })
+        .await?;
+        registration.feed.learn(&snapshot);
+        let stream = subscription.start(snapshot.leaders, Some(snapshot.floor));
+        Ok(Box::pin(Watching {
+            stream,
+            _registration: registration,
+        }))
     }
 
     async fn revoke(&self, application: &str, unit: &str) -> Result<()> {
@@ -558,6 +607,17 @@ impl RedisStore {
             .registered(&self.inner.keys.channel)
     }
 
+    /// How many streams watch this handle's namespace (over its connection), and whether the
+    /// namespace's watch (its terms and expiry timer) is running. A dropped stream leaves
+    /// nothing behind (O4): the last one ends the watch and unsubscribes the channel unless
+    /// waiters still use it.
+    pub fn watchers(&self) -> (usize, bool) {
+        (
+            self.inner.shared.hub.watchers_of(&self.inner.namespace),
+            self.inner.shared.waiters.watched(&self.inner.keys.channel),
+        )
+    }
+
     /// The key prefix of this namespace, `leadership:{n<ns>}:`. Keys for guarded writes
     /// that start with it share the namespace's hash tag, so they live in the same cluster
     /// slot as the lease.
@@ -719,6 +779,35 @@ impl Token for RedisToken {
             Ok(get) => self.inner.check(&self.application, &self.unit, get).await,
             Err(invalid) => Err(invalid.clone()),
         }
+    }
+}
+
+#[async_trait]
+impl Watcher for RedisStore {
+    async fn watch_leaders(&self) -> Result<LeaderStream> {
+        self.inner.watch(None).await
+    }
+
+    async fn watch_leader(&self, application: &str) -> Result<LeaderStream> {
+        self.inner.shared.policy.check_application(application)?;
+        self.inner.watch(Some(application)).await
+    }
+}
+
+/// A watcher's stream: the hub's, holding the namespace's watch while it lives.
+struct Watching {
+    stream: LeaderStream,
+    _registration: WatchRegistration,
+}
+
+impl futures::Stream for Watching {
+    type Item = leadership_core::LeaderEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.stream.as_mut().poll_next(cx)
     }
 }
 

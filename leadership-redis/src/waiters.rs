@@ -9,6 +9,10 @@
 //! subscription drops, every channel's epoch changes and every waiter looks again once it is
 //! back. Expiries need no message: the look returns the time left and the waiter sleeps
 //! exactly that long.
+//!
+//! The same subscription carries the namespace's watches (O4): a channel stays subscribed
+//! while it has waiters or watchers, and after every (re)subscription the subscriber
+//! resynchronises each watched namespace before it reads another message (watch.rs).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -20,7 +24,7 @@ use redis::aio::PubSubSink;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::retry::Backoff;
+use crate::watch::{Message, Watched};
 
 /// How often an idle subscription proves the server still answers, so a half-open
 /// connection is noticed and replaced (then waiters look again).
@@ -52,10 +56,28 @@ struct AppEntry {
     waiters: usize,
 }
 
-/// The waiters of one namespace's release channel.
+/// The waiters and watchers of one namespace's channel.
 struct Channel {
     apps: HashMap<String, AppEntry>,
     state: watch::Sender<SubState>,
+    /// The namespace's watch, while it has watchers.
+    watched: Option<Watched>,
+    watchers: usize,
+}
+
+impl Channel {
+    fn new() -> Channel {
+        Channel {
+            apps: HashMap::new(),
+            state: watch::Sender::new(SubState::default()),
+            watched: None,
+            watchers: 0,
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.apps.is_empty() && self.watchers == 0
+    }
 }
 
 struct Shared {
@@ -70,20 +92,30 @@ impl Shared {
     }
 
     fn dispatch(&self, channel: &str, payload: &[u8]) {
-        let Some((&kind, app)) = payload.split_first() else {
-            return;
-        };
-        let Ok(app) = std::str::from_utf8(app) else {
+        let Some(message) = Message::parse(payload) else {
             return;
         };
         let channels = self.channels();
-        let Some(entry) = channels.get(channel).and_then(|c| c.apps.get(app)) else {
+        let Some(channel) = channels.get(channel) else {
             return;
         };
-        entry.tx.send_modify(|events| match kind {
-            b'R' => events.released += 1,
-            _ => events.changed += 1,
-        });
+        if let Some(watched) = &channel.watched {
+            watched.feed.on_message(&message);
+        }
+        let (app, released) = match message {
+            Message::Vacated { application, .. } => (application, true),
+            Message::Changed { application } => (application, false),
+            Message::Elected { .. } => return,
+        };
+        if let Some(entry) = channel.apps.get(app) {
+            entry.tx.send_modify(|events| {
+                if released {
+                    events.released += 1;
+                } else {
+                    events.changed += 1;
+                }
+            });
+        }
     }
 
     /// Marks `names` as subscribed (or refused) on the current connection.
@@ -132,10 +164,7 @@ impl Waiters {
             let mut channels = self.shared.channels();
             let entry = channels.entry(channel.to_owned()).or_insert_with(|| {
                 self.shared.resync.notify_one();
-                Channel {
-                    apps: HashMap::new(),
-                    state: watch::Sender::new(SubState::default()),
-                }
+                Channel::new()
             });
             let app = entry
                 .apps
@@ -167,6 +196,41 @@ impl Waiters {
                 self.timeout,
             )));
         }
+    }
+
+    /// Registers a watcher of the namespace whose channel is `channel`, starting its watch
+    /// with `start` if it has none, and the subscriber if it does not run; dropping the
+    /// registration removes it, and the last one ends the watch (O4).
+    pub(crate) fn watch(
+        &self,
+        channel: &str,
+        start: impl FnOnce() -> Watched,
+    ) -> WatchRegistration {
+        let (feed, state) = {
+            let mut channels = self.shared.channels();
+            let entry = channels.entry(channel.to_owned()).or_insert_with(|| {
+                self.shared.resync.notify_one();
+                Channel::new()
+            });
+            entry.watchers += 1;
+            let watched = entry.watched.get_or_insert_with(start);
+            (watched.feed.clone(), entry.state.subscribe())
+        };
+        self.ensure_subscriber();
+        WatchRegistration {
+            shared: self.shared.clone(),
+            channel: channel.to_owned(),
+            feed,
+            state,
+        }
+    }
+
+    /// Whether `channel` has a watch (for the tests' view of what a dropped stream leaves).
+    pub(crate) fn watched(&self, channel: &str) -> bool {
+        self.shared
+            .channels()
+            .get(channel)
+            .is_some_and(|c| c.watched.is_some())
     }
 
     /// Waiters currently registered on `channel`'s applications.
@@ -214,7 +278,34 @@ impl Drop for Registration {
                 channel.apps.remove(&self.application);
             }
         }
-        if channel.apps.is_empty() {
+        if channel.is_idle() {
+            channels.remove(&self.channel);
+            self.shared.resync.notify_one();
+        }
+    }
+}
+
+/// One watcher's interest in one namespace.
+pub(crate) struct WatchRegistration {
+    shared: Arc<Shared>,
+    channel: String,
+    /// The namespace's watch.
+    pub(crate) feed: Arc<crate::watch::Feed>,
+    /// The subscription of the namespace's channel.
+    pub(crate) state: watch::Receiver<SubState>,
+}
+
+impl Drop for WatchRegistration {
+    fn drop(&mut self) {
+        let mut channels = self.shared.channels();
+        let Some(channel) = channels.get_mut(&self.channel) else {
+            return;
+        };
+        channel.watchers = channel.watchers.saturating_sub(1);
+        if channel.watchers == 0 {
+            channel.watched = None;
+        }
+        if channel.is_idle() {
             channels.remove(&self.channel);
             self.shared.resync.notify_one();
         }
@@ -222,7 +313,7 @@ impl Drop for Registration {
 }
 
 async fn run_subscriber(shared: Arc<Shared>, client: Client, timeout: Duration) {
-    let mut backoff = Backoff::new();
+    let mut backoff = crate::retry::background_backoff();
     loop {
         match connect(&client, timeout).await {
             Ok(pubsub) => {
@@ -330,6 +421,21 @@ async fn resync(
             s.connected = true;
             s.refused = None;
         });
+        // Messages sent while the channels were not subscribed are lost: bring each watched
+        // namespace to a fresh snapshot before reading the next message (O4).
+        let feeds: Vec<_> = {
+            let channels = shared.channels();
+            wanted
+                .iter()
+                .filter_map(|name| channels.get(name)?.watched.as_ref())
+                .map(|watched| watched.feed.clone())
+                .collect()
+        };
+        let resyncs = futures::future::join_all(feeds.iter().map(|feed| feed.resync())).await;
+        if let Some(Err(error)) = resyncs.into_iter().find(Result::is_err) {
+            tracing::debug!(%error, "redis watch resync failed; reconnecting");
+            return Err(std::io::Error::other("watch resync failed").into());
+        }
     }
     if !unwanted.is_empty() {
         tokio::time::timeout(timeout, sink.unsubscribe(&unwanted))

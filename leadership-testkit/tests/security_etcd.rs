@@ -10,10 +10,7 @@ use std::time::Duration;
 use leadership_core::{Checker, Claimer, Error, Pinner, Reader};
 use leadership_etcd::EtcdStore;
 use leadership_etcd::etcd_client::{Client, GetOptions, Permission};
-use leadership_testkit::harness::{EtcdServer, EtcdTls};
-
-mod tls_ca;
-use tls_ca::Ca;
+use leadership_testkit::harness::{EtcdServer, EtcdTls, TestCa};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -184,7 +181,7 @@ async fn a_role_limited_to_another_prefix_can_do_nothing_here() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcds_with_a_generated_ca_works_and_another_ca_is_refused() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let ca = Ca::new("leadership etcd test CA");
+    let ca = TestCa::new("leadership etcd test CA");
     let (cert, key) = ca.server_cert();
     let write = |name: &str, text: &str| {
         let path = dir.path().join(name);
@@ -196,7 +193,7 @@ async fn etcds_with_a_generated_ca_works_and_another_ca_is_refused() {
         key_file: write("server-key.pem", &key),
     };
     let ca_file = write("ca.pem", &ca.cert_pem);
-    let other_ca_file = write("other-ca.pem", &Ca::new("another CA").cert_pem);
+    let other_ca_file = write("other-ca.pem", &TestCa::new("another CA").cert_pem);
     let server = EtcdServer::start_tls(&tls).unwrap_or_else(|e| panic!("{e}"));
     let url = server.tls_url().expect("a TLS endpoint");
 

@@ -14,11 +14,8 @@ use std::time::Duration;
 
 use leadership_core::{CancellationToken, Checker, Claimer, Error, Fence, Pinner, Reader, Revoker};
 use leadership_redis::RedisStore;
-use leadership_testkit::harness::{RedisServer, RedisTls};
+use leadership_testkit::harness::{RedisServer, RedisTls, TestCa};
 use tokio::time::timeout;
-
-mod tls_ca;
-use tls_ca::Ca;
 
 /// Every command the store sends: on connect (`PING`; the redis crate's `CLIENT SETINFO`
 /// may be refused, it ignores the answer; Redis 7.0 does not know it), for
@@ -291,7 +288,7 @@ async fn a_user_without_rights_on_the_namespace_gets_a_permission_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_a_generated_ca_works_and_another_ca_is_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ca = Ca::new("leadership test CA");
+    let ca = TestCa::new("leadership test CA");
     let (cert, key) = ca.server_cert();
     let write = |name: &str, pem: &str| {
         let path = dir.path().join(name);
@@ -318,7 +315,7 @@ async fn rediss_with_a_generated_ca_works_and_another_ca_is_refused() {
     full_workload(&store, "app").await;
 
     // A CA that did not sign the server's certificate: the handshake fails, promptly.
-    let other = Ca::new("another CA");
+    let other = TestCa::new("another CA");
     let started = std::time::Instant::now();
     let err = timeout(
         Duration::from_secs(10),

@@ -2,7 +2,6 @@
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use leadership_core::conformance::{Profile, StoreFactory};
 use leadership_core::{Leadership, Policy};
@@ -18,14 +17,9 @@ pub fn server() -> &'static RedisServer {
     })
 }
 
-/// Redis's promises to the conformance suite. The store's expiry is exact on the server's
-/// clock (µs); the slacks cover a loaded two-core machine and the pub/sub hop.
+/// Redis's promises to the conformance suite, as the crate exports them.
 pub fn profile() -> Profile {
-    Profile {
-        min_duration: Duration::from_millis(200),
-        expiry_slack: Duration::from_millis(250),
-        notify_latency: Duration::from_millis(500),
-    }
+    leadership_redis::conformance_profile()
 }
 
 /// Opens stores as its own ACL user, so that `drop_connections` can kill exactly this

@@ -6,9 +6,11 @@
 
 mod process;
 mod redis;
+mod tls_ca;
 
 pub use process::{HarnessError, ServerProcess, cpu_time, find_binary, free_port, wait_until};
 pub mod etcd;
 
 pub use etcd::{EtcdCluster, EtcdServer, EtcdTls};
 pub use redis::{REDIS_SERVER_ENV, RedisServer, RedisServerBuilder, RedisTls};
+pub use tls_ca::TestCa;
