@@ -6,11 +6,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, TlsOptions};
+use leadership_core::watch::WatchHub;
 use leadership_core::{Error, Result};
 
 use crate::BACKEND;
 use crate::builder::EtcdStoreBuilder;
 use crate::error::{Detail, connect_error};
+use crate::follow::Feeds;
 use crate::keys::Keys;
 use crate::retry::retry_until;
 use crate::store::{EtcdStore, Shared};
@@ -105,6 +107,8 @@ impl EtcdStore {
             policy: builder.policy,
             endpoints: builder.endpoints,
             key_prefix: builder.key_prefix,
+            hub: WatchHub::new(),
+            feeds: Feeds::default(),
         };
         Ok(EtcdStore::from_shared(Arc::new(shared), &builder.namespace))
     }

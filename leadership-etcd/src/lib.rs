@@ -6,6 +6,7 @@ mod claim;
 mod connect;
 mod error;
 mod fence;
+mod follow;
 mod keys;
 mod retry;
 mod store;
