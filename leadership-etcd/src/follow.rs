@@ -50,6 +50,8 @@ const FEED_BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration:
 #[derive(Default)]
 pub(crate) struct Feeds {
     by_namespace: Mutex<HashMap<String, Arc<Feed>>>,
+    /// Watches that found their next revision compacted, over the client's life.
+    compactions: Arc<AtomicUsize>,
 }
 
 impl Feeds {
@@ -62,6 +64,11 @@ impl Feeds {
     /// How many namespaces have a running feed (one etcd watch each).
     pub(crate) fn running(&self) -> usize {
         self.lock().len()
+    }
+
+    /// How many times a watch of this client found its revisions compacted and re-read.
+    pub(crate) fn compactions(&self) -> usize {
+        self.compactions.load(Ordering::Relaxed)
     }
 
     /// Stops every feed: the client is going away.
@@ -105,6 +112,7 @@ struct FeedTask {
     hub: WatchHub,
     feed: Arc<Feed>,
     timeout: Duration,
+    compactions: Arc<AtomicUsize>,
 }
 
 /// How a watch ended.
@@ -144,6 +152,7 @@ impl FeedTask {
             let from = self.feed.lock().revision + 1;
             match self.watch_from(from, &mut backoff).await {
                 WatchEnd::Compacted => {
+                    self.compactions.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(namespace = %self.namespace, from, "etcd watch: compacted; re-reading the leaders");
                     resync = true;
                 }
@@ -354,6 +363,7 @@ impl EtcdStore {
                     hub: shared.hub.clone(),
                     feed: feed.clone(),
                     timeout: shared.timeout,
+                    compactions: shared.feeds.compactions.clone(),
                 };
                 tokio::spawn(task.run());
                 feed
@@ -410,6 +420,13 @@ impl EtcdStore {
     #[doc(hidden)]
     pub fn running_watches(&self) -> usize {
         self.inner.shared.feeds.running()
+    }
+
+    /// How many times a watch of this handle's client found the revisions it needed
+    /// compacted, and re-read the leaders instead (O4). For tests.
+    #[doc(hidden)]
+    pub fn watch_compactions(&self) -> usize {
+        self.inner.shared.feeds.compactions()
     }
 }
 
