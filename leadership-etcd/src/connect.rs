@@ -6,13 +6,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use etcd_client::{Certificate, Client, ConnectOptions, GetOptions, TlsOptions};
-use leadership_core::{Error, Result};
+use leadership_core::watch::WatchHub;
+use leadership_core::{Error, Result, retry};
 
 use crate::BACKEND;
 use crate::builder::EtcdStoreBuilder;
 use crate::error::{Detail, connect_error};
+use crate::follow::Feeds;
 use crate::keys::Keys;
-use crate::retry::retry_until;
 use crate::store::{EtcdStore, Shared};
 
 /// HTTP/2 pings find a dead or frozen member under an idle watch within about this long.
@@ -83,29 +84,51 @@ impl EtcdStore {
                 },
             )
         };
-        // Both steps share one deadline and the one retry path (S4): with a member down, the
-        // client may pick it for the read; another attempt picks another.
+        // Both steps share one deadline and core's one retry path (S4): with a member down,
+        // the client may pick it for the read; another attempt picks another. An attempt cut
+        // at the deadline says which members did not answer.
         let deadline = Instant::now() + builder.timeout;
-        let client = retry_until(deadline, timed_out, || {
+        let named = |err: Error| {
+            if cut_at_deadline(&err) {
+                timed_out()
+            } else {
+                err
+            }
+        };
+        let client = retry::within(BACKEND, "connect", builder.timeout, || {
             let connecting = Client::connect(urls.clone(), Some(options.clone()));
             async move { connecting.await.map_err(connect_error) }
         })
-        .await?;
+        .await
+        .map_err(named)?;
         let keys = Keys::new(&builder.key_prefix, &builder.namespace);
         let probe = GetOptions::new().with_prefix().with_count_only();
-        retry_until(deadline, timed_out, || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        retry::within(BACKEND, "connect", left, || {
             let mut kv = client.kv_client();
             let (leaders, probe) = (keys.leaders(), probe.clone());
             async move { kv.get(leaders, Some(probe)).await.map_err(connect_error) }
         })
-        .await?;
+        .await
+        .map_err(named)?;
         let shared = Shared {
             client,
             timeout: builder.timeout,
             policy: builder.policy,
             endpoints: builder.endpoints,
             key_prefix: builder.key_prefix,
+            hub: WatchHub::new(),
+            feeds: Feeds::default(),
         };
         Ok(EtcdStore::from_shared(Arc::new(shared), &builder.namespace))
+    }
+}
+
+/// True for core's "no answer within the operation timeout": an attempt still running at the
+/// deadline.
+fn cut_at_deadline(err: &Error) -> bool {
+    match err {
+        Error::Unavailable { source, .. } => source.is::<retry::TimedOut>(),
+        _ => false,
     }
 }

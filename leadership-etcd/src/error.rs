@@ -1,8 +1,6 @@
 //! The one mapping from etcd-client errors to [`leadership_core::Error`].
 
-use std::fmt;
-
-use leadership_core::Error;
+use leadership_core::{Cause, Error};
 
 use crate::BACKEND;
 
@@ -22,9 +20,9 @@ const UNAVAILABLE: i32 = 14;
 /// source is a [`Cause`]: one short line for people, with the client's error behind it.
 pub(crate) fn map_err(operation: &'static str, err: etcd_client::Error) -> Error {
     if is_transient(&err) {
-        Error::unavailable(BACKEND, operation, Cause::new(err))
+        Error::unavailable(BACKEND, operation, cause(err))
     } else {
-        Error::backend(BACKEND, operation, Cause::new(err))
+        Error::backend(BACKEND, operation, cause(err))
     }
 }
 
@@ -47,7 +45,7 @@ pub(crate) fn connect_error(err: etcd_client::Error, endpoints: &str, user: Opti
         };
         let detail = Detail {
             message,
-            source: Some(Cause::new(err)),
+            source: Some(cause(err)),
         };
         return Error::backend(BACKEND, "connect", detail);
     }
@@ -57,14 +55,14 @@ pub(crate) fn connect_error(err: etcd_client::Error, endpoints: &str, user: Opti
                 "etcd at {endpoints} presented a certificate this client does not trust: \
                  check the CA file (?ca=)"
             ),
-            source: Some(Cause::new(err)),
+            source: Some(cause(err)),
         };
         return Error::backend(BACKEND, "connect", detail);
     }
     let transient = is_transient(&err);
     let detail = Detail {
         message: format!("cannot reach etcd at {endpoints}"),
-        source: Some(Cause::new(err)),
+        source: Some(cause(err)),
     };
     if transient {
         Error::unavailable(BACKEND, "connect", detail)
@@ -73,35 +71,12 @@ pub(crate) fn connect_error(err: etcd_client::Error, endpoints: &str, user: Opti
     }
 }
 
-/// What an etcd call failed with, in one short line of this crate's words: the gRPC code
-/// and the server's message (`unavailable: tcp connect error`), or what the transport said.
-/// The client's own error, whose text is tonic's `Debug` output, stays reachable as
-/// [`source()`](std::error::Error::source) and is never repeated in this `Display`.
-#[derive(Debug)]
-pub(crate) struct Cause {
-    summary: String,
-    source: etcd_client::Error,
-}
-
-impl Cause {
-    pub(crate) fn new(source: etcd_client::Error) -> Self {
-        Cause {
-            summary: summarize(&source),
-            source,
-        }
-    }
-}
-
-impl fmt::Display for Cause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.summary)
-    }
-}
-
-impl std::error::Error for Cause {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
+/// What an etcd call failed with, as core's [`Cause`]: one short line of this crate's words,
+/// the gRPC code and the server's message (`unavailable: tcp connect error`) or what the
+/// transport said, with the client's own error (whose text is tonic's `Debug` output) behind
+/// it as [`source()`](std::error::Error::source). [`Error::one_line`] stops at it.
+pub(crate) fn cause(err: etcd_client::Error) -> Cause {
+    Cause::new(summarize(&err), err)
 }
 
 /// One line: gRPC `code: message`, or the variant's own words without the client's prefix.
@@ -218,11 +193,6 @@ pub(crate) struct Detail {
     pub(crate) source: Option<Cause>,
 }
 
-/// The cause of an operation that ran out of time.
-#[derive(Debug, thiserror::Error)]
-#[error("no answer from etcd within {0:?}")]
-pub(crate) struct TimedOut(pub(crate) std::time::Duration);
-
 #[cfg(test)]
 mod tests {
     use std::error::Error as _;
@@ -302,5 +272,10 @@ mod tests {
             "etcd store unavailable during leaders: unavailable: tcp connect error: \
              grpc request error: "
         ));
+        // core's one_line stops at the Cause: no tonic text.
+        assert_eq!(
+            err.one_line(),
+            "etcd store unavailable during leaders: unavailable: tcp connect error"
+        );
     }
 }

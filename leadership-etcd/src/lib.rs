@@ -3,9 +3,12 @@
 mod builder;
 mod cas;
 mod claim;
+#[cfg(feature = "conformance")]
+mod conformance;
 mod connect;
 mod error;
 mod fence;
+mod follow;
 mod keys;
 mod retry;
 mod store;
@@ -14,6 +17,8 @@ mod txn;
 mod watch;
 
 pub use builder::{DEFAULT_KEY_PREFIX, EtcdStoreBuilder};
+#[cfg(feature = "conformance")]
+pub use conformance::conformance_profile;
 pub use etcd_client;
 pub use leadership_core::{DEFAULT_NAMESPACE, DEFAULT_TIMEOUT};
 pub use store::EtcdStore;

@@ -7,19 +7,32 @@ use std::time::Duration;
 
 use etcd_client::Client;
 use leadership_core::Policy;
+use leadership_core::watch::WatchHub;
 
 use crate::builder::EtcdStoreBuilder;
 use crate::claim::Held;
+use crate::follow::Feeds;
 use crate::keys::Keys;
 
 /// What every handle opened from one `connect` shares (S3): the client, whose one gRPC
-/// channel carries every call and watch of every namespace.
+/// channel carries every call and watch of every namespace, and the watchers of every
+/// namespace with the one etcd watch per namespace that feeds them (O4).
 pub(crate) struct Shared {
     pub(crate) client: Client,
     pub(crate) timeout: Duration,
     pub(crate) policy: Arc<dyn Policy>,
     pub(crate) endpoints: Vec<String>,
     pub(crate) key_prefix: String,
+    pub(crate) hub: WatchHub,
+    pub(crate) feeds: Feeds,
+}
+
+impl Drop for Shared {
+    /// The last handle is gone: the watches stop, and with them the hub, which ends every
+    /// stream.
+    fn drop(&mut self) {
+        self.feeds.stop_all();
+    }
 }
 
 /// One namespace's view (N1): its keys and the leases this handle's claims hold in it.

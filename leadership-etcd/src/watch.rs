@@ -1,11 +1,11 @@
 //! Blocking until released: a watch from the read revision, resumed after breaks (B1–B5).
 
 use etcd_client::{EventType, WatchFilterType, WatchOptions};
+use leadership_core::retry::Backoff;
 use leadership_core::{Error, Result};
 
 use crate::BACKEND;
 use crate::error::map_err;
-use crate::retry::Backoff;
 use crate::store::EtcdStore;
 use crate::txn::header_revision;
 
@@ -16,7 +16,7 @@ impl EtcdStore {
     pub(crate) async fn wait_released(&self, application: &str) -> Result<()> {
         let key = self.inner.keys.leader(application);
         let mut term: Option<i64> = None;
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::store();
         loop {
             // Each step goes through the one retry path; a wait outlives the operation
             // timeout, so a step that gave up is started again after a pause (B5).
@@ -30,7 +30,7 @@ impl EtcdStore {
             let read = match read {
                 Ok(read) => read,
                 Err(err) if err.is_retryable() => {
-                    tokio::time::sleep(backoff.next_pause()).await;
+                    tokio::time::sleep(backoff.next_delay()).await;
                     continue;
                 }
                 Err(err) => return Err(err),
@@ -46,7 +46,7 @@ impl EtcdStore {
             match self.watch_for_delete(&key, from).await {
                 Ok(true) => return Ok(()),
                 Ok(false) => backoff.reset(),
-                Err(err) if err.is_retryable() => tokio::time::sleep(backoff.next_pause()).await,
+                Err(err) if err.is_retryable() => tokio::time::sleep(backoff.next_delay()).await,
                 Err(err) => return Err(err),
             }
         }

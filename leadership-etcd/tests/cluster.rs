@@ -1,9 +1,14 @@
 //! Against 3-member clusters: losing the raft leader, a revoke while a member is down, a full
 //! outage. Each test owns its cluster.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use futures::StreamExt;
+use leadership_core::{LeaderEvent, Watcher};
 
 use etcd_client::{Txn, TxnOp};
 use leadership_core::{CancellationToken, Checker, Claimer, Error, Fence, Pinner, Reader, Revoker};
@@ -141,6 +146,108 @@ async fn a_waiter_is_released_by_a_revoke_while_a_member_is_down() {
         store.claim_leadership("app", "app/1", LONG)
     })
     .await;
+}
+
+/// O4, S4: the member that carries a watch is killed (found by the members' own watcher
+/// counts) while terms end and start; the watch moves to a surviving member and the stream
+/// converges to `leaders()` without a false event, and goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_survives_losing_the_member_it_is_on() {
+    let mut cluster = cluster();
+    let store = connect(&cluster, Duration::from_secs(5)).await;
+    let mut terms: HashMap<(String, Fence), String> = HashMap::new();
+    let fence = store.claim_leadership("app", "app/0", LONG).await.unwrap();
+    terms.insert(("app".into(), fence), "app/0".into());
+    let mut stream = store.watch_leaders().await.expect("watch_leaders");
+    let mut view: BTreeMap<String, (String, Fence)> = BTreeMap::new();
+    match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+        Ok(Some(LeaderEvent::Snapshot { leaders })) => {
+            for (app, leader) in leaders {
+                view.insert(app, (leader.unit, leader.fence));
+            }
+        }
+        other => panic!("no snapshot: {other:?}"),
+    }
+    assert_eq!(view.get("app"), Some(&("app/0".to_owned(), fence)));
+
+    let mut carrying = Vec::new();
+    for i in 0..cluster.len() {
+        if common::metric(&cluster.endpoint(i), "etcd_debugging_mvcc_watcher_total").await >= 1.0 {
+            carrying.push(i);
+        }
+    }
+    assert_eq!(carrying.len(), 1, "one member carries the one watch");
+    cluster.kill9(carrying[0]).unwrap();
+
+    eventually(Duration::from_secs(10), || {
+        store.revoke_leadership("app", "app/0")
+    })
+    .await;
+    for (app, unit) in [("app", "app/1"), ("next", "next/0"), ("gone", "gone/0")] {
+        let fence = eventually(Duration::from_secs(10), || {
+            store.claim_leadership(app, unit, LONG)
+        })
+        .await;
+        terms.insert((app.into(), fence), unit.into());
+    }
+    eventually(Duration::from_secs(10), || {
+        store.revoke_leadership("gone", "gone/0")
+    })
+    .await;
+
+    let truth: BTreeMap<String, String> =
+        eventually(Duration::from_secs(10), || store.leaders()).await;
+    let units = |view: &BTreeMap<String, (String, Fence)>| -> BTreeMap<String, String> {
+        view.iter()
+            .map(|(app, (unit, _))| (app.clone(), unit.clone()))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while units(&view) != truth {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = match tokio::time::timeout(left, stream.next()).await {
+            Ok(Some(event)) => event,
+            other => panic!("not converged ({:?} vs {truth:?}): {other:?}", units(&view)),
+        };
+        match &event {
+            LeaderEvent::Elected {
+                application,
+                unit,
+                fence,
+            } => {
+                assert_eq!(
+                    terms.get(&(application.clone(), *fence)),
+                    Some(unit),
+                    "{event:?} is no term that existed"
+                );
+                if let Some((_, shown)) = view.get(application) {
+                    assert!(fence > shown, "{event:?} over fence {shown}");
+                }
+                view.insert(application.clone(), (unit.clone(), *fence));
+            }
+            LeaderEvent::Vacated { application } => {
+                assert!(view.remove(application).is_some(), "false {event:?}");
+            }
+            other => panic!("{other:?} after the snapshot"),
+        }
+    }
+    if let Ok(event) = tokio::time::timeout(Duration::from_secs(1), stream.next()).await {
+        panic!("an event after converging: {event:?}");
+    }
+    eventually(Duration::from_secs(10), || {
+        store.revoke_leadership("next", "next/0")
+    })
+    .await;
+    match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
+        Ok(Some(LeaderEvent::Vacated { application })) if application == "next" => {}
+        other => panic!("the watch did not go on: {other:?}"),
+    }
+    let survivors = (0..cluster.len()).filter(|&i| i != carrying[0]);
+    let mut watches = 0.0;
+    for i in survivors {
+        watches += common::metric(&cluster.endpoint(i), "etcd_debugging_mvcc_watcher_total").await;
+    }
+    assert_eq!(watches, 1.0, "one watch, now on a survivor");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use leadership_core::conformance::{Profile, StoreFactory};
 use leadership_core::{Leadership, Policy, async_trait};
@@ -56,14 +55,7 @@ impl StoreFactory for Factory {
     }
 
     fn profile(&self) -> Profile {
-        Profile {
-            // etcd leases are whole seconds.
-            min_duration: Duration::from_secs(1),
-            // etcd's lessor looks for expired leases every 500 ms, then revokes them
-            // through raft; plus scheduling noise on a busy 2-core machine.
-            expiry_slack: Duration::from_secs(1),
-            notify_latency: Duration::from_millis(500),
-        }
+        leadership_etcd::conformance_profile()
     }
 
     async fn drop_connections(&self) -> bool {

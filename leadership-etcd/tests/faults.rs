@@ -184,6 +184,12 @@ async fn an_unreachable_store_reads_as_one_short_line() {
         ),
         "{text}"
     );
+    // Core's one_line stops at the crate's Cause: one short line, no tonic internals.
+    assert_eq!(
+        err.one_line(),
+        "etcd store unavailable during connect: cannot reach etcd at 127.0.0.1:1: \
+         unavailable: tcp connect error"
+    );
     let mut causes = Vec::new();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -40,3 +40,26 @@ pub async fn connect(config: EtcdStoreBuilder) -> EtcdStore {
         ),
     }
 }
+
+/// The value of the unlabelled metric `name` on the etcd member at `endpoint` (`host:port`),
+/// read from its `/metrics`.
+pub async fn metric(endpoint: &str, name: &str) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut connection = tokio::net::TcpStream::connect(endpoint)
+        .await
+        .unwrap_or_else(|err| panic!("cannot reach {endpoint} for its metrics: {err}"));
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: {endpoint}\r\n\r\n");
+    connection
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the metrics request");
+    let mut body = String::new();
+    connection
+        .read_to_string(&mut body)
+        .await
+        .expect("read the metrics");
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{endpoint} reports no metric {name}"))
+}

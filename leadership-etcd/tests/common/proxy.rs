@@ -2,6 +2,7 @@
 //! without disturbing the server that other tests share (B5).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::net::{TcpListener, TcpStream};
@@ -12,6 +13,7 @@ pub struct Proxy {
     addr: SocketAddr,
     connections: Arc<Mutex<Vec<AbortHandle>>>,
     acceptor: AbortHandle,
+    held: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -21,8 +23,15 @@ impl Proxy {
         let addr = listener.local_addr().expect("proxy address");
         let connections: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
         let tracked = connections.clone();
+        let held: Arc<AtomicBool> = Arc::default();
+        let refusing = held.clone();
         let acceptor = tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                if refusing.load(Ordering::SeqCst) {
+                    // Held: the connection closes at once, as if the server were gone.
+                    drop(inbound);
+                    continue;
+                }
                 let upstream = upstream.clone();
                 let task = tokio::spawn(async move {
                     if let Ok(mut outbound) = TcpStream::connect(&upstream).await {
@@ -40,6 +49,7 @@ impl Proxy {
             addr,
             connections,
             acceptor,
+            held,
         }
     }
 
@@ -56,6 +66,19 @@ impl Proxy {
             connection.abort();
         }
         cut.len()
+    }
+}
+
+impl Proxy {
+    /// Cuts every connection and closes new ones at once until [`Proxy::release`].
+    pub fn hold(&self) -> usize {
+        self.held.store(true, Ordering::SeqCst);
+        self.drop_connections()
+    }
+
+    /// Forwards new connections again.
+    pub fn release(&self) {
+        self.held.store(false, Ordering::SeqCst);
     }
 }
 
