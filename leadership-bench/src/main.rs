@@ -11,6 +11,7 @@ mod scenarios;
 mod stats;
 mod sys;
 mod target;
+mod watching;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -239,6 +240,11 @@ async fn run_store(
         scenarios::handover_crash(bench, sizes).await,
         "handover after crash",
     );
+    push(
+        watching::revoke_delivery(bench, sizes).await,
+        "watch: revoke delivery",
+    );
+    push(watching::idle_watchers(bench).await, "watch: idle watchers");
     for row in extra {
         push(Ok(row), "peers");
     }

@@ -2,6 +2,7 @@
 
 mod error;
 mod fence;
+mod forward;
 pub mod policy;
 pub mod retry;
 pub mod tracker;

@@ -2,10 +2,19 @@
 
 use std::sync::Arc;
 
-pub use leadership_core::*;
+// The contract, re-exported item by item: what a user of the facade needs and nothing by
+// accident (a new core item is exported here on purpose, or not at all).
+pub use leadership_core::{
+    CancellationToken, Cause, Checker, Claimer, DEFAULT_NAMESPACE, DEFAULT_TIMEOUT, Error, Fence,
+    JujuPolicy, Leader, LeaderEvent, LeaderStream, LeaderTracker, Leadership, PermissivePolicy,
+    Pinner, Policy, Reader, Result, Revoker, Source, Term, Ticket, Token, Tracker, TrackerBuilder,
+    TrackerWorker, Watcher, async_trait, redact_url,
+};
+pub use leadership_core::{policy, retry, tracker, url, watch};
 
-/// The contract crate, under its own name.
-pub use leadership_core as core;
+/// The conformance suite, for your own store (see the README's "Your own store").
+#[cfg(feature = "conformance")]
+pub use leadership_core::{conformance, conformance_tests, tracker_conformance};
 
 /// The in-process store.
 #[cfg(feature = "memory")]
