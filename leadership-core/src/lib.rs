@@ -8,6 +8,7 @@ pub mod tracker;
 mod traits;
 pub mod url;
 pub mod watch;
+pub mod work;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -26,3 +27,4 @@ pub use traits::{
 };
 pub use url::{DEFAULT_NAMESPACE, DEFAULT_TIMEOUT};
 pub use watch::{Leader, LeaderEvent, LeaderStream, Watcher};
+pub use work::with_leader;
