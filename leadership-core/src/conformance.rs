@@ -38,7 +38,9 @@ pub use watch::{
 
 pub use work::w1_with_leader_cancels_on_loss;
 
-pub use crate::tracker_conformance::{t4_handover_without_release, t8_handover_with_release};
+pub use crate::tracker_conformance::{
+    t4_handover_without_release, t8_handover_with_release, w2_run_as_leader_never_overlaps,
+};
 
 /// What a store promises about time, so the suite can hold it to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +134,7 @@ macro_rules! conformance_tests {
             b5_wait_survives_dropped_connections,
             t4_handover_without_release, t8_handover_with_release,
             o4_dropped_connection_resynchronises, o_watchers_agree_with_the_store,
+            w2_run_as_leader_never_overlaps,
         );
         /// Hostile input (V1–V5, N1), from the public suite.
         mod hostile {

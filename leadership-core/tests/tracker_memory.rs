@@ -21,6 +21,13 @@ async fn conformance_t8_handover_with_release() {
     tracker_conformance::t8_handover_with_release(&MemoryFactory::default()).await;
 }
 
+/// W2 on one clock: across 100 handovers by stop-with-release on the memory store, the next
+/// leader's work never starts before the previous leader's work ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w2_hundred_handovers_never_overlap() {
+    tracker_conformance::w2_handovers(&MemoryFactory::default(), 100).await;
+}
+
 /// The leader's store stops answering: its tracker turns minion at the loss deadline, before
 /// the lease expires in the store, so the next leader's first claim is made after the loss
 /// signal fired; once its store is back it contends again and leads after a release.
