@@ -20,7 +20,7 @@ pub use error::{Cause, Error, Result, Source, redact_url};
 pub use fence::Fence;
 pub use policy::{JujuPolicy, PermissivePolicy, Policy};
 pub use tokio_util::sync::CancellationToken;
-pub use tracker::{LeaderTracker, TrackerBuilder};
+pub use tracker::{Health, LeaderTracker, Role, TrackerBuilder};
 pub use traits::{
     Checker, Claimer, Leadership, Pinner, Reader, Revoker, Term, Ticket, Token, Tracker,
     TrackerWorker,

@@ -440,7 +440,12 @@ impl LeaderTracker {
                     Ok(role) => *role,
                     Err(_) => Role::Stopped,
                 },
-                () = lost.cancelled() => Role::Minion,
+                // The role is shown before the signal fires; if it has not changed yet,
+                // the loss deadline passed and the task has yet to demote (T7).
+                () = lost.cancelled() => match *self.shared.view().borrow() {
+                    role if role != from => role,
+                    _ => Role::Minion,
+                },
             }
         };
         let to = tokio::select! {

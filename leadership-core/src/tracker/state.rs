@@ -364,6 +364,7 @@ impl Shared {
             }
             role => {
                 if let Belief::Leader(old) = role {
+                    self.show(Role::Leader { fence });
                     // The store started a new term under us: the old one is over.
                     self.demoted(old, "the store started a new term", Some(Ended::Demoted));
                     resolve_all(&mut state.tickets.minion, true);
@@ -420,12 +421,13 @@ impl Shared {
     pub(super) fn minion(&self, reason: &str, how: Ended) {
         let mut state = self.lock();
         let state = &mut *state;
+        // Shown before the loss signal fires, so whoever wakes on the signal sees the new role.
+        self.show(Role::Minion);
         if let Belief::Leader(old) = &state.role {
             self.demoted(old, reason, Some(how));
             resolve_all(&mut state.tickets.minion, true);
         }
         state.role = Belief::Minion;
-        self.show(Role::Minion);
         resolve_all(&mut state.tickets.undecided_minion, false);
         for (_, resolver) in state.tickets.claims.drain(..) {
             resolver.resolve(false);
@@ -441,6 +443,8 @@ impl Shared {
         let mut state = self.lock();
         state.stopped = true;
         let mut bound = now;
+        // Shown before the loss signal fires, so whoever wakes on the signal sees the new role.
+        self.show(Role::Stopped);
         let fence = match &state.role {
             Belief::Leader(old) => {
                 bound = (now + self.guarantee).min(old.deadline + self.safety_margin);
@@ -452,7 +456,6 @@ impl Shared {
             _ => None,
         };
         state.role = Belief::Minion;
-        self.show(Role::Stopped);
         // Dropping the resolvers answers their tickets false.
         state.tickets = Tickets::default();
         state.runners.clear();
