@@ -56,8 +56,10 @@ mod on {
                 labels.push(Label::new(key, value));
                 labels
             };
+            let is_leader = metrics::gauge!("leadership_is_leader", labels.clone());
+            is_leader.set(0.0);
             Metrics {
-                is_leader: metrics::gauge!("leadership_is_leader", labels.clone()),
+                is_leader,
                 promoted: metrics::counter!(
                     "leadership_transitions_total",
                     with("transition", "promoted")
