@@ -79,6 +79,19 @@
 //! # async fn do_leader_work(_fence: leadership_core::Fence) {}
 //! ```
 //!
+//! # Leader-only work (W2, W3)
+//!
+//! [`LeaderTracker::run_as_leader`] runs work for every term the tracker wins, stops it with
+//! the term's loss signal, and, on a stop with release, waits for it before revoking.
+//! [`LeaderTracker::with_stable_leadership`] runs work while the role does not change. For a
+//! lease held without a tracker, see [`with_leader`](crate::with_leader) (W1).
+//!
+//! # Health and metrics (H1, M1)
+//!
+//! [`LeaderTracker::health`] reports what client-go's `HealthzAdaptor` would. With the
+//! `metrics` feature, each tracker records the metrics listed in the crate docs
+//! (`leadership_is_leader`, `leadership_transitions_total`, claim latency and failures).
+//!
 //! # Observability
 //!
 //! Each transition is a `tracing` event with `application`, `unit` and `fence` fields and a

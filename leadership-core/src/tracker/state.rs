@@ -209,9 +209,10 @@ impl Shared {
         let margin = self.safety_margin;
         let bound = self.stop_bound.clone();
         let lost = term.lost.clone();
-        let work = runner(term);
+        let runner = runner.clone();
         tokio::spawn(async move {
-            let mut work = work;
+            // Called here, not under the state's lock: the user's closure may use the tracker.
+            let mut work = runner(term);
             tokio::select! {
                 () = &mut work => return,
                 () = lost.cancelled() => {}
