@@ -388,9 +388,9 @@ impl LeaderTracker {
     ///
     /// # Contract
     /// - The work is asked to stop by the term's loss signal ([`Term::lost`]), which fires
-    ///   before any other unit can be granted the lease (T7). If it has not ended a safety
-    ///   margin after the signal, its future is dropped, so it never runs into the next
-    ///   leader's term.
+    ///   a safety margin before any other unit can be granted the lease (T7). If it has not
+    ///   ended half a safety margin after the signal, its future is dropped, so it never runs
+    ///   into the next leader's term (the other half covers clock drift and scheduling).
     /// - When the tracker stops, the running work is waited for (bounded by the guarantee,
     ///   and by the old lease's earliest expiry) *before* the lease is released (T8), so the
     ///   next leader's work never starts before the old leader's work has ended.

@@ -202,11 +202,12 @@ impl Shared {
     }
 
     /// Starts one term's work: it runs until it ends, or, once the term's loss signal has
-    /// fired, until the safety margin has passed (the time left before another unit can be
-    /// granted the lease, T7) or, when the tracker is stopping, until the stop's bound.
-    /// Past that the work's future is dropped: it never runs into another unit's term.
+    /// fired, for at most half the safety margin (the loss fires a safety margin before
+    /// another unit can be granted the lease, T7; the other half is left for clock drift and
+    /// scheduling) or, when the tracker is stopping, until the stop's bound. Past that the
+    /// work's future is dropped: it never runs into another unit's term.
     fn spawn_work(&self, runner: &Runner, term: Term) -> JoinHandle<()> {
-        let margin = self.safety_margin;
+        let margin = self.safety_margin / 2;
         let bound = self.stop_bound.clone();
         let lost = term.lost.clone();
         let runner = runner.clone();
@@ -437,8 +438,9 @@ impl Shared {
 
     /// Stops: fires the loss signal and answers every pending and later ticket `false` (T6).
     /// Returns the fence of the term that ended, if the tracker was leader, the work still
-    /// running (W2) and by when it must end: before the lease could pass to another unit
-    /// (the old lease's deadline plus the safety margin), and at most a guarantee from now.
+    /// running (W2) and by when it must end: well before the lease could pass to another unit
+    /// (the old lease's deadline plus half the safety margin), and at most a guarantee from
+    /// now.
     pub(super) fn stop(&self, reason: &str) -> Stopped {
         let now = Instant::now();
         let mut state = self.lock();
@@ -448,7 +450,8 @@ impl Shared {
         self.show(Role::Stopped);
         let fence = match &state.role {
             Belief::Leader(old) => {
-                bound = (now + self.guarantee).min(old.deadline + self.safety_margin);
+                // Half the margin is left before the lease could pass, as in `spawn_work`.
+                bound = (now + self.guarantee).min(old.deadline + self.safety_margin / 2);
                 // Before the loss signal fires, so the work sees the bound (W2).
                 let _ = self.stop_bound.set(bound);
                 self.demoted(old, reason, None);
