@@ -104,6 +104,14 @@ pub enum Command {
         /// Revoke the lease on exit, so a waiting unit takes over at once.
         #[arg(long)]
         release_on_exit: bool,
+        /// Serve the tracker's metrics as Prometheus text on ADDR (e.g. 127.0.0.1:9464;
+        /// any path), for scraping.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Answer HTTP GET on ADDR with 200 while the tracker is healthy and 503 when it is not
+        /// (a leader that cannot renew, or a tracker stopped by an error), for liveness probes.
+        #[arg(long, value_name = "ADDR")]
+        health: Option<std::net::SocketAddr>,
     },
     /// Watch several units compete, crash, hand over and fence a stale leader (the README's tour).
     Demo(crate::demo::DemoArgs),
@@ -189,7 +197,15 @@ async fn execute(args: &Args, store: Arc<dyn Leadership>) -> leadership::Result<
             unit,
             guarantee,
             release_on_exit,
-        } => crate::track::track(store, unit, *guarantee, *release_on_exit, json).await?,
+            metrics,
+            health,
+        } => {
+            let serve = crate::track::Serve {
+                metrics: *metrics,
+                health: *health,
+            };
+            crate::track::track(store, unit, *guarantee, *release_on_exit, json, serve).await?;
+        }
         // Handled in `run`: the demo opens the store its own way, a watch has its own exit.
         Command::Demo(_) | Command::Watch { .. } => {}
         Command::Leaders => {

@@ -1,6 +1,10 @@
 //! The CLI as a process, against the in-process store: output, exit codes, JSON, bad input.
 
+mod common;
+
 use std::process::{Command, Output};
+
+use common::{free_port, get};
 
 fn leadership(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_leadership"))
@@ -243,6 +247,67 @@ fn track_with_an_invalid_unit_exits_2() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("invalid unit name \"Foo/0\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// `track --metrics ADDR --health ADDR` as an operator runs it: once the unit leads, a scrape
+/// shows `leadership_is_leader` 1 and a promotion, and the health endpoint answers 200 (M1, H1).
+#[test]
+fn track_serves_metrics_and_health() {
+    use std::io::{BufRead, BufReader};
+    let (metrics, health) = (free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leadership"))
+        .args([
+            "track",
+            "wordpress/0",
+            "--guarantee",
+            "1s",
+            "--release-on-exit",
+        ])
+        .args(["--metrics", &format!("127.0.0.1:{metrics}")])
+        .args(["--health", &format!("127.0.0.1:{health}")])
+        .env_remove("LEADERSHIP_STORE")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("track starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for line in lines.by_ref() {
+        if line.expect("a line").contains("promoted to leader") {
+            break;
+        }
+    }
+
+    let (status, text) = get(metrics, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    let leads = r#"leadership_is_leader{application="wordpress",unit="wordpress/0"} 1"#;
+    assert!(text.lines().any(|l| l == leads), "{text}");
+    let promoted = r#"leadership_transitions_total{application="wordpress",unit="wordpress/0",transition="promoted"} 1"#;
+    assert!(text.lines().any(|l| l == promoted), "{text}");
+
+    let (status, body) = get(health, "/healthz");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.trim(), "healthy");
+
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let exit = child.wait().expect("track exits");
+    assert_eq!(exit.code(), Some(0), "{rest:?}");
+}
+
+#[test]
+fn track_with_a_busy_health_address_exits_3() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+    let addr = busy.local_addr().expect("an address").to_string();
+    let out = leadership(&["track", "wordpress/0", "--health", &addr]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot serve --health"),
         "{}",
         stderr(&out)
     );

@@ -3,6 +3,8 @@
 //! exits 3 within its timeout.
 #![cfg(all(feature = "redis", feature = "etcd"))]
 
+mod common;
+
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -252,4 +254,122 @@ fn etcd_watch_follows_other_processes() {
         server.url(),
         std::process::id()
     ));
+}
+
+/// Polls `probe` every 50 ms until it returns `Some`, for at most `limit`.
+fn poll<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let give_up = Instant::now() + limit;
+    while Instant::now() < give_up {
+        if let Some(found) = probe() {
+            return Some(found);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// The value of a Prometheus sample line `name{labels} value` in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// `track --metrics --health` against Redis, across processes (M1, H1): the tracker leads
+/// (`leadership_is_leader` 1, health 200); another process revokes its lease and a third
+/// claims it, so the tracker's next renewal is denied: the gauge drops to 0 and a `demoted`
+/// transition is counted. Then it leads again, and Redis is frozen (SIGSTOP): health turns
+/// 503 before the lease could end (the last renewal + the claim duration).
+#[test]
+fn redis_track_serves_metrics_and_health_across_processes() {
+    use std::io::{BufRead, BufReader};
+    let server = RedisServer::start().expect("redis-server starts");
+    let store = format!(
+        "{}?namespace=track-{}&timeout=300ms",
+        server.url(),
+        std::process::id()
+    );
+    let guarantee = Duration::from_secs(2);
+    let (metrics, health) = (common::free_port(), common::free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_leadership"))
+        .args(["--store", &store, "track", "web/0", "--guarantee", "2s"])
+        .args(["--metrics", &format!("127.0.0.1:{metrics}")])
+        .args(["--health", &format!("127.0.0.1:{health}")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("track starts");
+    // The output, line by line with the instant each arrived, read on its own thread so
+    // that waiting for a line can time out.
+    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let (tx, output) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    let next_promotion = |limit: Duration| {
+        let give_up = Instant::now() + limit;
+        loop {
+            let left = give_up.saturating_duration_since(Instant::now());
+            match output.recv_timeout(left) {
+                Ok((at, line)) if line.contains("promoted to leader") => return Some(at),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    };
+    next_promotion(guarantee * 4).expect("the tracker leads");
+    let is_leader = r#"leadership_is_leader{application="web",unit="web/0"}"#;
+    let demoted =
+        r#"leadership_transitions_total{application="web",unit="web/0",transition="demoted"}"#;
+    let (status, text) = common::get(metrics, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(sample(&text, is_leader), Some(1.0), "{text}");
+    assert_eq!(common::get(health, "/").0, 200);
+
+    // Another process revokes, a third claims: the renewal is denied.
+    expect(
+        &leadership(&store, &["revoke", "web", "web/0"]),
+        0,
+        &["revoke"],
+    );
+    expect(
+        &leadership(&store, &["claim", "web", "web/1", "--for", "3s"]),
+        0,
+        &["claim"],
+    );
+    let scraped = poll(guarantee * 2, || {
+        let (_, text) = common::get(metrics, "/metrics");
+        (sample(&text, is_leader) == Some(0.0)).then_some(text)
+    })
+    .expect("leadership_is_leader drops to 0 after the renewal is denied");
+    assert_eq!(sample(&scraped, demoted), Some(1.0), "{scraped}");
+    assert_eq!(common::get(health, "/").0, 200, "a minion is healthy");
+
+    // web/1's lease expires; the tracker leads again (its output says so the moment the claim
+    // succeeded). Redis freezes at once, so that claim is the last that succeeds: its lease
+    // lasts at least a claim duration (2 × guarantee) from its call, which was before `led`.
+    let led =
+        next_promotion(guarantee * 4).expect("the tracker leads again once web/1's lease expired");
+    server.pause().expect("redis pauses");
+    let unhealthy = poll(guarantee * 2, || {
+        (common::get(health, "/").0 == 503).then(Instant::now)
+    });
+    server.resume().expect("redis resumes");
+    let unhealthy = unhealthy.expect("health turns 503 while the store is frozen");
+    assert!(
+        unhealthy < led + guarantee * 2,
+        "503 came {:?} after the last successful claim, not before its lease could end",
+        unhealthy - led
+    );
+
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let exit = child.wait().expect("track exits");
+    let rest: Vec<String> = output.try_iter().map(|(_, line)| line).collect();
+    assert_eq!(exit.code(), Some(0), "{rest:?}");
 }

@@ -29,13 +29,18 @@ use crate::{Error, Fence, Leadership, PermissivePolicy, Policy};
 
 pub mod hostile;
 mod watch;
+mod work;
 
 pub use watch::{
     o_watchers_agree_with_the_store, o1_snapshot_equals_leaders, o2_changes_are_seen_in_time,
     o3_latest_state_wins, o4_dropped_connection_resynchronises,
 };
 
-pub use crate::tracker_conformance::{t4_handover_without_release, t8_handover_with_release};
+pub use work::w1_with_leader_cancels_on_loss;
+
+pub use crate::tracker_conformance::{
+    t4_handover_without_release, t8_handover_with_release, w2_run_as_leader_never_overlaps,
+};
 
 /// What a store promises about time, so the suite can hold it to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,12 +127,14 @@ macro_rules! conformance_tests {
             p5_pinned_map_is_sorted, p6_holder_extends_and_revokes_pinned_lease,
             l1_leaders_is_a_snapshot, f1_fences_strictly_increase, e2_retried_claim_is_idempotent,
             o1_snapshot_equals_leaders, o2_changes_are_seen_in_time, o3_latest_state_wins,
+            w1_with_leader_cancels_on_loss,
         );
         $crate::conformance_tests!(@factory $factory;
             v5_names_are_encoded_injectively, n1_namespaces_share_nothing,
             b5_wait_survives_dropped_connections,
             t4_handover_without_release, t8_handover_with_release,
             o4_dropped_connection_resynchronises, o_watchers_agree_with_the_store,
+            w2_run_as_leader_never_overlaps,
         );
         /// Hostile input (V1–V5, N1), from the public suite.
         mod hostile {

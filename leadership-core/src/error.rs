@@ -92,6 +92,19 @@ pub enum Error {
         /// What stopped, e.g. `leadership tracker`.
         what: &'static str,
     },
+    /// The tracker's role changed while [`LeaderTracker::with_stable_leadership`] ran its work
+    /// (W3, juju's `ErrLeadershipChanged`); the work's token was cancelled.
+    ///
+    /// [`LeaderTracker::with_stable_leadership`]: crate::LeaderTracker::with_stable_leadership
+    #[error("leadership of {unit:?} changed from {from} to {to}")]
+    LeadershipChanged {
+        /// The tracker's unit.
+        unit: String,
+        /// The role the work started under.
+        from: crate::tracker::Role,
+        /// The role that ended it.
+        to: crate::tracker::Role,
+    },
     /// Anything else the store reported.
     #[error("{backend} store failed during {operation}")]
     Backend {
@@ -151,6 +164,11 @@ impl Error {
     /// Juju's `IsNotLeaderError`.
     pub fn is_not_leader(&self) -> bool {
         matches!(self, Error::NotLeader { .. })
+    }
+
+    /// Juju's `errors.Is(err, ErrLeadershipChanged)` (W3).
+    pub fn is_leadership_changed(&self) -> bool {
+        matches!(self, Error::LeadershipChanged { .. })
     }
 
     /// True for [`Error::ClaimDenied`].
@@ -302,6 +320,24 @@ mod tests {
             Error::not_leader("mysql/1", "mysql").to_string(),
             r#""mysql/1" is not leader of "mysql""#
         );
+    }
+
+    #[test]
+    fn leadership_changed_names_the_change() {
+        use crate::tracker::Role;
+        let err = Error::LeadershipChanged {
+            unit: "mysql/0".into(),
+            from: Role::Leader {
+                fence: crate::Fence(3),
+            },
+            to: Role::Minion,
+        };
+        assert_eq!(
+            err.to_string(),
+            r#"leadership of "mysql/0" changed from leader (fence 3) to minion"#
+        );
+        assert!(err.is_leadership_changed());
+        assert!(!err.is_retryable());
     }
 
     #[test]

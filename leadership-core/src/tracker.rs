@@ -79,17 +79,35 @@
 //! # async fn do_leader_work(_fence: leadership_core::Fence) {}
 //! ```
 //!
+//! # Leader-only work (W2, W3)
+//!
+//! [`LeaderTracker::run_as_leader`] runs work for every term the tracker wins, stops it with
+//! the term's loss signal, and, on a stop with release, waits for it before revoking.
+//! [`LeaderTracker::with_stable_leadership`] runs work while the role does not change. For a
+//! lease held without a tracker, see [`with_leader`](crate::with_leader) (W1).
+//!
+//! # Health and metrics (H1, M1)
+//!
+//! [`LeaderTracker::health`] reports what client-go's `HealthzAdaptor` would. With the
+//! `metrics` feature, each tracker records the metrics listed in the crate docs
+//! (`leadership_is_leader`, `leadership_transitions_total`, claim latency and failures).
+//!
 //! # Observability
 //!
 //! Each transition is a `tracing` event with `application`, `unit` and `fence` fields and a
 //! `transition` of `promoted` (info), `demoted` (warn, with a `reason`), `renew failed` or
 //! `claim failed` (warn, with the error and the retry delay) and `released` (info).
 
+mod metrics;
+mod role;
 mod run;
 mod state;
 mod ticket;
 
+pub use role::Role;
+
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -98,7 +116,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::{
-    Claimer, Error, JujuPolicy, Policy, Result, Revoker, Term, Ticket, Tracker, TrackerWorker,
+    CancellationToken, Claimer, Error, JujuPolicy, Policy, Result, Revoker, Term, Ticket, Tracker,
+    TrackerWorker,
 };
 use state::Shared;
 
@@ -113,6 +132,8 @@ pub struct TrackerBuilder {
     safety_margin: Option<Duration>,
     backoff_floor: Option<Duration>,
     backoff_ceiling: Option<Duration>,
+    health_tolerance: Option<Duration>,
+    application_label: bool,
 }
 
 impl fmt::Debug for TrackerBuilder {
@@ -125,6 +146,8 @@ impl fmt::Debug for TrackerBuilder {
             .field("safety_margin", &self.safety_margin)
             .field("backoff_floor", &self.backoff_floor)
             .field("backoff_ceiling", &self.backoff_ceiling)
+            .field("health_tolerance", &self.health_tolerance)
+            .field("application_label", &self.application_label)
             .finish_non_exhaustive()
     }
 }
@@ -166,7 +189,28 @@ impl TrackerBuilder {
         self
     }
 
+    /// How much older than the guarantee a leader's last successful renewal may be before
+    /// [`LeaderTracker::health`] reports it unhealthy (H1, client-go's `HealthzAdaptor`
+    /// timeout). Default: a quarter of the guarantee, so a leader whose renewal (due a
+    /// guarantee after the previous one) keeps failing is reported well before the loss
+    /// deadline (T7) makes it give up.
+    pub fn health_tolerance(mut self, tolerance: Duration) -> Self {
+        self.health_tolerance = Some(tolerance);
+        self
+    }
+
+    /// Whether the tracker's metrics carry an `application` label (M1). Default: true. Turn
+    /// it off for deployments with many thousands of applications; the `unit` label (which
+    /// names the application too) stays. Has no effect without the `metrics` feature.
+    pub fn metrics_application_label(mut self, on: bool) -> Self {
+        self.application_label = on;
+        self
+    }
+
     /// Starts the tracker's task.
+    ///
+    /// With the `metrics` feature, the tracker registers its metrics here, with the recorder
+    /// installed at this moment: install the recorder before spawning trackers.
     ///
     /// Invalid settings do not fail here: the tracker stops at once and
     /// [`TrackerWorker::wait`] returns the `Invalid*` error (T9), as juju's worker does.
@@ -196,12 +240,17 @@ impl TrackerBuilder {
             ceiling,
         )
         .err();
+        let application = application.unwrap_or_default();
+        let metrics = metrics::Metrics::new(&application, &self.unit, self.application_label);
+        let tolerance = self.health_tolerance.unwrap_or(self.guarantee / 4);
         let shared = Arc::new(Shared::new(
             self.unit,
-            application.unwrap_or_default(),
+            application,
             self.guarantee,
             claim_duration.unwrap_or(Duration::MAX),
             margin.min(self.guarantee),
+            tolerance,
+            metrics,
         ));
         let task = run::Task {
             shared: shared.clone(),
@@ -300,6 +349,8 @@ impl LeaderTracker {
             safety_margin: None,
             backoff_floor: None,
             backoff_ceiling: None,
+            health_tolerance: None,
+            application_label: true,
         }
     }
 
@@ -316,6 +367,155 @@ impl LeaderTracker {
     /// The safety margin kept before the end of the guaranteed window (T7).
     pub fn safety_margin(&self) -> Duration {
         self.shared.safety_margin
+    }
+
+    /// What the tracker believes now (W3).
+    pub fn role(&self) -> Role {
+        *self.shared.view().borrow()
+    }
+
+    /// H1, client-go's `HealthzAdaptor`: [`Health::Stale`] while the tracker believes it
+    /// leads but its last successful claim or renewal is older than the guarantee plus the
+    /// [tolerance](TrackerBuilder::health_tolerance); [`Health::Failed`] once it stopped with
+    /// a fatal error (T9); [`Health::Healthy`] otherwise (a minion, or a tracker stopped
+    /// cleanly, is healthy: it is not holding anything it cannot keep).
+    pub fn health(&self) -> Health {
+        self.shared.health()
+    }
+
+    /// Runs leader-only work for every term of this tracker (W2): `work(term)` is spawned as
+    /// a new task each time the unit becomes leader (and at once if it leads now).
+    ///
+    /// # Contract
+    /// - The work is asked to stop by the term's loss signal ([`Term::lost`]), which fires
+    ///   a safety margin before any other unit can be granted the lease (T7). If it has not
+    ///   ended half a safety margin after the signal, its future is dropped, so it never runs
+    ///   into the next leader's term (the other half covers clock drift and scheduling).
+    /// - When the tracker stops, the running work is waited for (bounded by the guarantee,
+    ///   and by the old lease's earliest expiry) *before* the lease is released (T8), so the
+    ///   next leader's work never starts before the old leader's work has ended.
+    /// - Work registered after the tracker stopped never runs.
+    pub fn run_as_leader<W, Fut>(&self, work: W)
+    where
+        W: Fn(Term) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.shared
+            .run_as_leader(Arc::new(move |term| Box::pin(work(term))));
+    }
+
+    /// Runs `work` while the tracker's role (leader in one term, or minion) does not change
+    /// (W3, juju 4.0's `ChangeTracker.WithStableLeadership`).
+    ///
+    /// # Contract
+    /// - Waits for the first claim's answer if the tracker is still undecided, then runs
+    ///   `work(token)` and returns its result if the role stayed the same throughout.
+    /// - A change of role (promoted, demoted, a new term, the loss deadline passing, the
+    ///   tracker stopping) cancels `token`; once the work has returned, the result is
+    ///   [`Error::LeadershipChanged`] naming the roles before and after, whatever the work
+    ///   returned.
+    ///
+    /// # Errors
+    /// [`Error::LeadershipChanged`] as above; [`Error::Stopped`] if the tracker had stopped
+    /// before the work could start; otherwise the work's own error.
+    pub async fn with_stable_leadership<T, W, Fut>(&self, work: W) -> Result<T>
+    where
+        W: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let stopped = || Error::Stopped {
+            what: "leadership tracker",
+        };
+        let mut view = self.shared.view();
+        let from = match view.wait_for(|role| *role != Role::Undecided).await {
+            Ok(role) => *role,
+            Err(_) => return Err(stopped()),
+        };
+        if from == Role::Stopped {
+            return Err(stopped());
+        }
+        // The loss deadline can pass before the task wakes to demote (T7): the term's signal
+        // is the earlier sign.
+        let lost = match (from, self.shared.current_term()) {
+            (Role::Leader { fence }, Some(term)) if term.fence == fence => term.lost,
+            (Role::Leader { .. }, _) => {
+                let to = *view.borrow();
+                return Err(self.changed(from, to));
+            }
+            _ => CancellationToken::new(),
+        };
+        let token = CancellationToken::new();
+        let work = work(token.clone());
+        tokio::pin!(work);
+        let changed = async {
+            tokio::select! {
+                role = view.wait_for(|role| *role != from) => match role {
+                    Ok(role) => *role,
+                    Err(_) => Role::Stopped,
+                },
+                // The role is shown before the signal fires; if it has not changed yet,
+                // the loss deadline passed and the task has yet to demote (T7).
+                () = lost.cancelled() => match *self.shared.view().borrow() {
+                    role if role != from => role,
+                    _ => Role::Minion,
+                },
+            }
+        };
+        let to = tokio::select! {
+            output = &mut work => return output,
+            to = changed => to,
+        };
+        token.cancel();
+        let _ignored = work.await;
+        Err(self.changed(from, to))
+    }
+
+    fn changed(&self, from: Role, to: Role) -> Error {
+        Error::LeadershipChanged {
+            unit: self.shared.unit.clone(),
+            from,
+            to,
+        }
+    }
+}
+
+/// A tracker's health (H1); see [`LeaderTracker::health`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Health {
+    /// Nothing to report.
+    Healthy,
+    /// It believes it leads, but has not renewed for longer than allowed.
+    Stale {
+        /// Time since the last successful claim or renewal.
+        since_renewal: Duration,
+        /// The guarantee plus the tolerance.
+        allowed: Duration,
+    },
+    /// It stopped with this fatal error (T9).
+    Failed(Error),
+}
+
+impl Health {
+    /// True for [`Health::Healthy`].
+    pub fn is_healthy(&self) -> bool {
+        matches!(self, Health::Healthy)
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Health::Healthy => f.write_str("healthy"),
+            Health::Stale {
+                since_renewal,
+                allowed,
+            } => write!(
+                f,
+                "leader without a successful renewal for {since_renewal:?} (allowed {allowed:?})"
+            ),
+            Health::Failed(err) => write!(f, "stopped with an error: {}", err.one_line()),
+        }
     }
 }
 

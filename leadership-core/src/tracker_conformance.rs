@@ -374,3 +374,169 @@ fn assert_one_leader_at_a_time(trackers: &[Probed]) {
 fn limit(profile: &Profile, lease: Duration) -> Duration {
     lease * 4 + profile.expiry_slack * 2 + profile.notify_latency * 4 + Duration::from_secs(10)
 }
+
+/// One term's leader-only work as the W2 cases saw it.
+#[derive(Debug, Clone)]
+pub struct WorkSpan {
+    /// The unit whose tracker ran it.
+    pub unit: String,
+    /// The term.
+    pub fence: Fence,
+    /// When the work started running.
+    pub started: Instant,
+    /// When it ended: returned, or was dropped. `None` while it runs.
+    pub ended: Option<Instant>,
+}
+
+/// Records the end of a span when the work's future ends or is dropped.
+struct SpanGuard {
+    log: Arc<Mutex<Vec<WorkSpan>>>,
+    index: usize,
+}
+
+impl Drop for SpanGuard {
+    fn drop(&mut self) {
+        if let Some(span) = lock(&self.log).get_mut(self.index) {
+            span.ended = Some(Instant::now());
+        }
+    }
+}
+
+/// W2 (and T7, T8): `handovers` handovers by stop-with-release between trackers of one
+/// application, each running leader-only work with [`LeaderTracker::run_as_leader`] that takes
+/// a while to stop after its loss signal. On one clock (tokio's `Instant`, one process), no
+/// term's work starts before the previous term's work has ended, and fences increase.
+pub async fn w2_handovers(factory: &dyn StoreFactory, handovers: usize) {
+    let profile = factory.profile();
+    let store = factory
+        .open(&unique_namespace("w2_run_as_leader_never_overlaps"))
+        .await;
+    let bound = profile.notify_latency * 3;
+    let guarantee = profile.min_duration.max(bound + Duration::from_millis(500));
+    let limit = limit(&profile, guarantee * 2);
+    let application = fresh_application("work");
+    let log: Arc<Mutex<Vec<WorkSpan>>> = Arc::new(Mutex::new(Vec::new()));
+    // Shorter than the safety margin (a fifth of the guarantee), so the work ends by itself.
+    let cleanup = Duration::from_millis(20);
+
+    let spawn = |n: usize| {
+        let unit = format!("{application}/{n}");
+        let tracker = LeaderTracker::builder(unit.clone(), guarantee, store.clone())
+            .release_on_stop(store.clone())
+            .spawn();
+        let log = log.clone();
+        tracker.run_as_leader(move |term| {
+            let log = log.clone();
+            let unit = unit.clone();
+            async move {
+                let index = {
+                    let mut log = lock(&log);
+                    log.push(WorkSpan {
+                        unit,
+                        fence: term.fence,
+                        started: Instant::now(),
+                        ended: None,
+                    });
+                    log.len() - 1
+                };
+                let _guard = SpanGuard { log, index };
+                term.lost.cancelled().await;
+                // Leader-only work rarely stops in an instant: flushing, closing.
+                sleep(cleanup).await;
+            }
+        });
+        Arc::new(tracker)
+    };
+
+    let mut alive: Vec<Arc<LeaderTracker>> = (0..2).map(spawn).collect();
+    let first_new = alive.len();
+    for next_unit in first_new..first_new + handovers {
+        let old = leader_index(&alive, limit).await;
+        let killed = alive.remove(old);
+        killed.kill();
+        if let Err(err) = killed.wait().await {
+            panic!("W2: the old leader stopped with {err}");
+        }
+        alive.push(spawn(next_unit));
+        let next = leader_index(&alive, limit).await;
+        // The new leader's work has been spawned with its term; give it a moment to start.
+        let fence = match alive[next].current_term() {
+            Some(term) => term.fence,
+            None => continue,
+        };
+        let started = timeout(limit, async {
+            while !lock(&log).iter().any(|s| s.fence == fence) {
+                sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await;
+        assert!(started.is_ok(), "W2: the new leader's work never started");
+    }
+    for tracker in &alive {
+        tracker.kill();
+    }
+    for tracker in &alive {
+        if let Err(err) = tracker.wait().await {
+            panic!("W2: tracker stopped with {err}");
+        }
+    }
+    assert_no_overlap(&lock(&log), handovers);
+}
+
+/// W2: [`w2_handovers`] with 20 handovers, for every store's conformance suite.
+pub async fn w2_run_as_leader_never_overlaps(factory: &dyn StoreFactory) {
+    w2_handovers(factory, 20).await;
+}
+
+/// The index of the one tracker that leads, once exactly one does.
+async fn leader_index(trackers: &[Arc<LeaderTracker>], limit: Duration) -> usize {
+    let give_up = Instant::now() + limit;
+    loop {
+        let leading: Vec<usize> = trackers
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.current_term().is_some())
+            .map(|(i, _)| i)
+            .collect();
+        assert!(leading.len() <= 1, "W2: trackers {leading:?} all lead");
+        if let [one] = leading[..] {
+            return one;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "W2: no tracker became leader within {limit:?}"
+        );
+        sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn assert_no_overlap(spans: &[WorkSpan], handovers: usize) {
+    let mut spans = spans.to_vec();
+    spans.sort_by_key(|s| s.started);
+    assert!(
+        spans.len() > handovers,
+        "W2: {} terms' work ran for {handovers} handovers",
+        spans.len()
+    );
+    for pair in spans.windows(2) {
+        let (old, new) = (&pair[0], &pair[1]);
+        let Some(ended) = old.ended else {
+            panic!("W2: {}'s work of term {} never ended", old.unit, old.fence);
+        };
+        assert!(
+            new.started >= ended,
+            "W2: {}'s work of term {} started {:?} before {}'s work of term {} ended",
+            new.unit,
+            new.fence,
+            ended - new.started,
+            old.unit,
+            old.fence
+        );
+        assert!(
+            new.fence > old.fence,
+            "W2: fence {} after {} (F1)",
+            new.fence,
+            old.fence
+        );
+    }
+}

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use leadership_core::tracker::Role;
 use leadership_core::{
     Claimer, Error, Fence, LeaderTracker, Result, Ticket, Tracker, TrackerWorker, async_trait,
 };
@@ -430,4 +431,158 @@ async fn every_ticket_is_false_after_stop() {
     assert_ticket(&*tracker.wait_minion(), false).await;
     // wait() can be called again and by many.
     tracker.wait().await.expect("still a clean stop");
+}
+
+// -------------------------------------------------------------------------------------------
+// W3: with_stable_leadership, ported from juju 4.0's internal/worker/leadership/tracker_test.go
+// (TestWithStableLeadership, TestWithStableLeadershipLeadershipChanged,
+// TestWithStableLeadershipFuncError), plus the changes juju's tests do not cover.
+
+/// Juju's TestWithStableLeadership: a leader runs a function that waits for another task to
+/// let it finish, after one refresh; it returns the function's result.
+#[tokio::test(start_paused = true)]
+async fn with_stable_leadership() {
+    let claimer = GatedClaimer::new(scripted(vec![granted(), granted()]));
+    let tracker = tracker(&claimer);
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let finisher = tokio::spawn(async move {
+        // Juju's finishLeadershipFunc.
+        if started_rx.await.is_ok() {
+            let _ = finish_tx.send(());
+        }
+    });
+    // Wait long enough for a single refresh.
+    refreshes(1).await;
+    let mut called = false;
+    let outcome = tracker
+        .with_stable_leadership(|token| {
+            called = true;
+            async move {
+                let _ = started_tx.send(());
+                tokio::select! {
+                    _ = finish_rx => Ok(()),
+                    () = token.cancelled() => Err(Error::Stopped { what: "cancelled work" }),
+                    () = sleep(LONG) => Err(Error::Stopped { what: "trying to finish leadership func" }),
+                }
+            }
+        })
+        .await;
+    outcome.expect("leadership was stable");
+    assert!(called);
+    finisher.await.expect("the finisher ran");
+    clean_kill(&tracker).await;
+}
+
+/// Juju's TestWithStableLeadershipLeadershipChanged: the renewal is denied while the function
+/// runs; its token is cancelled and the result is LeadershipChanged.
+#[tokio::test(start_paused = true)]
+async fn with_stable_leadership_leadership_changed() {
+    let claimer = GatedClaimer::new(scripted(vec![granted(), denied(), block()]));
+    let tracker = tracker(&claimer);
+    assert_claim_leader(&tracker, true).await;
+    let mut called = false;
+    let outcome: Result<()> = tracker
+        .with_stable_leadership(|token| {
+            called = true;
+            async move {
+                tokio::select! {
+                    () = token.cancelled() => Ok(()),
+                    () = sleep(LONG) => Err(Error::Stopped { what: "trying to finish leadership func" }),
+                }
+            }
+        })
+        .await;
+    assert!(called);
+    match outcome {
+        Err(Error::LeadershipChanged { unit, from, to }) => {
+            assert_eq!(unit, UNIT);
+            assert_eq!(from, Role::Leader { fence: Fence(7) });
+            assert_eq!(to, Role::Minion);
+        }
+        other => panic!("expected LeadershipChanged, got {other:?}"),
+    }
+    clean_kill(&tracker).await;
+}
+
+/// Juju's TestWithStableLeadershipFuncError: the function's own error is returned.
+#[tokio::test(start_paused = true)]
+async fn with_stable_leadership_func_error() {
+    let claimer = GatedClaimer::new(scripted(vec![granted()]));
+    let tracker = tracker(&claimer);
+    let outcome: Result<()> = tracker
+        .with_stable_leadership(|_| async { Err(Error::backend("stub", "work", "boom")) })
+        .await;
+    match outcome {
+        Err(err @ Error::Backend { .. }) => {
+            assert_eq!(err.one_line(), "stub store failed during work: boom")
+        }
+        other => panic!("expected the function's error, got {other:?}"),
+    }
+    clean_kill(&tracker).await;
+}
+
+/// Not in juju's tests: a renewal (an extension, same term) is no change; a minion's work is
+/// cancelled when it becomes leader; stopping the tracker is a change.
+#[tokio::test(start_paused = true)]
+async fn with_stable_leadership_extension_promotion_and_stop() {
+    // Leader across two renewals.
+    let claimer = GatedClaimer::new(scripted(vec![granted(), granted(), granted()]));
+    let leader = tracker(&claimer);
+    let outcome = leader
+        .with_stable_leadership(|token| async move {
+            sleep(GUARANTEE * 2 + SHORT).await;
+            Ok(token.is_cancelled())
+        })
+        .await;
+    assert_eq!(outcome.ok(), Some(false), "an extension is not a change");
+    clean_kill(&leader).await;
+
+    // Minion, then leader after a release.
+    let claimer = GatedClaimer::new(scripted(vec![denied(), block(), granted()]));
+    let tracker = tracker(&claimer);
+    assert_claim_leader(&tracker, false).await;
+    let release = claimer.clone();
+    let outcome: Result<()> = tracker
+        .with_stable_leadership(|token| async move {
+            release.release();
+            token.cancelled().await;
+            Ok(())
+        })
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Err(Error::LeadershipChanged {
+                from: Role::Minion,
+                to: Role::Leader { fence: Fence(7) },
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+
+    // Stopped while the work runs.
+    let outcome: Result<()> = tracker
+        .with_stable_leadership(|token| {
+            tracker.kill();
+            async move {
+                token.cancelled().await;
+                Ok(())
+            }
+        })
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            Err(Error::LeadershipChanged {
+                to: Role::Stopped,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+    tracker.wait().await.expect("a clean stop");
+    let outcome: Result<()> = tracker.with_stable_leadership(|_| async { Ok(()) }).await;
+    assert!(matches!(outcome, Err(Error::Stopped { .. })), "{outcome:?}");
 }

@@ -21,6 +21,13 @@ async fn conformance_t8_handover_with_release() {
     tracker_conformance::t8_handover_with_release(&MemoryFactory::default()).await;
 }
 
+/// W2 on one clock: across 100 handovers by stop-with-release on the memory store, the next
+/// leader's work never starts before the previous leader's work ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w2_hundred_handovers_never_overlap() {
+    tracker_conformance::w2_handovers(&MemoryFactory::default(), 100).await;
+}
+
 /// The leader's store stops answering: its tracker turns minion at the loss deadline, before
 /// the lease expires in the store, so the next leader's first claim is made after the loss
 /// signal fired; once its store is back it contends again and leads after a release.
@@ -125,5 +132,79 @@ async fn futures_first(tickets: &[Box<dyn leadership_core::Ticket>], limit: Dura
             "nobody took over within {limit:?}"
         );
         sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Each term's work: unit, start, end.
+type Spans = Arc<std::sync::Mutex<Vec<(String, Instant, Option<Instant>)>>>;
+
+/// W2 on a loss rather than a release: the leader's store stops answering, its term's work is
+/// asked to stop at the loss deadline (T7) and ends (here: a work that ignores the signal
+/// is dropped a safety margin later), all before the next leader's work starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w2_work_ends_on_a_loss_before_the_next_leaders_work_starts() {
+    let guarantee = Duration::from_millis(400);
+    let limit = Duration::from_secs(10);
+    let store: Arc<dyn Leadership> = Arc::new(MemoryStore::new().namespace("w2-loss"));
+    let faulty = FaultyStore::new(store.clone());
+    let spans: Spans = Arc::default();
+
+    struct End(Spans, usize);
+    impl Drop for End {
+        fn drop(&mut self) {
+            if let Ok(mut spans) = self.0.lock() {
+                spans[self.1].2 = Some(Instant::now());
+            }
+        }
+    }
+    let record = |unit: &'static str, ignore_signal: bool| {
+        let spans = spans.clone();
+        move |term: leadership_core::Term| {
+            let spans = spans.clone();
+            async move {
+                let index = {
+                    let mut spans = spans.lock().expect("lock");
+                    spans.push((unit.to_owned(), Instant::now(), None));
+                    spans.len() - 1
+                };
+                let _end = End(spans, index);
+                if ignore_signal {
+                    // Stuck work: only the tracker dropping it ends it.
+                    std::future::pending::<()>().await;
+                }
+                term.lost.cancelled().await;
+            }
+        }
+    };
+
+    let a = LeaderTracker::builder("api/0", guarantee, faulty.clone()).spawn();
+    a.run_as_leader(record("api/0", true));
+    assert_eq!(
+        timeout(limit, a.wait_leader().wait()).await.ok(),
+        Some(true)
+    );
+    let b = LeaderTracker::builder("api/1", guarantee, store.clone()).spawn();
+    b.run_as_leader(record("api/1", false));
+    sleep(guarantee / 2).await;
+
+    faulty.fail(Fault::Unavailable);
+    assert_eq!(
+        timeout(limit, b.wait_leader().wait()).await.ok(),
+        Some(true)
+    );
+    sleep(guarantee / 4).await;
+    let spans = spans.lock().expect("lock").clone();
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    let (old, new) = (&spans[0], &spans[1]);
+    assert_eq!((old.0.as_str(), new.0.as_str()), ("api/0", "api/1"));
+    let ended = old.2.expect("the old leader's stuck work was dropped");
+    assert!(
+        new.1 >= ended,
+        "the new leader's work started {:?} before the old one's ended",
+        ended - new.1
+    );
+    for tracker in [&a, &b] {
+        tracker.kill();
+        tracker.wait().await.expect("clean stop");
     }
 }

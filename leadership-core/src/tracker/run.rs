@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::time::{Instant, sleep_until};
 
+use super::metrics::{Call, Ended};
 use super::state::Shared;
 use crate::retry::Backoff;
 use crate::{Claimer, Error, Result, Revoker};
@@ -105,35 +106,50 @@ impl Task {
             // T7: a renewal still in flight at the deadline cannot be trusted to have
             // applied; turn minion now and re-contend.
             () = loss => {
-                shared.minion("no renewal succeeded within the guaranteed window");
+                shared.minion("no renewal succeeded within the guaranteed window", Ended::Lost);
                 return Step::Next(Phase::Claim);
             }
             result = self.claimer.claim_leadership(
                 &shared.application, &shared.unit, shared.claim_length) => result,
         };
         let renewing = deadline.is_some();
+        // A denial is an answer, not a failure (T4); every other error is one.
+        shared.metrics.call(
+            if renewing { Call::Renew } else { Call::Claim },
+            call_start.elapsed(),
+            matches!(&result, Err(err) if !err.is_claim_denied()),
+        );
         match result {
             Ok(fence) => {
                 *failures = 0;
                 if shared.claimed(fence, call_start) {
                     Step::Next(Phase::Hold)
                 } else if renewing {
-                    shared.minion("the renewal answered after its guaranteed window ended");
+                    shared.minion(
+                        "the renewal answered after its guaranteed window ended",
+                        Ended::Lost,
+                    );
                     Step::Next(Phase::Claim)
                 } else {
                     // The answer came after the claim's own window ended: claim again.
-                    shared.minion("the claim answered after its guaranteed window ended");
+                    shared.minion(
+                        "the claim answered after its guaranteed window ended",
+                        Ended::Lost,
+                    );
                     Step::Next(Phase::Claim)
                 }
             }
             Err(Error::ClaimDenied) => {
                 *failures = 0;
                 self.may_hold.store(false, Ordering::Relaxed);
-                shared.minion(if renewing {
-                    "leadership renewal denied"
-                } else {
-                    "leadership claim denied"
-                });
+                shared.minion(
+                    if renewing {
+                        "leadership renewal denied"
+                    } else {
+                        "leadership claim denied"
+                    },
+                    Ended::Demoted,
+                );
                 Step::Next(Phase::Block)
             }
             // A leader keeps renewing until the loss deadline (T7); a claimant is no leader.
@@ -147,7 +163,7 @@ impl Task {
                 }
             }
             Err(err) if err.is_retryable() => {
-                shared.minion("leadership claim failed");
+                shared.minion("leadership claim failed", Ended::Demoted);
                 self.retry_after(failures, &err, "claim failed", None).await
             }
             Err(err) => Step::Stop(Err(err)),
@@ -202,7 +218,10 @@ impl Task {
             return Step::Next(Phase::Claim);
         };
         if Instant::now() >= deadline {
-            shared.minion("no renewal succeeded within the guaranteed window");
+            shared.minion(
+                "no renewal succeeded within the guaranteed window",
+                Ended::Lost,
+            );
             return Step::Next(Phase::Claim);
         }
         self.attempt(Attempt::Renew { deadline }, failures).await
@@ -241,17 +260,21 @@ impl Task {
         }
     }
 
-    /// Fires the loss signal, answers every ticket `false` and releases the lease if asked
-    /// (T6, T8).
+    /// Fires the loss signal, answers every ticket `false`, waits for the terms' work to end
+    /// (W2), and releases the lease if asked (T6, T8).
     async fn stop(&self, outcome: &Result<()>) {
         let shared = &*self.shared;
         let reason = match outcome {
             Ok(()) => "tracker stopped",
             Err(_) => "tracker failed",
         };
+        if let Err(err) = outcome {
+            shared.failed(err);
+        }
         // The loss signal fires before the revoke, so leader-only work has stopped before
         // anyone else can be granted the lease.
-        let fence = shared.stop(reason);
+        let stopped = shared.stop(reason);
+        let fence = stopped.fence;
         if let Err(err) = outcome {
             tracing::error!(
                 application = %shared.application,
@@ -260,11 +283,36 @@ impl Task {
                 "leadership tracker stopped by a fatal error"
             );
         }
+        // W2: the old term's work ends before the lease is revoked, so the next leader's work
+        // never overlaps it. Each work task drops its future by the bound itself; the abort
+        // is for a task the runtime has not scheduled by then.
+        for mut work in stopped.work {
+            if tokio::time::timeout_at(stopped.bound, &mut work)
+                .await
+                .is_err()
+            {
+                work.abort();
+                let _aborted = work.await;
+            }
+        }
+        let released = self.release(fence).await;
+        if fence.is_some() {
+            shared.metrics.ended(if released {
+                Ended::Released
+            } else {
+                Ended::Demoted
+            });
+        }
+    }
+
+    /// Revokes the lease if release on stop is on (T8); true if it was revoked.
+    async fn release(&self, fence: Option<crate::Fence>) -> bool {
+        let shared = &*self.shared;
         let Some(revoker) = &self.release else {
-            return;
+            return false;
         };
         if !self.may_hold.load(Ordering::Relaxed) {
-            return;
+            return false;
         }
         // Revoke even if the tracker did not believe it leads: a claim cut short by the
         // kill or by a timeout may still have applied (E2). A non-holder's revoke changes
@@ -273,26 +321,35 @@ impl Task {
             .revoke_leadership(&shared.application, &shared.unit)
             .await
         {
-            Ok(()) => tracing::info!(
-                application = %shared.application,
-                unit = %shared.unit,
-                fence = fence.map(|f| f.get()),
-                transition = "released",
-                "leadership released"
-            ),
-            Err(Error::ClaimNotHeld) => tracing::debug!(
-                application = %shared.application,
-                unit = %shared.unit,
-                "nothing to release: the lease is held by another unit"
-            ),
+            Ok(()) => {
+                tracing::info!(
+                    application = %shared.application,
+                    unit = %shared.unit,
+                    fence = fence.map(|f| f.get()),
+                    transition = "released",
+                    "leadership released"
+                );
+                true
+            }
+            Err(Error::ClaimNotHeld) => {
+                tracing::debug!(
+                    application = %shared.application,
+                    unit = %shared.unit,
+                    "nothing to release: the lease is held by another unit"
+                );
+                false
+            }
             // The lease then ends at its expiry instead, as without release.
-            Err(err) => tracing::warn!(
-                application = %shared.application,
-                unit = %shared.unit,
-                fence = fence.map(|f| f.get()),
-                error = %err,
-                "leadership release failed; the lease will expire instead"
-            ),
+            Err(err) => {
+                tracing::warn!(
+                    application = %shared.application,
+                    unit = %shared.unit,
+                    fence = fence.map(|f| f.get()),
+                    error = %err,
+                    "leadership release failed; the lease will expire instead"
+                );
+                false
+            }
         }
     }
 }

@@ -4,19 +4,28 @@
 //! The handle answers tickets from this state without a round trip to the task; the task
 //! does the store I/O and reports outcomes back through [`Shared`]'s transition methods.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::{Ended, Metrics};
 use super::ticket::{self, Resolver, WatchTicket};
-use crate::{Fence, Term};
+use super::{Health, Role};
+use crate::{Error, Fence, Term};
+
+/// Leader-only work registered with `run_as_leader` (W2): a future per term.
+pub(super) type Runner =
+    Arc<dyn Fn(Term) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
 /// What the tracker believes about its unit.
 #[derive(Debug)]
-enum Role {
+enum Belief {
     /// Before the first claim has answered.
     Unknown,
     /// Not leader.
@@ -50,11 +59,31 @@ struct Tickets {
     undecided_minion: Vec<Resolver>,
 }
 
-#[derive(Debug)]
 struct State {
-    role: Role,
+    role: Belief,
     stopped: bool,
     tickets: Tickets,
+    /// When the last claim or renewal succeeded (H1).
+    last_renewal: Option<Instant>,
+    /// The fatal error the tracker stopped with (T9, H1).
+    failure: Option<Error>,
+    /// Leader-only work to start for every term (W2).
+    runners: Vec<Runner>,
+    /// The running terms' work tasks (W2).
+    work: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("role", &self.role)
+            .field("stopped", &self.stopped)
+            .field("last_renewal", &self.last_renewal)
+            .field("failure", &self.failure)
+            .field("runners", &self.runners.len())
+            .field("work", &self.work.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Names, timings and state shared by [`LeaderTracker`](super::LeaderTracker) and its task.
@@ -69,6 +98,15 @@ pub(super) struct Shared {
     pub(super) kill: CancellationToken,
     /// Asks the task to renew now: a `claim_leader` ticket needs a fresh guarantee (T3).
     pub(super) renew_now: Notify,
+    /// How much older than the guarantee the last renewal of a leader may be before the
+    /// tracker reports itself unhealthy (H1).
+    pub(super) health_tolerance: Duration,
+    /// The role as users see it, for `with_stable_leadership` (W3) and `role()`.
+    view: watch::Sender<Role>,
+    /// Set once, when the tracker stops while leading: by when the old term's work must have
+    /// ended, so that it ends before the lease can pass to another unit (W2).
+    stop_bound: Arc<OnceLock<Instant>>,
+    pub(super) metrics: Metrics,
     state: Mutex<State>,
 }
 
@@ -79,6 +117,8 @@ impl Shared {
         guarantee: Duration,
         claim_length: Duration,
         safety_margin: Duration,
+        health_tolerance: Duration,
+        metrics: Metrics,
     ) -> Self {
         Shared {
             unit,
@@ -88,12 +128,102 @@ impl Shared {
             safety_margin,
             kill: CancellationToken::new(),
             renew_now: Notify::new(),
+            health_tolerance,
+            view: watch::Sender::new(Role::Undecided),
+            stop_bound: Arc::new(OnceLock::new()),
+            metrics,
             state: Mutex::new(State {
-                role: Role::Unknown,
+                role: Belief::Unknown,
                 stopped: false,
                 tickets: Tickets::default(),
+                last_renewal: None,
+                failure: None,
+                runners: Vec::new(),
+                work: Vec::new(),
             }),
         }
+    }
+
+    /// The role as users see it, and its changes (W3).
+    pub(super) fn view(&self) -> watch::Receiver<Role> {
+        self.view.subscribe()
+    }
+
+    fn show(&self, role: Role) {
+        self.view.send_if_modified(|shown| {
+            let changed = *shown != role;
+            *shown = role;
+            changed
+        });
+    }
+
+    /// H1: unhealthy when it believes it leads but its last successful renewal is older than
+    /// the guarantee plus the tolerance, or when it stopped with an error.
+    pub(super) fn health(&self) -> Health {
+        let now = Instant::now();
+        let state = self.lock();
+        if let Some(err) = &state.failure {
+            return Health::Failed(err.clone());
+        }
+        let allowed = self.guarantee + self.health_tolerance;
+        match (&state.role, state.last_renewal) {
+            (Belief::Leader(_), Some(last)) if now.duration_since(last) > allowed => {
+                Health::Stale {
+                    since_renewal: now.duration_since(last),
+                    allowed,
+                }
+            }
+            _ => Health::Healthy,
+        }
+    }
+
+    /// The task stopped with a fatal error (T9); reported by `health()` (H1).
+    pub(super) fn failed(&self, err: &Error) {
+        self.lock().failure = Some(err.clone());
+    }
+
+    /// Registers leader-only work (W2) and starts it at once if the tracker leads.
+    pub(super) fn run_as_leader(&self, runner: Runner) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if state.stopped {
+            return;
+        }
+        let term = Self::live_lease(&state, now).map(|lease| Term {
+            fence: lease.fence,
+            lost: lease.lost.clone(),
+        });
+        if let Some(term) = term {
+            let handle = self.spawn_work(&runner, term);
+            state.work.retain(|h| !h.is_finished());
+            state.work.push(handle);
+        }
+        state.runners.push(runner);
+    }
+
+    /// Starts one term's work: it runs until it ends, or, once the term's loss signal has
+    /// fired, for at most half the safety margin (the loss fires a safety margin before
+    /// another unit can be granted the lease, T7; the other half is left for clock drift and
+    /// scheduling) or, when the tracker is stopping, until the stop's bound. Past that the
+    /// work's future is dropped: it never runs into another unit's term.
+    fn spawn_work(&self, runner: &Runner, term: Term) -> JoinHandle<()> {
+        let margin = self.safety_margin / 2;
+        let bound = self.stop_bound.clone();
+        let lost = term.lost.clone();
+        let runner = runner.clone();
+        tokio::spawn(async move {
+            // Called here, not under the state's lock: the user's closure may use the tracker.
+            let mut work = runner(term);
+            tokio::select! {
+                () = &mut work => return,
+                () = lost.cancelled() => {}
+            }
+            let until = bound
+                .get()
+                .copied()
+                .unwrap_or_else(|| Instant::now() + margin);
+            let _ended_in_time = tokio::time::timeout_at(until, work).await;
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -106,8 +236,8 @@ impl Shared {
     /// whose deadline has passed, even if the task has not woken yet (T7).
     fn live_lease(state: &State, now: Instant) -> Option<&Lease> {
         match &state.role {
-            Role::Leader(lease) if now < lease.deadline => Some(lease),
-            Role::Leader(lease) => {
+            Belief::Leader(lease) if now < lease.deadline => Some(lease),
+            Belief::Leader(lease) => {
                 lease.lost.cancel();
                 None
             }
@@ -124,15 +254,15 @@ impl Shared {
             return ticket::resolved(false);
         }
         match &state.role {
-            Role::Minion => return ticket::resolved(false),
-            Role::Leader(_) => match Self::live_lease(&state, now) {
+            Belief::Minion => return ticket::resolved(false),
+            Belief::Leader(_) => match Self::live_lease(&state, now) {
                 None => return ticket::resolved(false),
                 Some(lease) if now + self.guarantee <= lease.deadline => {
                     return ticket::resolved(true);
                 }
                 Some(_) => self.renew_now.notify_one(),
             },
-            Role::Unknown => {}
+            Belief::Unknown => {}
         }
         let (ticket, resolver) = ticket::pending();
         state.tickets.claims.retain(|(_, r)| !r.is_abandoned());
@@ -165,12 +295,12 @@ impl Shared {
         }
         let (ticket, resolver) = ticket::pending();
         match &state.role {
-            Role::Minion => return ticket::resolved(false),
-            Role::Unknown => {
+            Belief::Minion => return ticket::resolved(false),
+            Belief::Unknown => {
                 ticket::prune(&mut state.tickets.undecided_minion);
                 state.tickets.undecided_minion.push(resolver);
             }
-            Role::Leader(_) => {
+            Belief::Leader(_) => {
                 if Self::live_lease(&state, now).is_none() {
                     // The window ended and the task is about to demote: that is the loss
                     // this ticket waits for.
@@ -195,7 +325,7 @@ impl Shared {
     /// When the current lease is due for renewal, or `None` if not leader.
     pub(super) fn renew_at(&self) -> Option<Instant> {
         match &self.lock().role {
-            Role::Leader(lease) => Some(lease.renew_at),
+            Belief::Leader(lease) => Some(lease.renew_at),
             _ => None,
         }
     }
@@ -203,7 +333,7 @@ impl Shared {
     /// The current lease's loss deadline, or `None` if not leader.
     pub(super) fn deadline(&self) -> Option<Instant> {
         match &self.lock().role {
-            Role::Leader(lease) => Some(lease.deadline),
+            Belief::Leader(lease) => Some(lease.deadline),
             _ => None,
         }
     }
@@ -227,16 +357,18 @@ impl Shared {
             return false;
         }
         let state = &mut *state;
+        state.last_renewal = Some(now);
         match &mut state.role {
-            Role::Leader(lease) if lease.fence == fence => {
+            Belief::Leader(lease) if lease.fence == fence => {
                 // C2: an extension keeps the fence; the window only moves forward.
                 lease.renew_at = lease.renew_at.max(renew_at);
                 lease.deadline = lease.deadline.max(deadline);
             }
             role => {
-                if let Role::Leader(old) = role {
+                if let Belief::Leader(old) = role {
+                    self.show(Role::Leader { fence });
                     // The store started a new term under us: the old one is over.
-                    self.demoted(old, "the store started a new term");
+                    self.demoted(old, "the store started a new term", Some(Ended::Demoted));
                     resolve_all(&mut state.tickets.minion, true);
                 }
                 let lease = Lease {
@@ -252,7 +384,18 @@ impl Shared {
                     transition = "promoted",
                     "leadership promoted"
                 );
-                *role = Role::Leader(lease);
+                let term = Term {
+                    fence,
+                    lost: lease.lost.clone(),
+                };
+                *role = Belief::Leader(lease);
+                self.metrics.promoted();
+                self.show(Role::Leader { fence });
+                state.work.retain(|h| !h.is_finished());
+                for runner in &state.runners {
+                    let handle = self.spawn_work(runner, term.clone());
+                    state.work.push(handle);
+                }
                 resolve_all(&mut state.tickets.leader, true);
                 // Juju answers a wait_minion asked before the first claim once it knows: a
                 // leader's waits for the loss.
@@ -277,14 +420,16 @@ impl Shared {
     }
 
     /// The tracker is not leader: denied, window ended, or the first claim failed.
-    pub(super) fn minion(&self, reason: &str) {
+    pub(super) fn minion(&self, reason: &str, how: Ended) {
         let mut state = self.lock();
         let state = &mut *state;
-        if let Role::Leader(old) = &state.role {
-            self.demoted(old, reason);
+        // Shown before the loss signal fires, so whoever wakes on the signal sees the new role.
+        self.show(Role::Minion);
+        if let Belief::Leader(old) = &state.role {
+            self.demoted(old, reason, Some(how));
             resolve_all(&mut state.tickets.minion, true);
         }
-        state.role = Role::Minion;
+        state.role = Belief::Minion;
         resolve_all(&mut state.tickets.undecided_minion, false);
         for (_, resolver) in state.tickets.claims.drain(..) {
             resolver.resolve(false);
@@ -292,24 +437,46 @@ impl Shared {
     }
 
     /// Stops: fires the loss signal and answers every pending and later ticket `false` (T6).
-    /// Returns the fence of the term that ended, if the tracker was leader.
-    pub(super) fn stop(&self, reason: &str) -> Option<Fence> {
+    /// Returns the fence of the term that ended, if the tracker was leader, the work still
+    /// running (W2) and by when it must end: well before the lease could pass to another unit
+    /// (the old lease's deadline plus half the safety margin), and at most a guarantee from
+    /// now.
+    pub(super) fn stop(&self, reason: &str) -> Stopped {
+        let now = Instant::now();
         let mut state = self.lock();
         state.stopped = true;
+        let mut bound = now;
+        // Shown before the loss signal fires, so whoever wakes on the signal sees the new role.
+        self.show(Role::Stopped);
         let fence = match &state.role {
-            Role::Leader(old) => {
-                self.demoted(old, reason);
+            Belief::Leader(old) => {
+                // Half the margin is left before the lease could pass, as in `spawn_work`.
+                bound = (now + self.guarantee).min(old.deadline + self.safety_margin / 2);
+                // Before the loss signal fires, so the work sees the bound (W2).
+                let _ = self.stop_bound.set(bound);
+                self.demoted(old, reason, None);
                 Some(old.fence)
             }
             _ => None,
         };
-        state.role = Role::Minion;
+        state.role = Belief::Minion;
         // Dropping the resolvers answers their tickets false.
         state.tickets = Tickets::default();
-        fence
+        state.runners.clear();
+        Stopped {
+            fence,
+            work: std::mem::take(&mut state.work),
+            bound,
+        }
     }
 
-    fn demoted(&self, lease: &Lease, reason: &str) {
+    /// `how` is `None` for a stop: the gauge drops now, and the task counts the transition
+    /// once it knows whether the release succeeded (M1).
+    fn demoted(&self, lease: &Lease, reason: &str, how: Option<Ended>) {
+        match how {
+            Some(how) => self.metrics.ended(how),
+            None => self.metrics.stepping_down(),
+        }
         lease.lost.cancel();
         tracing::warn!(
             application = %self.application,
@@ -320,6 +487,16 @@ impl Shared {
             "leadership demoted"
         );
     }
+}
+
+/// What [`Shared::stop`] leaves for the task to finish.
+pub(super) struct Stopped {
+    /// The fence of the term that ended, if the tracker led.
+    pub(super) fence: Option<Fence>,
+    /// The terms' work still running (W2).
+    pub(super) work: Vec<JoinHandle<()>>,
+    /// By when that work must have ended.
+    pub(super) bound: Instant,
 }
 
 fn resolve_all(resolvers: &mut Vec<Resolver>, answer: bool) {

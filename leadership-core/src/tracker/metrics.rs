@@ -1,0 +1,151 @@
+//! The tracker's metrics (M1), through the `metrics` crate facade; no-ops without the
+//! `metrics` feature. Names, labels and units: the table in the crate README.
+
+use std::time::Duration;
+
+/// How a leadership ended, the `transition` label of `leadership_transitions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// The store said another unit leads (a renewal denied, or a new term under us), or the
+    /// tracker stopped without release (or its release failed).
+    Demoted,
+    /// No renewal succeeded within the guaranteed window (T7).
+    Lost,
+    /// Stopped with release, and the revoke succeeded (T8).
+    Released,
+}
+
+/// A claim call: the first claim of a term, or the holder's renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Call {
+    Claim,
+    Renew,
+}
+
+#[cfg(feature = "metrics")]
+mod on {
+    use super::{Call, Duration, Ended};
+    use metrics::{Counter, Gauge, Histogram, Label};
+
+    /// Handles registered once per tracker, so a renewal costs no key building or lookup.
+    pub(in crate::tracker) struct Metrics {
+        is_leader: Gauge,
+        promoted: Counter,
+        demoted: Counter,
+        lost: Counter,
+        released: Counter,
+        claim_seconds: Histogram,
+        renew_seconds: Histogram,
+        claim_failures: Counter,
+        renew_failures: Counter,
+    }
+
+    impl Metrics {
+        pub(in crate::tracker) fn new(
+            application: &str,
+            unit: &str,
+            with_application: bool,
+        ) -> Self {
+            let mut labels = Vec::with_capacity(3);
+            if with_application {
+                labels.push(Label::new("application", application.to_owned()));
+            }
+            labels.push(Label::new("unit", unit.to_owned()));
+            let with = |key: &'static str, value: &'static str| {
+                let mut labels = labels.clone();
+                labels.push(Label::new(key, value));
+                labels
+            };
+            let is_leader = metrics::gauge!("leadership_is_leader", labels.clone());
+            is_leader.set(0.0);
+            Metrics {
+                is_leader,
+                promoted: metrics::counter!(
+                    "leadership_transitions_total",
+                    with("transition", "promoted")
+                ),
+                demoted: metrics::counter!(
+                    "leadership_transitions_total",
+                    with("transition", "demoted")
+                ),
+                lost: metrics::counter!("leadership_transitions_total", with("transition", "lost")),
+                released: metrics::counter!(
+                    "leadership_transitions_total",
+                    with("transition", "released")
+                ),
+                claim_seconds: metrics::histogram!(
+                    "leadership_claim_duration_seconds",
+                    with("call", "claim")
+                ),
+                renew_seconds: metrics::histogram!(
+                    "leadership_claim_duration_seconds",
+                    with("call", "renew")
+                ),
+                claim_failures: metrics::counter!(
+                    "leadership_claim_failures_total",
+                    with("call", "claim")
+                ),
+                renew_failures: metrics::counter!(
+                    "leadership_claim_failures_total",
+                    with("call", "renew")
+                ),
+            }
+        }
+
+        pub(in crate::tracker) fn promoted(&self) {
+            self.is_leader.set(1.0);
+            self.promoted.increment(1);
+        }
+
+        pub(in crate::tracker) fn ended(&self, how: Ended) {
+            self.is_leader.set(0.0);
+            match how {
+                Ended::Demoted => self.demoted.increment(1),
+                Ended::Lost => self.lost.increment(1),
+                Ended::Released => self.released.increment(1),
+            }
+        }
+
+        /// The tracker stops believing it leads; how it ended is counted once known.
+        pub(in crate::tracker) fn stepping_down(&self) {
+            self.is_leader.set(0.0);
+        }
+
+        pub(in crate::tracker) fn call(&self, call: Call, took: Duration, failed: bool) {
+            let (latency, failures) = match call {
+                Call::Claim => (&self.claim_seconds, &self.claim_failures),
+                Call::Renew => (&self.renew_seconds, &self.renew_failures),
+            };
+            latency.record(took.as_secs_f64());
+            if failed {
+                failures.increment(1);
+            }
+        }
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+mod on {
+    use super::{Call, Duration, Ended};
+
+    /// Without the `metrics` feature: nothing is recorded.
+    pub(in crate::tracker) struct Metrics;
+
+    impl Metrics {
+        pub(in crate::tracker) fn new(_: &str, _: &str, _: bool) -> Self {
+            Metrics
+        }
+        pub(in crate::tracker) fn promoted(&self) {}
+        pub(in crate::tracker) fn ended(&self, _: Ended) {}
+        pub(in crate::tracker) fn stepping_down(&self) {}
+        pub(in crate::tracker) fn call(&self, _: Call, _: Duration, _: bool) {}
+    }
+}
+
+pub(super) use on::Metrics;
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
