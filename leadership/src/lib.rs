@@ -6,11 +6,11 @@ use std::sync::Arc;
 // accident (a new core item is exported here on purpose, or not at all).
 pub use leadership_core::{
     CancellationToken, Cause, Checker, Claimer, DEFAULT_NAMESPACE, DEFAULT_TIMEOUT, Error, Fence,
-    JujuPolicy, Leader, LeaderEvent, LeaderStream, LeaderTracker, Leadership, PermissivePolicy,
-    Pinner, Policy, Reader, Result, Revoker, Source, Term, Ticket, Token, Tracker, TrackerBuilder,
-    TrackerWorker, Watcher, async_trait, redact_url,
+    Health, JujuPolicy, Leader, LeaderEvent, LeaderStream, LeaderTracker, Leadership,
+    PermissivePolicy, Pinner, Policy, Reader, Result, Revoker, Role, Source, Term, Ticket, Token,
+    Tracker, TrackerBuilder, TrackerWorker, Watcher, async_trait, redact_url, with_leader,
 };
-pub use leadership_core::{policy, retry, tracker, url, watch};
+pub use leadership_core::{policy, retry, tracker, url, watch, work};
 
 /// The conformance suite, for your own store (see the README's "Your own store").
 #[cfg(feature = "conformance")]
