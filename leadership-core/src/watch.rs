@@ -205,6 +205,22 @@ impl WatchHub {
         self.shared.live.load(Ordering::Acquire)
     }
 
+    /// Wakes every live watcher's consumer without an event, so each stream is polled again
+    /// (a store whose background task died can restart it from the consumer's poll).
+    pub fn wake_all(&self) {
+        let slots: Vec<Arc<Slot>> = self
+            .namespaces()
+            .values()
+            .flatten()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for slot in slots {
+            if let Some(waker) = slot.lock().waker.take() {
+                waker.wake();
+            }
+        }
+    }
+
     /// Namespaces that have live watchers (for a store to resynchronise after a reconnect).
     pub fn watched_namespaces(&self) -> Vec<String> {
         let mut namespaces = self.namespaces();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use leadership_core::url::StoreUrl;
-use leadership_core::watch::{LeaderStream, Watcher};
+use leadership_core::watch::{LeaderEvent, LeaderStream, Watcher};
 use leadership_core::{
     CancellationToken, Checker, Claimer, DEFAULT_NAMESPACE, Error, Fence, JujuPolicy, Pinner,
     Policy, Reader, Result, Revoker, Token,
@@ -441,7 +441,32 @@ impl MemoryStore {
         let subscription = self.inner.hub.subscribe(&self.name, application);
         let snapshot = state.leaders_with_fences(self.space, now);
         drop(state);
-        subscription.start(snapshot, None)
+        Box::pin(MemoryWatch {
+            events: subscription.start(snapshot, None),
+            store: Arc::downgrade(&self.inner),
+        })
+    }
+}
+
+/// A watch stream of the memory store: each poll makes sure the store's expiry timer runs
+/// (on the consumer's runtime if the one that ran it went away), so expiries are reported
+/// (O2) even on a store shared by several runtimes.
+struct MemoryWatch {
+    events: LeaderStream,
+    store: std::sync::Weak<Inner>,
+}
+
+impl futures_core::Stream for MemoryWatch {
+    type Item = LeaderEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<LeaderEvent>> {
+        if let Some(inner) = self.store.upgrade() {
+            timer::ensure_running(&inner);
+        }
+        self.events.as_mut().poll_next(cx)
     }
 }
 

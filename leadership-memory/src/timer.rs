@@ -5,8 +5,8 @@
 //! runs, and spawns it on the current tokio runtime otherwise. The task holds only a `Weak`
 //! reference, so it never keeps the store alive: dropping the last store handle wakes it and it
 //! ends. If its runtime shuts down while the store lives on, the task's guard clears the
-//! `running` flag and wakes every blocked waiter, which re-checks its lease and starts a new
-//! timer on its own runtime.
+//! `running` flag and wakes every blocked waiter and every watch stream; each re-checks (a
+//! waiter its lease, a stream its timer) and starts a new timer on its own runtime.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -89,6 +89,9 @@ impl Drop for Running {
         self.shared.running.store(false, Ordering::Release);
         if let Some(inner) = self.store.upgrade() {
             inner.wake_all_waiters();
+            // Watchers too: their next poll starts a timer on their own runtime, so expiries
+            // keep being reported (O2).
+            inner.hub.wake_all();
         }
     }
 }

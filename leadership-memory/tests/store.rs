@@ -415,3 +415,53 @@ async fn o4_dropped_watch_streams_leave_nothing_behind() {
     // deadline in the timeline, as without watches).
     assert_eq!(stats.waiters, 0);
 }
+
+/// O2 on a store shared by runtimes: the expiry timer runs on the runtime that started it;
+/// when that runtime goes away while a watcher on another runtime waits, the watcher is
+/// woken, its poll starts a new timer, and the expiry is still reported.
+#[test]
+fn o2_an_expiry_reaches_a_watcher_after_the_timers_runtime_went_away() {
+    use futures::StreamExt;
+    use leadership_core::{LeaderEvent, Watcher};
+
+    let store = MemoryStore::new();
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // The claim starts the store's timer on the first runtime.
+    let fence = first
+        .block_on(store.claim_leadership("a", "a/0", Duration::from_millis(400)))
+        .expect("claim");
+    let second = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    second.block_on(async {
+        let mut stream = store.watch_leader("a").await.expect("watch");
+        assert!(matches!(
+            stream.next().await,
+            Some(LeaderEvent::Snapshot { leaders }) if leaders["a"].fence == fence
+        ));
+        // The first runtime goes away (with the timer task) while the watcher waits.
+        let dropper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(first);
+        });
+        // The lease ends 400 ms after the claim; the event must follow within the bound of
+        // any notification, not wait for some later poll (the timeout's own wake-up).
+        let waiting = std::time::Instant::now();
+        let event = tokio::time::timeout(BOUND, stream.next()).await;
+        let took = waiting.elapsed();
+        dropper.join().expect("the first runtime dropped");
+        assert!(took < Duration::from_millis(1500), "the expiry came {took:?} late");
+        assert_eq!(
+            event.expect("the expiry was reported"),
+            Some(LeaderEvent::Vacated {
+                application: "a".into()
+            })
+        );
+    });
+}
