@@ -37,6 +37,8 @@ enum StoreArg {
 enum ChildScenario {
     Footprint,
     Scale,
+    /// The scale scenario with a metrics recorder installed (M1's overhead).
+    ScaleMetrics,
 }
 
 /// Side-by-side benchmarks of the leadership stores against their raw stores and peers.
@@ -94,6 +96,22 @@ async fn run_child(args: &Args, child: ChildScenario) -> ExitCode {
                 .await
                 .unwrap_or_else(|e| Row::error("memory", "memory per lease", e)),
         ],
+        ChildScenario::ScaleMetrics => {
+            if let Err(e) = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
+            {
+                return child_rows(vec![Row::error(
+                    "memory",
+                    "scale with metrics",
+                    e.to_string(),
+                )]);
+            }
+            match open_bench(args).await {
+                Ok(bench) => scale::scale(&*bench, sizes)
+                    .await
+                    .unwrap_or_else(|e| vec![Row::error(bench.name(), "scale with metrics", e)]),
+                Err(e) => vec![Row::error("memory", "scale with metrics", e)],
+            }
+        }
         ChildScenario::Scale => match open_bench(args).await {
             Ok(bench) => scale::scale(&*bench, sizes)
                 .await
@@ -105,6 +123,11 @@ async fn run_child(args: &Args, child: ChildScenario) -> ExitCode {
             )],
         },
     };
+    child_rows(rows)
+}
+
+/// Prints a child's rows as JSON on stdout.
+fn child_rows(rows: Vec<Row>) -> ExitCode {
     match serde_json::to_string(&rows) {
         Ok(json) => {
             println!("{json}");
@@ -248,9 +271,29 @@ async fn run_store(
     for row in extra {
         push(Ok(row), "peers");
     }
-    match in_child("scale", quick, bench.child_args()).await {
-        Ok(child_rows) => child_rows.into_iter().for_each(|r| push(Ok(r), "scale")),
-        Err(e) => push(Err(e), "scale"),
+    let plain = match in_child("scale", quick, bench.child_args()).await {
+        Ok(child_rows) => {
+            let cost = scale::cpu_per_renewal(&child_rows);
+            child_rows.into_iter().for_each(|r| push(Ok(r), "scale"));
+            cost
+        }
+        Err(e) => {
+            push(Err(e), "scale");
+            None
+        }
+    };
+    if name == "memory" {
+        // M1's cost: the same scale run with the Prometheus recorder installed, in its own
+        // process (a recorder is process-wide). Memory only: there the tracker's own work is
+        // the whole cost of a renewal, so any recording overhead shows most.
+        let row = match in_child("scale-metrics", quick, bench.child_args()).await {
+            Ok(child_rows) => Ok(scale::metrics_overhead(
+                plain,
+                scale::cpu_per_renewal(&child_rows),
+            )),
+            Err(e) => Err(e),
+        };
+        push(row, "scale: metrics overhead");
     }
     if name == "memory" {
         match in_child("footprint", quick, bench.child_args()).await {

@@ -180,3 +180,44 @@ pub async fn scale(bench: &dyn Bench, sizes: Sizes) -> BenchResult<Vec<Row>> {
     }
     Ok(rows)
 }
+
+/// Runner CPU seconds per renewal from a scale run's rows (renewals/s and the CPU share).
+pub fn cpu_per_renewal(rows: &[Row]) -> Option<f64> {
+    let find = |scenario: &str| {
+        rows.iter()
+            .find(|row| row.scenario == scenario)
+            .and_then(|row| row.number)
+    };
+    let rate = find("scale: renewals/s")?;
+    let share = find("scale: runner CPU")?;
+    (rate > 0.0).then(|| share / 100.0 / rate)
+}
+
+/// M1's overhead: CPU per renewal without a metrics recorder ÷ with one (target ≥ 0.95).
+pub fn metrics_overhead(off: Option<f64>, on: Option<f64>) -> Row {
+    let mut row = Row::new("memory", "scale: metrics on vs off (CPU per renewal)");
+    row.target = Some("off ÷ on ≥ 0.95".into());
+    match (off, on) {
+        (Some(off), Some(on)) if on > 0.0 => {
+            let ratio = off / on;
+            row.value = Some(format!(
+                "{:.1} µs without a recorder, {:.1} µs with the Prometheus recorder: ratio {ratio:.2}",
+                off * 1e6,
+                on * 1e6
+            ));
+            row.ratio = Some(ratio);
+            row.number = Some(ratio);
+            row.verdict = Verdict::of(ratio >= 0.95);
+        }
+        _ => {
+            row.value = Some("a scale run gave no CPU or renewal figure".into());
+            row.verdict = Verdict::Fail;
+        }
+    }
+    row.note = Some(
+        "two child processes, each 10,000 trackers on memory for the scale window; the \
+         library is built with its metrics feature in both, the first has no recorder"
+            .into(),
+    );
+    row
+}

@@ -456,7 +456,10 @@ fn o2_an_expiry_reaches_a_watcher_after_the_timers_runtime_went_away() {
         let event = tokio::time::timeout(BOUND, stream.next()).await;
         let took = waiting.elapsed();
         dropper.join().expect("the first runtime dropped");
-        assert!(took < Duration::from_millis(1500), "the expiry came {took:?} late");
+        assert!(
+            took < Duration::from_millis(1500),
+            "the expiry came {took:?} late"
+        );
         assert_eq!(
             event.expect("the expiry was reported"),
             Some(LeaderEvent::Vacated {
