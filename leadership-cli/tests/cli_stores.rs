@@ -373,3 +373,21 @@ fn redis_track_serves_metrics_and_health_across_processes() {
     let rest: Vec<String> = output.try_iter().map(|(_, line)| line).collect();
     assert_eq!(exit.code(), Some(0), "{rest:?}");
 }
+
+/// Issue 19.5: against an unreachable etcd, one short line in the store's words (the client's
+/// own error, tonic's internals, stays behind `source()`).
+#[test]
+fn unreachable_etcd_prints_one_short_line() {
+    let port = leadership_testkit::harness::free_port().expect("a port");
+    let store = format!("etcd://127.0.0.1:{port}?timeout=1s");
+    let out = leadership(&store, &["leaders"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        format!(
+            "leadership: etcd store unavailable during connect: cannot reach etcd at \
+             127.0.0.1:{port}: unavailable: tcp connect error (check that the store at {store} \
+             is running and reachable (--store or LEADERSHIP_STORE))"
+        )
+    );
+}
