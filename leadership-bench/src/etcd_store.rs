@@ -68,6 +68,30 @@ impl Bench for EtcdBench {
         Ok(Baseline::Etcd(client.kv_client()))
     }
 
+    async fn server_subscriptions(&self) -> Option<String> {
+        let authority = self
+            .url
+            .strip_prefix("etcd://")?
+            .split(['/', '?', ','])
+            .next()?;
+        let authority = authority.to_owned();
+        let text = tokio::task::spawn_blocking(move || metrics_text(&authority))
+            .await
+            .ok()??;
+        let gauge = |name: &str| {
+            text.lines()
+                .find(|line| line.starts_with(name) && line[name.len()..].starts_with(' '))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .map(str::to_owned)
+                .unwrap_or_else(|| "?".into())
+        };
+        Some(format!(
+            "member /metrics: etcd_debugging_mvcc_watch_stream_total {}, etcd_debugging_mvcc_watcher_total {}",
+            gauge("etcd_debugging_mvcc_watch_stream_total"),
+            gauge("etcd_debugging_mvcc_watcher_total")
+        ))
+    }
+
     fn targets(&self) -> Targets {
         Targets {
             renew_ratio: 0.8,
@@ -353,4 +377,17 @@ pub async fn grant_put_floor(bench: &EtcdBench, sizes: Sizes, callers: usize) ->
             "{version}: the two writes any design with one lease per term makes for a new term, sent raw from the same client: the floor of the first-claim ratio"
         )),
     ))
+}
+
+/// The member's Prometheus text from `GET /metrics` (HTTP/1.0, so the reply ends the stream).
+fn metrics_text(authority: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(authority).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {authority}\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    reply
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
 }

@@ -39,6 +39,8 @@ enum ChildScenario {
     Scale,
     /// The scale scenario with a metrics recorder installed (M1's overhead).
     ScaleMetrics,
+    /// 10,000 idle watchers, in a fresh process so its resident memory is theirs alone.
+    IdleWatchers,
 }
 
 /// Side-by-side benchmarks of the leadership stores against their raw stores and peers.
@@ -112,6 +114,18 @@ async fn run_child(args: &Args, child: ChildScenario) -> ExitCode {
                 Err(e) => vec![Row::error("memory", "scale with metrics", e)],
             }
         }
+        ChildScenario::IdleWatchers => match open_bench(args).await {
+            Ok(bench) => vec![
+                watching::idle_watchers(&*bench)
+                    .await
+                    .unwrap_or_else(|e| Row::error(bench.name(), "watch: idle watchers", e)),
+            ],
+            Err(e) => vec![Row::error(
+                &format!("{:?}", args.store).to_lowercase(),
+                "watch: idle watchers",
+                e,
+            )],
+        },
         ChildScenario::Scale => match open_bench(args).await {
             Ok(bench) => scale::scale(&*bench, sizes)
                 .await
@@ -267,7 +281,12 @@ async fn run_store(
         watching::revoke_delivery(bench, sizes).await,
         "watch: revoke delivery",
     );
-    push(watching::idle_watchers(bench).await, "watch: idle watchers");
+    match in_child("idle-watchers", quick, bench.child_args()).await {
+        Ok(child_rows) => child_rows
+            .into_iter()
+            .for_each(|r| push(Ok(r), "watch: idle watchers")),
+        Err(e) => push(Err(e), "watch: idle watchers"),
+    }
     for row in extra {
         push(Ok(row), "peers");
     }

@@ -79,6 +79,26 @@ impl Bench for RedisBench {
         Ok(Baseline::Redis(self.connection().await?))
     }
 
+    async fn server_subscriptions(&self) -> Option<String> {
+        let mut conn = self.connection().await.ok()?;
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        let subs: Vec<&str> = list
+            .lines()
+            .filter_map(|line| line.split_whitespace().find(|f| f.starts_with("sub=")))
+            .collect();
+        Some(format!(
+            "CLIENT LIST TYPE pubsub: {} connection(s), {}",
+            subs.len(),
+            subs.join(" ")
+        ))
+    }
+
     fn targets(&self) -> Targets {
         Targets {
             renew_ratio: 0.8,

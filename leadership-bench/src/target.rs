@@ -142,6 +142,13 @@ pub trait Bench: Send + Sync {
         None
     }
 
+    /// What the server says about its subscriptions (Redis: pub/sub connections and their
+    /// channels; etcd: watch streams and watchers), for the idle-watchers row. `None` for
+    /// stores without a server.
+    async fn server_subscriptions(&self) -> Option<String> {
+        None
+    }
+
     /// Extra arguments a child runner needs to reach the same store (server URLs).
     fn child_args(&self) -> Vec<String> {
         Vec::new()
