@@ -32,8 +32,8 @@ mod watch;
 mod work;
 
 pub use watch::{
-    o_watchers_agree_with_the_store, o1_snapshot_equals_leaders, o2_changes_are_seen_in_time,
-    o3_latest_state_wins, o4_dropped_connection_resynchronises,
+    WatchView, o_watchers_agree_with_the_store, o1_snapshot_equals_leaders,
+    o2_changes_are_seen_in_time, o3_latest_state_wins, o4_dropped_connection_resynchronises,
 };
 
 pub use work::w1_with_leader_cancels_on_loss;

@@ -3,13 +3,11 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use leadership_core::{
-    Claimer, Fence, Leader, LeaderEvent, LeaderStream, Reader, Revoker, Watcher,
-};
+use leadership_core::conformance::WatchView;
+use leadership_core::{Claimer, Fence, LeaderEvent, LeaderStream, Reader, Revoker, Watcher};
 use leadership_etcd::EtcdStore;
 use leadership_testkit::harness::EtcdServer;
 
@@ -17,57 +15,6 @@ use common::proxy::Proxy;
 
 const LONG: Duration = Duration::from_secs(60);
 const WITHIN: Duration = Duration::from_secs(10);
-
-/// A watcher's view, checking each event as the conformance suite does: no Elected over a
-/// shown term of the same or a later fence, no Vacated of an application not shown as led,
-/// and every Elected a term that really started.
-#[derive(Default)]
-struct View {
-    leaders: BTreeMap<String, Leader>,
-}
-
-impl View {
-    fn apply(&mut self, event: &LeaderEvent, terms: &HashMap<(String, Fence), String>) {
-        match event {
-            LeaderEvent::Snapshot { leaders } => self.leaders = leaders.clone(),
-            LeaderEvent::Elected {
-                application,
-                unit,
-                fence,
-            } => {
-                assert_eq!(
-                    terms.get(&(application.clone(), *fence)),
-                    Some(unit),
-                    "{event:?} is no term that existed"
-                );
-                if let Some(shown) = self.leaders.get(application) {
-                    assert!(*fence > shown.fence, "{event:?} over {shown:?}");
-                }
-                self.leaders.insert(
-                    application.clone(),
-                    Leader {
-                        unit: unit.clone(),
-                        fence: *fence,
-                    },
-                );
-            }
-            LeaderEvent::Vacated { application } => {
-                assert!(
-                    self.leaders.remove(application).is_some(),
-                    "Vacated {application}, which was not shown as led"
-                );
-            }
-            other => panic!("unknown event {other:?}"),
-        }
-    }
-
-    fn units(&self) -> BTreeMap<String, String> {
-        self.leaders
-            .iter()
-            .map(|(app, leader)| (app.clone(), leader.unit.clone()))
-            .collect()
-    }
-}
 
 async fn next(stream: &mut LeaderStream, what: &str) -> LeaderEvent {
     match tokio::time::timeout(WITHIN, stream.next()).await {
@@ -77,17 +24,12 @@ async fn next(stream: &mut LeaderStream, what: &str) -> LeaderEvent {
     }
 }
 
-async fn claim(
-    store: &EtcdStore,
-    terms: &mut HashMap<(String, Fence), String>,
-    app: &str,
-    unit: &str,
-) -> Fence {
+async fn claim(store: &EtcdStore, terms: &mut WatchView, app: &str, unit: &str) -> Fence {
     let fence = store
         .claim_leadership(app, unit, LONG)
         .await
         .unwrap_or_else(|err| panic!("claim {app} by {unit}: {err}"));
-    terms.insert((app.to_owned(), fence), unit.to_owned());
+    terms.made(app, unit, fence);
     fence
 }
 
@@ -119,14 +61,14 @@ async fn a_compaction_during_a_watch_resynchronises_without_a_false_event() {
             .namespace(&namespace),
     )
     .await;
-    let mut terms = HashMap::new();
+    // The view checks every Elected against the terms claimed here.
+    let mut terms = WatchView::checking_terms();
     claim(&direct, &mut terms, "a", "a/0").await;
     claim(&direct, &mut terms, "b", "b/0").await;
 
     let mut stream = watched.watch_leaders().await.expect("watch_leaders");
-    let mut view = View::default();
-    view.apply(&next(&mut stream, "snapshot").await, &terms);
-    assert_eq!(view.units(), direct.leaders().await.unwrap());
+    terms.apply(&next(&mut stream, "snapshot").await, "snapshot");
+    assert_eq!(terms.units(), direct.leaders().await.unwrap());
     let fence = claim(&direct, &mut terms, "c", "c/0").await;
     let event = next(&mut stream, "c elected").await;
     assert_eq!(
@@ -137,7 +79,7 @@ async fn a_compaction_during_a_watch_resynchronises_without_a_false_event() {
             fence
         }
     );
-    view.apply(&event, &terms);
+    terms.apply(&event, "compaction");
 
     // The watch is gone; terms end and start; the history it needs is compacted away.
     assert!(proxy.hold() > 0, "the watched handle had connections");
@@ -167,15 +109,15 @@ async fn a_compaction_during_a_watch_resynchronises_without_a_false_event() {
 
     let truth = direct.leaders().await.unwrap();
     let deadline = Instant::now() + WITHIN;
-    while view.units() != truth {
+    while terms.units() != truth {
         assert!(
             Instant::now() < deadline,
             "not converged: {:?}",
-            view.units()
+            terms.units()
         );
         let event = next(&mut stream, "resynchronising").await;
         assert_ne!(event.application(), Some("gone"), "{event:?}");
-        view.apply(&event, &terms);
+        terms.apply(&event, "compaction");
     }
     assert!(
         watched.watch_compactions() > compactions,

@@ -12,17 +12,36 @@ use super::{StoreFactory, claim, leaders, limit, long, pin, revoke, unique_names
 use crate::watch::{Leader, LeaderEvent, LeaderStream};
 use crate::{Fence, Leadership};
 
-/// A watcher's view: application → leader, applied event by event.
+/// A watcher's view, applied event by event and checked as it goes (O1–O4): a snapshot
+/// replaces it; `Elected` only for a term with a larger fence than the one shown (never two
+/// leaders of one term, never back in time) and, once terms are recorded with
+/// [`WatchView::made`], only for a term that was made; `Vacated` only of a shown leader.
+/// For store crates' own watch tests as well as the suite.
 #[derive(Debug, Default)]
-struct View {
+pub struct WatchView {
     leaders: BTreeMap<String, Leader>,
+    /// The terms the test made, when it records them.
+    terms: Option<HashMap<(String, Fence), String>>,
 }
 
-impl View {
-    /// Applies `event`, checking that it is news: a snapshot only first, an `Elected` only
-    /// for a term with a larger fence than the one shown (never two leaders of one term, never
-    /// back in time), a `Vacated` only for a led application.
-    fn apply(&mut self, event: &LeaderEvent, what: &str) {
+impl WatchView {
+    /// A view that also checks every `Elected` against the terms recorded with `made`.
+    pub fn checking_terms() -> WatchView {
+        WatchView {
+            leaders: BTreeMap::new(),
+            terms: Some(HashMap::new()),
+        }
+    }
+
+    /// Records a term the test made (a successful claim's fence).
+    pub fn made(&mut self, application: &str, unit: &str, fence: Fence) {
+        self.terms
+            .get_or_insert_with(HashMap::new)
+            .insert((application.to_owned(), fence), unit.to_owned());
+    }
+
+    /// Applies `event`, panicking (naming `what`) if it is no news or no real term.
+    pub fn apply(&mut self, event: &LeaderEvent, what: &str) {
         match event {
             LeaderEvent::Snapshot { leaders } => self.leaders = leaders.clone(),
             LeaderEvent::Elected {
@@ -30,6 +49,13 @@ impl View {
                 unit,
                 fence,
             } => {
+                if let Some(terms) = &self.terms {
+                    assert_eq!(
+                        terms.get(&(application.clone(), *fence)),
+                        Some(unit),
+                        "{what}: {event:?} is no term that was made"
+                    );
+                }
                 if let Some(shown) = self.leaders.get(application) {
                     assert!(
                         *fence > shown.fence,
@@ -56,11 +82,37 @@ impl View {
         }
     }
 
-    fn units(&self) -> BTreeMap<String, String> {
+    /// Application → unit, as `leaders()` returns it.
+    pub fn units(&self) -> BTreeMap<String, String> {
         self.leaders
             .iter()
             .map(|(app, leader)| (app.clone(), leader.unit.clone()))
             .collect()
+    }
+
+    /// Reads `stream` until the view equals `truth` (within `within`), then asserts that
+    /// nothing more arrives for `quiet`.
+    pub async fn converge(
+        &mut self,
+        stream: &mut LeaderStream,
+        truth: &BTreeMap<String, String>,
+        within: Duration,
+        quiet: Duration,
+        what: &str,
+    ) {
+        let deadline = Instant::now() + within;
+        while self.units() != *truth {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match timeout(left, stream.next()).await {
+                Ok(Some(event)) => self.apply(&event, what),
+                Ok(None) => panic!("{what}: the stream ended"),
+                Err(_) => panic!(
+                    "{what}: not converged within {within:?}: shows {:?}, the store has {truth:?}",
+                    self.units()
+                ),
+            }
+        }
+        assert_quiet(stream, quiet, what).await;
     }
 }
 
@@ -132,7 +184,7 @@ pub async fn o1_snapshot_equals_leaders(store: &dyn Leadership, profile: &super:
         },
         "O1: the first item must be the snapshot"
     );
-    let mut view = View::default();
+    let mut view = WatchView::default();
     view.apply(&first, "O1");
     assert_eq!(
         view.units(),
@@ -263,7 +315,7 @@ pub async fn o2_changes_are_seen_in_time(store: &dyn Leadership, profile: &super
 pub async fn o3_latest_state_wins(store: &dyn Leadership, profile: &super::Profile) {
     const APPS: usize = 10;
     let mut stream = watch_all(store, "O3").await;
-    let mut view = View::default();
+    let mut view = WatchView::default();
     let first = next(&mut stream, profile.notify_latency * 4, "O3 snapshot").await;
     view.apply(&first, "O3");
     let d = long(profile) * 2;
@@ -319,12 +371,11 @@ pub async fn o4_dropped_connection_resynchronises(factory: &dyn StoreFactory) {
     let store = &*store;
     let d = long(&profile) * 3;
     let mut stream = watch_all(store, "O4").await;
-    let mut view = View::default();
+    let mut view = WatchView::checking_terms();
     let first = next(&mut stream, profile.notify_latency * 4, "O4 snapshot").await;
     view.apply(&first, "O4");
-    let mut terms: HashMap<(String, Fence), String> = HashMap::new();
     let fence = claim(store, "app", "app/0", d).await;
-    terms.insert(("app".into(), fence), "app/0".into());
+    view.made("app", "app/0", fence);
     let event = next(&mut stream, profile.notify_latency * 2, "O4 claim").await;
     view.apply(&event, "O4");
 
@@ -349,32 +400,17 @@ pub async fn o4_dropped_connection_resynchronises(factory: &dyn StoreFactory) {
             Err(err) => panic!("O4: claim after dropped connections failed: {err}"),
         }
     };
-    terms.insert(("next".into(), fence), "next/1".into());
+    view.made("next", "next/1", fence);
 
     // The stream converges to the store's state, every event being a real term's.
     let truth = leaders(store).await;
-    let deadline = Instant::now() + limit(&profile);
-    while view.units() != truth {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let event = next(&mut stream, left, "O4 resynchronise").await;
-        if let LeaderEvent::Elected {
-            application,
-            unit,
-            fence,
-        } = &event
-        {
-            assert_eq!(
-                terms.get(&(application.clone(), *fence)),
-                Some(unit),
-                "O4 (connections dropped: {dropped}): {event:?} is no term that existed"
-            );
-        }
-        view.apply(&event, "O4");
-    }
-    assert_quiet(
+    let what = format!("O4 (connections dropped: {dropped}) resynchronising");
+    view.converge(
         &mut stream,
+        &truth,
+        limit(&profile),
         profile.notify_latency,
-        "O4 after resynchronising",
+        &what,
     )
     .await;
     // Still alive: a later change is seen.
@@ -405,7 +441,7 @@ pub async fn o_watchers_agree_with_the_store(factory: &dyn StoreFactory) {
     for _ in 0..3 {
         let handle = factory.open(&namespace).await;
         let stream = watch_all(&*handle, "agreement").await;
-        watchers.push((handle, stream, View::default()));
+        watchers.push((handle, stream, WatchView::default()));
     }
     let terms = std::sync::Mutex::new(HashMap::<(String, Fence), String>::new());
     let run = async {
