@@ -170,10 +170,19 @@ async fn a_watch_survives_losing_the_member_it_is_on() {
     }
     assert_eq!(view.get("app"), Some(&("app/0".to_owned(), fence)));
 
+    // The member registers the watch asynchronously: read the gauges until one shows it.
     let mut carrying = Vec::new();
-    for i in 0..cluster.len() {
-        if common::metric(&cluster.endpoint(i), "etcd_debugging_mvcc_watcher_total").await >= 1.0 {
-            carrying.push(i);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while carrying.is_empty() && tokio::time::Instant::now() < deadline {
+        for i in 0..cluster.len() {
+            if common::metric(&cluster.endpoint(i), "etcd_debugging_mvcc_watcher_total").await
+                >= 1.0
+            {
+                carrying.push(i);
+            }
+        }
+        if carrying.is_empty() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     assert_eq!(carrying.len(), 1, "one member carries the one watch");
