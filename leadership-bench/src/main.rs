@@ -39,6 +39,8 @@ enum ChildScenario {
     Scale,
     /// The scale scenario with a metrics recorder installed (M1's overhead).
     ScaleMetrics,
+    /// The same with the trackers' `application` and `unit` labels switched off.
+    ScaleMetricsUnlabelled,
     /// 10,000 idle watchers, in a fresh process so its resident memory is theirs alone.
     IdleWatchers,
 }
@@ -98,17 +100,29 @@ async fn run_child(args: &Args, child: ChildScenario) -> ExitCode {
                 .await
                 .unwrap_or_else(|e| Row::error("memory", "memory per lease", e)),
         ],
-        ChildScenario::ScaleMetrics => {
-            if let Err(e) = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()
-            {
-                return child_rows(vec![Row::error(
-                    "memory",
-                    "scale with metrics",
-                    e.to_string(),
-                )]);
-            }
+        ChildScenario::ScaleMetrics | ChildScenario::ScaleMetricsUnlabelled => {
+            // As a user's exporter runs: the Prometheus recorder with its upkeep (which drains
+            // histogram samples) every 5 s, the builder's default interval.
+            let handle =
+                match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+                    Ok(handle) => handle,
+                    Err(e) => {
+                        return child_rows(vec![Row::error(
+                            "memory",
+                            "scale with metrics",
+                            e.to_string(),
+                        )]);
+                    }
+                };
+            std::thread::spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    handle.run_upkeep();
+                }
+            });
+            let labelled = child == ChildScenario::ScaleMetrics;
             match open_bench(args).await {
-                Ok(bench) => scale::scale(&*bench, sizes)
+                Ok(bench) => scale::scale(&*bench, sizes, labelled)
                     .await
                     .unwrap_or_else(|e| vec![Row::error(bench.name(), "scale with metrics", e)]),
                 Err(e) => vec![Row::error("memory", "scale with metrics", e)],
@@ -127,7 +141,7 @@ async fn run_child(args: &Args, child: ChildScenario) -> ExitCode {
             )],
         },
         ChildScenario::Scale => match open_bench(args).await {
-            Ok(bench) => scale::scale(&*bench, sizes)
+            Ok(bench) => scale::scale(&*bench, sizes, true)
                 .await
                 .unwrap_or_else(|e| vec![Row::error(bench.name(), "scale", e)]),
             Err(e) => vec![Row::error(
@@ -305,14 +319,17 @@ async fn run_store(
         // M1's cost: the same scale run with the Prometheus recorder installed, in its own
         // process (a recorder is process-wide). Memory only: there the tracker's own work is
         // the whole cost of a renewal, so any recording overhead shows most.
-        let row = match in_child("scale-metrics", quick, bench.child_args()).await {
-            Ok(child_rows) => Ok(scale::metrics_overhead(
-                plain,
-                scale::cpu_per_renewal(&child_rows),
-            )),
-            Err(e) => Err(e),
-        };
-        push(row, "scale: metrics overhead");
+        for (child, labelled) in [("scale-metrics", true), ("scale-metrics-unlabelled", false)] {
+            let row = match in_child(child, quick, bench.child_args()).await {
+                Ok(child_rows) => Ok(scale::metrics_overhead(
+                    plain,
+                    scale::cpu_per_renewal(&child_rows),
+                    labelled,
+                )),
+                Err(e) => Err(e),
+            };
+            push(row, "scale: metrics overhead");
+        }
     }
     if name == "memory" {
         match in_child("footprint", quick, bench.child_args()).await {

@@ -59,7 +59,9 @@ const SETUP_BATCH: usize = 500;
 
 /// Runs `sizes.scale_apps` trackers (one unit per application, so each leads throughout)
 /// for `sizes.scale_window` and reports renewals, spurious losses, peak RSS and CPU.
-pub async fn scale(bench: &dyn Bench, sizes: Sizes) -> BenchResult<Vec<Row>> {
+/// `labelled`: whether the trackers' metrics carry their application and unit (M1; matters
+/// only with a recorder installed).
+pub async fn scale(bench: &dyn Bench, sizes: Sizes, labelled: bool) -> BenchResult<Vec<Row>> {
     let store = bench.name();
     let guarantee = bench.scale_guarantee();
     let apps = sizes.scale_apps;
@@ -80,7 +82,11 @@ pub async fn scale(bench: &dyn Bench, sizes: Sizes) -> BenchResult<Vec<Row>> {
         let last = (first + SETUP_BATCH).min(apps);
         for i in first..last {
             let claimer: Arc<dyn Claimer> = counting.clone();
-            trackers.push(LeaderTracker::builder(format!("s{i}/0"), guarantee, claimer).spawn());
+            trackers.push(
+                LeaderTracker::builder(format!("s{i}/0"), guarantee, claimer)
+                    .metrics_application_label(labelled)
+                    .spawn(),
+            );
         }
         for tracker in &trackers[first..last] {
             let remaining = sizes.scale_setup.saturating_sub(setup_started.elapsed());
@@ -193,9 +199,15 @@ pub fn cpu_per_renewal(rows: &[Row]) -> Option<f64> {
     (rate > 0.0).then(|| share / 100.0 / rate)
 }
 
-/// M1's overhead: CPU per renewal without a metrics recorder ÷ with one (target ≥ 0.95).
-pub fn metrics_overhead(off: Option<f64>, on: Option<f64>) -> Row {
-    let mut row = Row::new("memory", "scale: metrics on vs off (CPU per renewal)");
+/// M1's overhead: CPU per renewal without a metrics recorder ÷ with one (target ≥ 0.95), with
+/// the trackers' labels on (the default) or off.
+pub fn metrics_overhead(off: Option<f64>, on: Option<f64>, labelled: bool) -> Row {
+    let scenario = if labelled {
+        "scale: metrics on vs off (CPU per renewal)"
+    } else {
+        "scale: metrics on, unlabelled, vs off"
+    };
+    let mut row = Row::new("memory", scenario);
     row.target = Some("off ÷ on ≥ 0.95".into());
     match (off, on) {
         (Some(off), Some(on)) if on > 0.0 => {
@@ -214,10 +226,15 @@ pub fn metrics_overhead(off: Option<f64>, on: Option<f64>) -> Row {
             row.verdict = Verdict::Fail;
         }
     }
-    row.note = Some(
+    let labels = if labelled {
+        "each tracker labelled with its application and unit (10,000 series per metric)"
+    } else {
+        "labels switched off (metrics_application_label(false): one series per metric)"
+    };
+    row.note = Some(format!(
         "two child processes, each 10,000 trackers on memory for the scale window; the \
-         library is built with its metrics feature in both, the first has no recorder"
-            .into(),
-    );
+         library is built with its metrics feature in both, the first has no recorder, the \
+         second the Prometheus recorder with its 5 s upkeep; {labels}"
+    ));
     row
 }

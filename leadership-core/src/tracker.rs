@@ -199,9 +199,12 @@ impl TrackerBuilder {
         self
     }
 
-    /// Whether the tracker's metrics carry an `application` label (M1). Default: true. Turn
-    /// it off for deployments with many thousands of applications; the `unit` label (which
-    /// names the application too) stays. Has no effect without the `metrics` feature.
+    /// Whether the tracker's metrics carry `application` and `unit` labels (M1). Default:
+    /// true. Turn it off for deployments with many thousands of applications: every tracker
+    /// of the process then shares one series per metric (and label value such as `call`), so
+    /// `leadership_is_leader` counts the leaderships the process holds, and the recorder keeps
+    /// a handful of series instead of several per tracker. Has no effect without the
+    /// `metrics` feature.
     pub fn metrics_application_label(mut self, on: bool) -> Self {
         self.application_label = on;
         self

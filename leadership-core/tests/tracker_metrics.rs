@@ -175,14 +175,50 @@ async fn the_application_label_can_be_switched_off() {
     let snapshotter = recorder.snapshotter();
     let _installed = metrics::set_default_local_recorder(&recorder);
     let store: Arc<dyn Leadership> = Arc::new(MemoryStore::new().namespace("m1-labels"));
-    let tracker = LeaderTracker::builder("web/0", GUARANTEE, store.clone())
-        .metrics_application_label(false)
-        .spawn();
-    lead(&tracker).await;
+    let unlabelled = |unit: &str| {
+        LeaderTracker::builder(unit, GUARANTEE, store.clone())
+            .metrics_application_label(false)
+            .spawn()
+    };
+    let (web, db) = (unlabelled("web/0"), unlabelled("db/0"));
+    lead(&web).await;
+    lead(&db).await;
     let snap = Snap::take(&snapshotter);
-    assert_eq!(snap.gauge(&[("unit", "web/0")]), 1.0);
-    let full = [("application", "web"), ("unit", "web/0")];
-    assert!(snap.value("leadership_is_leader", &full).is_none());
-    tracker.kill();
-    tracker.wait().await.expect("a clean stop");
+    // One series shared by both trackers: the gauge counts the leaderships they hold.
+    assert_eq!(snap.gauge(&[]), 2.0);
+    assert_eq!(
+        snap.counter(
+            "leadership_transitions_total",
+            &[("transition", "promoted")]
+        ),
+        2
+    );
+    for labels in [
+        &[("application", "web"), ("unit", "web/0")][..],
+        &[("unit", "web/0")][..],
+    ] {
+        assert!(snap.value("leadership_is_leader", labels).is_none());
+    }
+    // Taking the snapshot drained the gauge: what follows is the change since then.
+    web.kill();
+    web.wait().await.expect("a clean stop");
+    let snap = Snap::take(&snapshotter);
+    assert_eq!(
+        snap.gauge(&[]),
+        -1.0,
+        "web's leadership is no longer counted"
+    );
+    assert_eq!(
+        snap.counter("leadership_transitions_total", &[("transition", "demoted")]),
+        1
+    );
+    // Dropping the handle of a tracker that still leads stops it: its one goes away too.
+    drop(db);
+    sleep(Duration::from_secs(1)).await;
+    let snap = Snap::take(&snapshotter);
+    assert_eq!(
+        snap.gauge(&[]),
+        -1.0,
+        "db's dropped tracker is no longer counted"
+    );
 }

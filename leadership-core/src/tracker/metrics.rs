@@ -26,10 +26,17 @@ pub(super) enum Call {
 mod on {
     use super::{Call, Duration, Ended};
     use metrics::{Counter, Gauge, Histogram, Label};
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Handles registered once per tracker, so a renewal costs no key building or lookup.
     pub(in crate::tracker) struct Metrics {
         is_leader: Gauge,
+        /// Without labels every tracker of the process shares each series, so the gauge counts
+        /// the leaderships they hold: each tracker adds its one and takes it away. With labels
+        /// the series is the tracker's own and is set to 0 or 1.
+        shared: bool,
+        /// Whether this tracker's leadership is counted in the shared gauge.
+        counted: AtomicBool,
         promoted: Counter,
         demoted: Counter,
         lost: Counter,
@@ -41,25 +48,28 @@ mod on {
     }
 
     impl Metrics {
-        pub(in crate::tracker) fn new(
-            application: &str,
-            unit: &str,
-            with_application: bool,
-        ) -> Self {
-            let mut labels = Vec::with_capacity(3);
-            if with_application {
-                labels.push(Label::new("application", application.to_owned()));
-            }
-            labels.push(Label::new("unit", unit.to_owned()));
+        pub(in crate::tracker) fn new(application: &str, unit: &str, labelled: bool) -> Self {
+            let labels = if labelled {
+                vec![
+                    Label::new("application", application.to_owned()),
+                    Label::new("unit", unit.to_owned()),
+                ]
+            } else {
+                Vec::new()
+            };
             let with = |key: &'static str, value: &'static str| {
                 let mut labels = labels.clone();
                 labels.push(Label::new(key, value));
                 labels
             };
             let is_leader = metrics::gauge!("leadership_is_leader", labels.clone());
-            is_leader.set(0.0);
+            if labelled {
+                is_leader.set(0.0);
+            }
             Metrics {
                 is_leader,
+                shared: !labelled,
+                counted: AtomicBool::new(false),
                 promoted: metrics::counter!(
                     "leadership_transitions_total",
                     with("transition", "promoted")
@@ -92,13 +102,26 @@ mod on {
             }
         }
 
+        /// The gauge's part of a transition: this tracker leads (`true`) or not.
+        fn leading(&self, leads: bool) {
+            if !self.shared {
+                self.is_leader.set(if leads { 1.0 } else { 0.0 });
+            } else if self.counted.swap(leads, Ordering::Relaxed) != leads {
+                if leads {
+                    self.is_leader.increment(1.0);
+                } else {
+                    self.is_leader.decrement(1.0);
+                }
+            }
+        }
+
         pub(in crate::tracker) fn promoted(&self) {
-            self.is_leader.set(1.0);
+            self.leading(true);
             self.promoted.increment(1);
         }
 
         pub(in crate::tracker) fn ended(&self, how: Ended) {
-            self.is_leader.set(0.0);
+            self.leading(false);
             match how {
                 Ended::Demoted => self.demoted.increment(1),
                 Ended::Lost => self.lost.increment(1),
@@ -108,7 +131,7 @@ mod on {
 
         /// The tracker stops believing it leads; how it ended is counted once known.
         pub(in crate::tracker) fn stepping_down(&self) {
-            self.is_leader.set(0.0);
+            self.leading(false);
         }
 
         pub(in crate::tracker) fn call(&self, call: Call, took: Duration, failed: bool) {
@@ -119,6 +142,15 @@ mod on {
             latency.record(took.as_secs_f64());
             if failed {
                 failures.increment(1);
+            }
+        }
+    }
+
+    impl Drop for Metrics {
+        /// A tracker that goes away while counted in the shared gauge takes its one away.
+        fn drop(&mut self) {
+            if self.shared {
+                self.leading(false);
             }
         }
     }
