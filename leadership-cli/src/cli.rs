@@ -165,6 +165,15 @@ pub async fn run(args: Args) -> u8 {
             }
         };
     }
+    // The recorder goes first: the store `connect` opens registers its operation metrics
+    // there, and a tracker its own when it is spawned (M1).
+    if let Command::Track {
+        metrics: Some(addr),
+        ..
+    } = &args.command
+    {
+        crate::track::serve_metrics(*addr);
+    }
     let store = match leadership::connect(&url).await {
         Ok(store) => store,
         Err(err) => {
@@ -197,13 +206,11 @@ async fn execute(args: &Args, store: Arc<dyn Leadership>) -> leadership::Result<
             unit,
             guarantee,
             release_on_exit,
-            metrics,
             health,
+            ..
         } => {
-            let serve = crate::track::Serve {
-                metrics: *metrics,
-                health: *health,
-            };
+            // `--metrics` is served from before the store was opened (`run`).
+            let serve = crate::track::Serve { health: *health };
             crate::track::track(store, unit, *guarantee, *release_on_exit, json, serve).await?;
         }
         // Handled in `run`: the demo opens the store its own way, a watch has its own exit.

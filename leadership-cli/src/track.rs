@@ -32,8 +32,6 @@ fn event(json: bool, what: &str, unit: &str, application: &str, fence: Option<u6
 /// The endpoints `track` serves besides its output.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Serve {
-    /// `--metrics ADDR`: Prometheus text.
-    pub metrics: Option<SocketAddr>,
     /// `--health ADDR`: 200 or 503.
     pub health: Option<SocketAddr>,
 }
@@ -43,6 +41,16 @@ pub struct Serve {
 fn cannot_serve(flag: &str, addr: SocketAddr, err: &dyn std::fmt::Display) -> ! {
     eprintln!("leadership: cannot serve {flag} on {addr}: {err}");
     std::process::exit(3)
+}
+
+/// Serves Prometheus text on `addr` (`--metrics`), or exits 3 if it cannot. Call it before
+/// connecting: the store and the tracker register their metrics with the recorder installed
+/// at that moment (M1).
+pub fn serve_metrics(addr: SocketAddr) {
+    let installed = PrometheusBuilder::new().with_http_listener(addr).install();
+    if let Err(err) = installed {
+        cannot_serve("--metrics", addr, &err);
+    }
 }
 
 /// Runs a tracker until Ctrl-C or a fatal error.
@@ -57,13 +65,6 @@ pub async fn track(
     json: bool,
     serve: Serve,
 ) -> leadership::Result<()> {
-    // The recorder goes first: a tracker registers its metrics when it is spawned (M1).
-    if let Some(addr) = serve.metrics {
-        let installed = PrometheusBuilder::new().with_http_listener(addr).install();
-        if let Err(err) = installed {
-            cannot_serve("--metrics", addr, &err);
-        }
-    }
     let health = match serve.health {
         Some(addr) => match TcpListener::bind(addr).await {
             Ok(listener) => Some(listener),

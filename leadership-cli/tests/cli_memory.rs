@@ -285,6 +285,10 @@ fn track_serves_metrics_and_health() {
     assert!(text.lines().any(|l| l == leads), "{text}");
     let promoted = r#"leadership_transitions_total{application="wordpress",unit="wordpress/0",transition="promoted"} 1"#;
     assert!(text.lines().any(|l| l == promoted), "{text}");
+    // The store `connect` opened records its operations too: the tracker's first claim.
+    let claimed =
+        r#"leadership_store_operations_total{store="memory",operation="claim",outcome="ok"} "#;
+    assert!(text.lines().any(|l| l.starts_with(claimed)), "{text}");
 
     let (status, body) = get(health, "/healthz");
     assert_eq!(status, 200, "{body}");

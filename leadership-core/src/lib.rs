@@ -3,6 +3,8 @@
 mod error;
 mod fence;
 mod forward;
+#[cfg(feature = "metrics")]
+pub mod metered;
 pub mod policy;
 pub mod retry;
 pub mod tracker;

@@ -12,6 +12,11 @@ pub use leadership_core::{
 };
 pub use leadership_core::{policy, retry, tracker, url, watch, work};
 
+/// Per store operation metrics (M1): the store `connect` opens is wrapped in
+/// [`metered::Metered`]; wrap a store built directly yourself.
+#[cfg(feature = "metrics")]
+pub use leadership_core::metered;
+
 /// The conformance suite, for your own store (see the README's "Your own store").
 #[cfg(feature = "conformance")]
 pub use leadership_core::{conformance, conformance_tests, tracker_conformance};
@@ -44,6 +49,11 @@ pub use leadership_testkit as testkit;
 /// Every form takes `?namespace=NAME` (default `default`): handles with different namespaces
 /// share nothing (N1).
 ///
+/// With the `metrics` feature the store is wrapped in [`metered::Metered`] (labelled
+/// `store = memory | redis | etcd`), so each operation's latency and outcome and the blocked
+/// waiters are recorded through the `metrics` crate (M1); install a recorder before
+/// connecting.
+///
 /// # Errors
 /// [`Error::InvalidUrl`] for a malformed URL, an unknown scheme, or a store whose feature is
 /// off (the message names the feature); whatever the store's connect returns otherwise (for
@@ -70,17 +80,31 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Leadership>> {
             "expected SCHEME://…, e.g. memory://, redis://127.0.0.1:6379 or etcd://127.0.0.1:2379",
         ));
     };
-    match scheme.to_ascii_lowercase().as_str() {
-        "memory" => connect_memory(url).await,
-        "redis" | "rediss" => connect_redis(url).await,
-        "etcd" | "etcds" => connect_etcd(url).await,
-        other => Err(Error::invalid_url(
-            url,
-            format!(
-                "unknown scheme {other:?}: use memory://, redis://, rediss://, etcd:// or etcds://"
-            ),
-        )),
-    }
+    let (store, name) = match scheme.to_ascii_lowercase().as_str() {
+        "memory" => (connect_memory(url).await?, "memory"),
+        "redis" | "rediss" => (connect_redis(url).await?, "redis"),
+        "etcd" | "etcds" => (connect_etcd(url).await?, "etcd"),
+        other => {
+            return Err(Error::invalid_url(
+                url,
+                format!(
+                    "unknown scheme {other:?}: use memory://, redis://, rediss://, etcd:// or etcds://"
+                ),
+            ));
+        }
+    };
+    Ok(metered(store, name))
+}
+
+/// With the `metrics` feature, every store `connect` opens records its operations (M1).
+#[cfg(feature = "metrics")]
+fn metered(store: Arc<dyn Leadership>, name: &'static str) -> Arc<dyn Leadership> {
+    Arc::new(leadership_core::metered::Metered::new(store, name))
+}
+
+#[cfg(not(feature = "metrics"))]
+fn metered(store: Arc<dyn Leadership>, _: &'static str) -> Arc<dyn Leadership> {
+    store
 }
 
 #[cfg(not(all(feature = "memory", feature = "redis", feature = "etcd")))]
