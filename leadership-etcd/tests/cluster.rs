@@ -5,9 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use futures::StreamExt;
+use leadership_core::conformance::WatchView;
 use leadership_core::{LeaderEvent, Watcher};
 
 use etcd_client::{Txn, TxnOp};
@@ -155,20 +156,18 @@ async fn a_waiter_is_released_by_a_revoke_while_a_member_is_down() {
 async fn a_watch_survives_losing_the_member_it_is_on() {
     let mut cluster = cluster();
     let store = connect(&cluster, Duration::from_secs(5)).await;
-    let mut terms: HashMap<(String, Fence), String> = HashMap::new();
+    let mut view = WatchView::checking_terms();
     let fence = store.claim_leadership("app", "app/0", LONG).await.unwrap();
-    terms.insert(("app".into(), fence), "app/0".into());
+    view.made("app", "app/0", fence);
     let mut stream = store.watch_leaders().await.expect("watch_leaders");
-    let mut view: BTreeMap<String, (String, Fence)> = BTreeMap::new();
     match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
-        Ok(Some(LeaderEvent::Snapshot { leaders })) => {
-            for (app, leader) in leaders {
-                view.insert(app, (leader.unit, leader.fence));
-            }
-        }
+        Ok(Some(event @ LeaderEvent::Snapshot { .. })) => view.apply(&event, "snapshot"),
         other => panic!("no snapshot: {other:?}"),
     }
-    assert_eq!(view.get("app"), Some(&("app/0".to_owned(), fence)));
+    assert_eq!(
+        view.units(),
+        BTreeMap::from([("app".to_owned(), "app/0".to_owned())])
+    );
 
     // The member registers the watch asynchronously: read the gauges until one shows it.
     let mut carrying = Vec::new();
@@ -192,57 +191,37 @@ async fn a_watch_survives_losing_the_member_it_is_on() {
         store.revoke_leadership("app", "app/0")
     })
     .await;
-    for (app, unit) in [("app", "app/1"), ("next", "next/0"), ("gone", "gone/0")] {
+    // `gone` comes and goes before `next` starts, so the view first equals the final state
+    // with the last event (a view that passed through it early would see later events after
+    // converging).
+    for (app, unit, revoke) in [
+        ("app", "app/1", false),
+        ("gone", "gone/0", true),
+        ("next", "next/0", false),
+    ] {
         let fence = eventually(Duration::from_secs(10), || {
             store.claim_leadership(app, unit, LONG)
         })
         .await;
-        terms.insert((app.into(), fence), unit.into());
+        view.made(app, unit, fence);
+        if revoke {
+            eventually(Duration::from_secs(10), || {
+                store.revoke_leadership(app, unit)
+            })
+            .await;
+        }
     }
-    eventually(Duration::from_secs(10), || {
-        store.revoke_leadership("gone", "gone/0")
-    })
-    .await;
 
     let truth: BTreeMap<String, String> =
         eventually(Duration::from_secs(10), || store.leaders()).await;
-    let units = |view: &BTreeMap<String, (String, Fence)>| -> BTreeMap<String, String> {
-        view.iter()
-            .map(|(app, (unit, _))| (app.clone(), unit.clone()))
-            .collect()
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while units(&view) != truth {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let event = match tokio::time::timeout(left, stream.next()).await {
-            Ok(Some(event)) => event,
-            other => panic!("not converged ({:?} vs {truth:?}): {other:?}", units(&view)),
-        };
-        match &event {
-            LeaderEvent::Elected {
-                application,
-                unit,
-                fence,
-            } => {
-                assert_eq!(
-                    terms.get(&(application.clone(), *fence)),
-                    Some(unit),
-                    "{event:?} is no term that existed"
-                );
-                if let Some((_, shown)) = view.get(application) {
-                    assert!(fence > shown, "{event:?} over fence {shown}");
-                }
-                view.insert(application.clone(), (unit.clone(), *fence));
-            }
-            LeaderEvent::Vacated { application } => {
-                assert!(view.remove(application).is_some(), "false {event:?}");
-            }
-            other => panic!("{other:?} after the snapshot"),
-        }
-    }
-    if let Ok(event) = tokio::time::timeout(Duration::from_secs(1), stream.next()).await {
-        panic!("an event after converging: {event:?}");
-    }
+    view.converge(
+        &mut stream,
+        &truth,
+        Duration::from_secs(15),
+        Duration::from_secs(1),
+        "the watch after losing its member",
+    )
+    .await;
     eventually(Duration::from_secs(10), || {
         store.revoke_leadership("next", "next/0")
     })

@@ -3,12 +3,13 @@
 //! watchers (S3). Each test runs its own redis-server, so `PUBSUB` and `CLIENT LIST` count
 //! only its clients.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
-use leadership_core::watch::{Leader, LeaderEvent, LeaderStream, Watcher};
-use leadership_core::{Claimer, Fence, Reader, Revoker};
+use leadership_core::conformance::WatchView;
+use leadership_core::watch::{LeaderEvent, LeaderStream, Watcher};
+use leadership_core::{Claimer, Reader, Revoker};
 use leadership_redis::RedisStore;
 use leadership_testkit::harness::{RedisServer, RedisServerBuilder};
 use tokio::time::{Instant, sleep, timeout};
@@ -48,78 +49,21 @@ where
     }
 }
 
-/// A watcher's view, checking each event against the terms the test made: a snapshot first,
-/// `Elected` only for a real term newer than the one shown, `Vacated` only of a shown leader.
-struct View {
-    leaders: BTreeMap<String, Leader>,
-    terms: HashMap<(String, Fence), String>,
-}
-
-impl View {
-    fn new() -> View {
-        View {
-            leaders: BTreeMap::new(),
-            terms: HashMap::new(),
-        }
-    }
-
-    fn made(&mut self, app: &str, unit: &str, fence: Fence) {
-        self.terms.insert((app.to_owned(), fence), unit.to_owned());
-    }
-
-    fn apply(&mut self, event: LeaderEvent) {
-        match event {
-            LeaderEvent::Snapshot { leaders } => self.leaders = leaders,
-            LeaderEvent::Elected {
-                application,
-                unit,
-                fence,
-            } => {
-                assert_eq!(
-                    self.terms.get(&(application.clone(), fence)),
-                    Some(&unit),
-                    "Elected {unit} of {application} with {fence}: no such term was made"
-                );
-                if let Some(shown) = self.leaders.get(&application) {
-                    assert!(fence > shown.fence, "{application}: back in time");
-                }
-                self.leaders.insert(application, Leader { unit, fence });
-            }
-            LeaderEvent::Vacated { application } => {
-                assert!(
-                    self.leaders.remove(&application).is_some(),
-                    "Vacated {application}, which was not shown as led"
-                );
-            }
-            other => panic!("unknown event {other:?}"),
-        }
-    }
-
-    fn units(&self) -> BTreeMap<String, String> {
-        self.leaders
-            .iter()
-            .map(|(app, leader)| (app.clone(), leader.unit.clone()))
-            .collect()
-    }
-
-    /// Reads events until the view equals `truth`, then asserts that nothing else comes.
-    async fn converge(&mut self, stream: &mut LeaderStream, truth: &BTreeMap<String, String>) {
-        let deadline = Instant::now() + CONVERGE;
-        while self.units() != *truth {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match timeout(left, stream.next()).await {
-                Ok(Some(event)) => self.apply(event),
-                Ok(None) => panic!("the stream ended"),
-                Err(_) => panic!(
-                    "not converged: shows {:?}, store has {truth:?}",
-                    self.units()
-                ),
-            }
-        }
-        if let Ok(event) = timeout(Duration::from_millis(500), stream.next()).await {
-            panic!("after converging: unexpected {event:?}");
-        }
-    }
+/// Reads events into `view` (the suite's checking view) until it equals `truth`, then asserts
+/// that nothing else comes for half a second.
+async fn converge(
+    view: &mut WatchView,
+    stream: &mut LeaderStream,
+    truth: &BTreeMap<String, String>,
+) {
+    view.converge(
+        stream,
+        truth,
+        CONVERGE,
+        Duration::from_millis(500),
+        "redis watch",
+    )
+    .await;
 }
 
 /// O4: a kill -9 and restart of a server that keeps its data (AOF) during a watch: the
@@ -130,7 +74,7 @@ impl View {
 async fn a_restart_during_a_watch_converges_without_a_false_event() {
     let mut server = start(RedisServer::builder().aof(true));
     let watcher = store(&server, "restart").await;
-    let mut view = View::new();
+    let mut view = WatchView::checking_terms();
     for app in ["kept", "revoked"] {
         let unit = format!("{app}/0");
         let fence = watcher
@@ -141,7 +85,7 @@ async fn a_restart_during_a_watch_converges_without_a_false_event() {
     }
     let mut stream = watcher.watch_leaders().await.expect("watch");
     let truth = watcher.leaders().await.expect("leaders");
-    view.converge(&mut stream, &truth).await;
+    converge(&mut view, &mut stream, &truth).await;
 
     server.kill9().expect("kill -9");
     server.start_again().expect("start again");
@@ -160,7 +104,7 @@ async fn a_restart_during_a_watch_converges_without_a_false_event() {
         BTreeMap::from([("kept".to_owned(), "kept/0".to_owned())]),
         "AOF keeps the leases"
     );
-    view.converge(&mut stream, &truth).await;
+    converge(&mut view, &mut stream, &truth).await;
 
     // Still alive: a new term and its end are seen.
     let fence = eventually("claim after restart", || {
@@ -169,13 +113,17 @@ async fn a_restart_during_a_watch_converges_without_a_false_event() {
     .await;
     view.made("new", "new/1", fence);
     let truth = other.leaders().await.expect("leaders");
-    view.converge(&mut stream, &truth).await;
+    converge(&mut view, &mut stream, &truth).await;
     other
         .revoke_leadership("new", "new/1")
         .await
         .expect("revoke");
-    view.converge(&mut stream, &other.leaders().await.expect("leaders"))
-        .await;
+    converge(
+        &mut view,
+        &mut stream,
+        &other.leaders().await.expect("leaders"),
+    )
+    .await;
 }
 
 /// O4: a restart that loses the data (no persistence) ended every term: the watcher is told
@@ -184,7 +132,7 @@ async fn a_restart_during_a_watch_converges_without_a_false_event() {
 async fn a_restart_that_loses_the_leases_vacates_them_and_nothing_else() {
     let mut server = start(RedisServer::builder());
     let watcher = store(&server, "lost").await;
-    let mut view = View::new();
+    let mut view = WatchView::checking_terms();
     for app in ["a", "b"] {
         let unit = format!("{app}/0");
         let fence = watcher
@@ -196,13 +144,13 @@ async fn a_restart_that_loses_the_leases_vacates_them_and_nothing_else() {
     let mut stream = watcher.watch_leaders().await.expect("watch");
     let truth = watcher.leaders().await.expect("leaders");
     assert_eq!(truth.len(), 2);
-    view.converge(&mut stream, &truth).await;
+    converge(&mut view, &mut stream, &truth).await;
 
     server.kill9().expect("kill -9");
     server.start_again().expect("start again");
     let truth = eventually("leaders after restart", || watcher.leaders()).await;
     assert!(truth.is_empty(), "{truth:?}");
-    view.converge(&mut stream, &truth).await;
+    converge(&mut view, &mut stream, &truth).await;
 }
 
 /// The namespace's channel and its subscribers, from a raw client.
