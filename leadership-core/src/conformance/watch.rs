@@ -20,6 +20,8 @@ use crate::{Fence, Leadership};
 #[derive(Debug, Default)]
 pub struct WatchView {
     leaders: BTreeMap<String, Leader>,
+    /// The highest fence ever shown per application: a term, once shown, never comes back.
+    highest: HashMap<String, Fence>,
     /// The terms the test made, when it records them.
     terms: Option<HashMap<(String, Fence), String>>,
 }
@@ -29,6 +31,7 @@ impl WatchView {
     pub fn checking_terms() -> WatchView {
         WatchView {
             leaders: BTreeMap::new(),
+            highest: HashMap::new(),
             terms: Some(HashMap::new()),
         }
     }
@@ -43,7 +46,12 @@ impl WatchView {
     /// Applies `event`, panicking (naming `what`) if it is no news or no real term.
     pub fn apply(&mut self, event: &LeaderEvent, what: &str) {
         match event {
-            LeaderEvent::Snapshot { leaders } => self.leaders = leaders.clone(),
+            LeaderEvent::Snapshot { leaders } => {
+                for (application, leader) in leaders {
+                    self.shown(application, leader.fence);
+                }
+                self.leaders = leaders.clone();
+            }
             LeaderEvent::Elected {
                 application,
                 unit,
@@ -65,6 +73,14 @@ impl WatchView {
                         shown.fence
                     );
                 }
+                if let Some(highest) = self.highest.get(application) {
+                    assert!(
+                        fence > highest,
+                        "{what}: Elected {unit} of {application} with fence {fence}, but fence \
+                         {highest} was shown before: a term came back"
+                    );
+                }
+                self.shown(application, *fence);
                 self.leaders.insert(
                     application.clone(),
                     Leader {
@@ -82,6 +98,11 @@ impl WatchView {
         }
     }
 
+    fn shown(&mut self, application: &str, fence: Fence) {
+        let highest = self.highest.entry(application.to_owned()).or_insert(fence);
+        *highest = (*highest).max(fence);
+    }
+
     /// Application → unit, as `leaders()` returns it.
     pub fn units(&self) -> BTreeMap<String, String> {
         self.leaders
@@ -90,8 +111,10 @@ impl WatchView {
             .collect()
     }
 
-    /// Reads `stream` until the view equals `truth` (within `within`), then asserts that
-    /// nothing more arrives for `quiet`.
+    /// Reads `stream` until the view equals `truth` and no event arrives for `quiet`, all
+    /// within `within`. Events that arrive after the view first equals `truth` are applied
+    /// and checked like any other (a view can pass through the final state while a term that
+    /// came and went is still on its way); the view must end equal to `truth`.
     pub async fn converge(
         &mut self,
         stream: &mut LeaderStream,
@@ -101,18 +124,21 @@ impl WatchView {
         what: &str,
     ) {
         let deadline = Instant::now() + within;
-        while self.units() != *truth {
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match timeout(left, stream.next()).await {
+            let settled = self.units() == *truth;
+            let wait = if settled { quiet.min(left) } else { left };
+            match timeout(wait, stream.next()).await {
                 Ok(Some(event)) => self.apply(&event, what),
                 Ok(None) => panic!("{what}: the stream ended"),
+                Err(_) if settled && wait == quiet => return,
                 Err(_) => panic!(
-                    "{what}: not converged within {within:?}: shows {:?}, the store has {truth:?}",
+                    "{what}: not converged and quiet within {within:?}: shows {:?}, the store \
+                     has {truth:?}",
                     self.units()
                 ),
             }
         }
-        assert_quiet(stream, quiet, what).await;
     }
 }
 
