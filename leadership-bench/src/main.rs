@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod cadence;
 mod driver;
 mod etcd_store;
 mod footprint;
@@ -267,6 +268,14 @@ async fn run_store(
     for callers in [1, 64] {
         push(scenarios::renewal(bench, sizes, callers).await, "renewal");
     }
+    if let Some(target) = bench.cadence_renew_ratio() {
+        for callers in [1, 64] {
+            push(
+                cadence::renewal(bench, sizes, callers, target).await,
+                "renewal, real cadence",
+            );
+        }
+    }
     for callers in [1, 64] {
         push(
             scenarios::first_claim(bench, sizes, callers).await,
@@ -396,6 +405,10 @@ async fn run(args: Args) -> ExitCode {
                             .await
                             .unwrap_or_else(|e| Row::error("redis", "peer: claim+revoke", e)),
                     );
+                    match redis_store::fenced_floors(&bench, sizes, callers).await {
+                        Ok(rows) => extra.extend(rows),
+                        Err(e) => extra.push(Row::error("redis", "ref: fenced floors", e)),
+                    }
                 }
                 run_store(&bench, sizes, args.quick, &mut report.rows, extra).await;
             }

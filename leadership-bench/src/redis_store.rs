@@ -2,8 +2,8 @@
 //! the `rslock` peer.
 
 use std::process::Command;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -116,6 +116,10 @@ impl Bench for RedisBench {
 
     fn settle(&self) -> Duration {
         Duration::from_millis(30)
+    }
+
+    fn cadence_renew_ratio(&self) -> Option<f64> {
+        Some(0.8)
     }
 
     fn scale_guarantee(&self) -> Duration {
@@ -305,4 +309,165 @@ pub async fn pexpire_floor(bench: &RedisBench, sizes: Sizes, callers: usize) -> 
                 .to_owned(),
         ),
     ))
+}
+
+/// The least a fenced new term costs on Redis: one script that checks the key is free, bumps
+/// the application's fence counter and sets the key with its expiry (`EXISTS`, `INCR`,
+/// `SET … PX`). Any design with fences (F1) and an atomic claim (C1) makes at least this one
+/// call; ours also seeds the fence from server time, records the owner, looks for pins and
+/// tells watchers.
+static FLOOR_CLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local f = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], f, 'PX', ARGV[1])
+return f
+",
+    )
+});
+
+/// The least a fenced revoke costs: delete the key if it still holds the term's fence.
+static FLOOR_REVOKE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});
+
+/// A fenced new term at its floor ([`FLOOR_CLAIM`]) on fresh keys, sent raw from the same
+/// client.
+async fn floor_claim(conn: &mut ConnectionManager, key: &str, fence_key: &str) -> Option<u64> {
+    FLOOR_CLAIM
+        .key(key)
+        .key(fence_key)
+        .arg(30_000)
+        .invoke_async::<u64>(conn)
+        .await
+        .ok()
+        .filter(|&fence| fence > 0)
+}
+
+/// Reference rows: the floor of a fenced new term against `SET` (the first-claim row's
+/// baseline), and the floor of a fenced claim + revoke against rslock's lock + unlock (the
+/// peer row's baseline), same run, same callers. Where a floor's ratio is under a target,
+/// no design with fences reaches that target on this server.
+pub async fn fenced_floors(
+    bench: &RedisBench,
+    sizes: Sizes,
+    callers: usize,
+) -> BenchResult<Vec<Row>> {
+    let ns = fresh_namespace("fenced");
+    let conn = bench.connection().await?;
+    let next = Arc::new(AtomicU64::new(0));
+    let prefix = format!("bench:{{{ns}}}:");
+
+    let (set_conn, claim_conn) = (conn.clone(), conn.clone());
+    let (set_next, claim_next) = (Arc::clone(&next), Arc::clone(&next));
+    let (set_prefix, claim_prefix) = (prefix.clone(), prefix.clone());
+    let (base, subj) = pair(
+        callers,
+        sizes.round,
+        move |_| {
+            let (mut conn, next, prefix) =
+                (set_conn.clone(), Arc::clone(&set_next), set_prefix.clone());
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                redis::cmd("SET")
+                    .arg(format!("{prefix}s{i}"))
+                    .arg(format!("f{i}/0"))
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .is_ok()
+            }
+        },
+        move |_| {
+            let (mut conn, next, prefix) = (
+                claim_conn.clone(),
+                Arc::clone(&claim_next),
+                claim_prefix.clone(),
+            );
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (key, fence_key) = (format!("{prefix}l{i}"), format!("{prefix}f{i}"));
+                floor_claim(&mut conn, &key, &fence_key).await.is_some()
+            }
+        },
+    )
+    .await;
+    let first = Row::pair(
+        "redis",
+        "ref: fenced new term's floor",
+        callers,
+        (&base, &subj),
+        ("EXISTS+INCR+SET PX script", "SET"),
+    )
+    .noting(
+        ("floor scripts", "SETs"),
+        Some(
+            "the least a fenced new term costs (one script: EXISTS, INCR, SET PX), raw from the \
+             same client: the floor of the first-claim ratio"
+                .to_owned(),
+        ),
+    );
+
+    let client =
+        redis::Client::open(bench.url.as_str()).map_err(|e| format!("redis client: {e}"))?;
+    let locks = rslock::LockManager::from_clients(vec![client]);
+    let (theirs, ours) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (lock_prefix, floor_prefix) = (format!("bench:{ns}:lock:"), prefix);
+    let lease = Duration::from_secs(30);
+    let (base, subj) = pair(
+        callers,
+        sizes.round,
+        move |_| {
+            let (locks, next, prefix) = (locks.clone(), Arc::clone(&theirs), lock_prefix.clone());
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let resource = format!("{prefix}{i}");
+                match locks.lock(resource.as_str(), lease).await {
+                    Ok(lock) => {
+                        locks.unlock(&lock).await;
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        },
+        move |_| {
+            let (mut conn, next, prefix) = (conn.clone(), Arc::clone(&ours), floor_prefix.clone());
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (key, fence_key) = (format!("{prefix}c{i}"), format!("{prefix}cf{i}"));
+                let Some(fence) = floor_claim(&mut conn, &key, &fence_key).await else {
+                    return false;
+                };
+                FLOOR_REVOKE
+                    .key(&key)
+                    .arg(fence)
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+                    .is_ok_and(|deleted| deleted == 1)
+            }
+        },
+    )
+    .await;
+    let cycle = Row::pair(
+        "redis",
+        "ref: fenced claim+revoke floor",
+        callers,
+        (&base, &subj),
+        ("floor claim + revoke scripts", "rslock lock+unlock"),
+    )
+    .noting(
+        ("floor cycles", "rslock cycles"),
+        Some(
+            "the least a fenced term's start and end cost (two scripts), raw from the same \
+             client: the floor of the claim+revoke ratio"
+                .to_owned(),
+        ),
+    );
+    Ok(vec![first, cycle])
 }

@@ -73,6 +73,43 @@ impl Baseline {
         }
     }
 
+    /// What [`Baseline::write_expiring`] does, for the table.
+    pub fn expiring_label(&self) -> &'static str {
+        match self {
+            Baseline::Redis(_) => "SET PX",
+            _ => self.write_label(),
+        }
+    }
+
+    /// A write of `value` at `key` that expires after `ttl`, a lease in its raw form (Redis
+    /// `SET key value PX ms`), prepared once per key as the library prepares each lease's
+    /// renewal commands; the memory and etcd baselines write as [`Baseline::write`] does.
+    pub fn prepare_expiring(&self, key: &str, value: &str, ttl: Duration) -> Prepared {
+        match self {
+            Baseline::Redis(_) => {
+                let mut set = redis::cmd("SET");
+                set.arg(key)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64);
+                Prepared::Redis(Arc::new(set))
+            }
+            _ => Prepared::Write(key.to_owned(), value.to_owned()),
+        }
+    }
+
+    /// Sends a prepared write; `false` on error.
+    pub async fn send(&self, prepared: &Prepared) -> bool {
+        match (self, prepared) {
+            (Baseline::Redis(conn), Prepared::Redis(set)) => {
+                let mut conn = conn.clone();
+                set.query_async::<()>(&mut conn).await.is_ok()
+            }
+            (_, Prepared::Write(key, value)) => self.write(key, value).await,
+            _ => false,
+        }
+    }
+
     /// Reads `key`; `false` on error.
     pub async fn read(&self, key: &str) -> bool {
         match self {
@@ -92,6 +129,14 @@ impl Baseline {
             Baseline::Etcd(kv) => kv.clone().get(key, None).await.is_ok(),
         }
     }
+}
+
+/// A baseline write prepared once ([`Baseline::prepare_expiring`]).
+pub enum Prepared {
+    /// Redis's command, built once.
+    Redis(Arc<redis::Cmd>),
+    /// Key and value for [`Baseline::write`].
+    Write(String, String),
 }
 
 /// The targets for one store.
@@ -135,6 +180,12 @@ pub trait Bench: Send + Sync {
 
     /// The trackers' guarantee in the scale scenario.
     fn scale_guarantee(&self) -> Duration;
+
+    /// The target of the real-cadence renewal row (baseline CPU per operation ÷ the
+    /// library's), for the stores that run it.
+    fn cadence_renew_ratio(&self) -> Option<f64> {
+        None
+    }
 
     /// The store's server process, when the runner started it: its CPU time is reported
     /// beside each throughput row.

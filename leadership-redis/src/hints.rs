@@ -28,14 +28,26 @@ const SHARDS: usize = 16;
 
 /// What a handle knows of a lease it holds: the term's fence, read from the server by a
 /// call that started at `verified` and extended the lease to at least `verified + millis`;
-/// and that call's renewal command, `PEXPIRE <key> <millis> GT`, built once (building a
-/// command costs the client more than the rest of a fast renewal).
+/// and that call's renewal commands, built once per lease and duration (building a command
+/// costs the client more than the rest of a fast renewal): `PEXPIRE <key> <millis> GT`, and
+/// the verifying renewal, `PEXPIRE <key> <millis> GT` + `GET <key>` as one pipeline.
 #[derive(Debug, Clone)]
 pub(crate) struct Held {
     pub(crate) fence: Fence,
     pub(crate) verified: Instant,
     pub(crate) millis: u64,
     pub(crate) pexpire: Arc<redis::Cmd>,
+    pub(crate) renew: Arc<redis::Pipeline>,
+}
+
+/// `PEXPIRE key millis GT` and `GET key` in one round trip: extends the lease and reads its
+/// fence.
+pub(crate) fn renew_pipeline(key: &str, millis: u64) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.add_command(pexpire_gt(key, millis))
+        .cmd("GET")
+        .arg(key);
+    pipe
 }
 
 /// `PEXPIRE key millis GT`: extends the lease key to now + `millis`, never shortening it.
@@ -99,6 +111,19 @@ impl Hints {
         shard.insert(key, held);
     }
 
+    /// Records that a renewal which started at `verified` read `fence` for `key`, keeping the
+    /// hint's commands; `false` if `key` has no hint (it was cleared meanwhile).
+    pub(crate) fn refresh(&self, key: &str, fence: Fence, verified: Instant) -> bool {
+        match self.shard(key).get_mut(key) {
+            Some(held) => {
+                held.fence = fence;
+                held.verified = verified;
+                true
+            }
+            None => false,
+        }
+    }
+
     pub(crate) fn remove(&self, key: &str) {
         self.shard(key).remove(key);
     }
@@ -116,6 +141,7 @@ mod tests {
             verified,
             millis,
             pexpire: Arc::new(pexpire_gt("k", millis)),
+            renew: Arc::new(renew_pipeline("k", millis)),
         };
         let long = hint(30_000);
         assert!(long.fresh(verified));
@@ -143,6 +169,7 @@ mod tests {
             verified: Instant::now(),
             millis: 1_000,
             pexpire: Arc::new(pexpire_gt("a", 1_000)),
+            renew: Arc::new(renew_pipeline("a", 1_000)),
         };
         hints.insert("a".to_owned(), held.clone());
         assert_eq!(hints.get("a").map(|h| h.fence), Some(Fence(1)));

@@ -17,7 +17,7 @@ use redis::{Client, FromRedisValue, RedisResult, Script, ScriptInvocation};
 
 use crate::config::RedisStoreBuilder;
 use crate::error::{BACKEND, BadReply, map_redis_error};
-use crate::hints::{Held, Hints, pexpire_gt};
+use crate::hints::{Held, Hints, pexpire_gt, renew_pipeline};
 use crate::keys::Keys;
 use crate::retry::{Retry, background_backoff, retrying};
 use crate::scripts;
@@ -179,9 +179,21 @@ impl Inner {
                 if extended {
                     return Ok(hint.fence);
                 }
+            } else if hint.millis == millis {
+                // The tracker's steady state: a renewal once per guarantee finds the hint
+                // stale; the lease's prebuilt pipeline extends it and reads the fence.
+                if let Some(fence) = Box::pin(self.renew(&hint.renew)).await? {
+                    let kept = self.keys.with_lease(application, unit, |key| {
+                        self.shared.hints.refresh(key, fence, started)
+                    });
+                    if !kept {
+                        self.remember(self.keys.lease(application, unit), fence, started, millis);
+                    }
+                    return Ok(fence);
+                }
             } else {
                 let key = self.keys.lease(application, unit);
-                if let Some(fence) = Box::pin(self.renew(&key, millis)).await? {
+                if let Some(fence) = Box::pin(self.renew(&renew_pipeline(&key, millis))).await? {
                     self.remember(key, fence, started, millis);
                     return Ok(fence);
                 }
@@ -196,18 +208,13 @@ impl Inner {
         Box::pin(self.claim_script(key, application, unit, millis, started)).await
     }
 
-    /// The holder's renewal when its hint is no longer fresh: `PEXPIRE key ms GT` and `GET
-    /// key` in one round trip, which extends the unit's lease and reads its fence. `None`
-    /// unless the key was extended and is still there (gone, pinned, or already expiring
-    /// later): the claim script decides then. Were the unit to revoke and claim again
-    /// through another handle between the two commands, `GET` reads the new term's fence;
-    /// the unit then revoked itself, which C4 allows to end the lease early.
-    async fn renew(&self, key: &str, millis: u64) -> Result<Option<Fence>> {
-        let mut pipe = redis::pipe();
-        pipe.add_command(pexpire_gt(key, millis))
-            .cmd("GET")
-            .arg(key);
-        let pipe = &pipe;
+    /// The holder's renewal when its hint is no longer fresh: `pipe` is `PEXPIRE key ms GT`
+    /// and `GET key` ([`renew_pipeline`]) in one round trip, which extends the unit's lease and
+    /// reads its fence. `None` unless the key was extended and is still there (gone, pinned,
+    /// or already expiring later): the claim script decides then. Were the unit to revoke and
+    /// claim again through another handle between the two commands, `GET` reads the new
+    /// term's fence; the unit then revoked itself, which C4 allows to end the lease early.
+    async fn renew(&self, pipe: &redis::Pipeline) -> Result<Option<Fence>> {
         let (extended, fence): (i64, Option<u64>) = self
             .within("claim", Retry::Idempotent, |mut conn| async move {
                 pipe.query_async(&mut conn).await
@@ -223,6 +230,7 @@ impl Inner {
     /// `verified` and extended the lease by `millis`.
     fn remember(&self, key: String, fence: Fence, verified: Instant, millis: u64) {
         let pexpire = Arc::new(pexpire_gt(&key, millis));
+        let renew = Arc::new(renew_pipeline(&key, millis));
         self.shared.hints.insert(
             key,
             Held {
@@ -230,6 +238,7 @@ impl Inner {
                 verified,
                 millis,
                 pexpire,
+                renew,
             },
         );
     }

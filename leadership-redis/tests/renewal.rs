@@ -95,6 +95,13 @@ async fn k3_a_term_changed_through_another_handle_of_the_same_unit_shows_after_t
         renewed, second,
         "K3: past the window the current term shows"
     );
+    // That renewal refreshed the handle's hint in place: the next one, a bare PEXPIRE within
+    // the window, reports the current term too.
+    let again = a
+        .claim_leadership("app", "app/0", LEASE)
+        .await
+        .expect("renew through a");
+    assert_eq!(again, second, "the refreshed hint holds the current term");
     assert_eq!(
         a.leadership_check("app", "app/0")
             .check()
