@@ -154,17 +154,13 @@ impl Task {
             }
             // A leader keeps renewing until the loss deadline (T7); a claimant is no leader.
             Err(err) if err.is_retryable() && renewing => {
-                match self
-                    .retry_after(failures, &err, "renew failed", deadline)
+                self.retry_after(failures, &err, "renew failed", deadline, Phase::Renew)
                     .await
-                {
-                    Step::Next(_) => Step::Next(Phase::Renew),
-                    stop => stop,
-                }
             }
             Err(err) if err.is_retryable() => {
                 shared.minion("leadership claim failed", Ended::Demoted);
-                self.retry_after(failures, &err, "claim failed", None).await
+                self.retry_after(failures, &err, "claim failed", None, Phase::Claim)
+                    .await
             }
             Err(err) => Step::Stop(Err(err)),
         }
@@ -192,10 +188,10 @@ impl Task {
             // Like juju, any error ends the wait and the tracker claims: a claim tells it
             // what is going on (denied, vacant, unreachable or fatal). The backoff keeps a
             // store that fails blocks at once from being hammered.
-            Err(err) => match self.retry_after(failures, &err, "block failed", None).await {
-                Step::Next(_) => Step::Next(Phase::Claim),
-                stop => stop,
-            },
+            Err(err) => {
+                self.retry_after(failures, &err, "block failed", None, Phase::Claim)
+                    .await
+            }
         }
     }
 
@@ -228,13 +224,14 @@ impl Task {
     }
 
     /// Logs a retryable failure and sleeps a jittered backoff, cut short by `wake_by` (the
-    /// loss deadline while leader). Returns `Next(Claim)` (callers pick their phase) or a stop.
+    /// loss deadline while leader); then goes on to phase `then`, unless killed meanwhile.
     async fn retry_after(
         &self,
         failures: &mut u32,
         err: &Error,
         what: &'static str,
         wake_by: Option<Instant>,
+        then: Phase,
     ) -> Step {
         let shared = &*self.shared;
         *failures = failures.saturating_add(1);
@@ -256,7 +253,7 @@ impl Task {
         tokio::select! {
             biased;
             () = shared.kill.cancelled() => Step::Stop(Ok(())),
-            () = sleep_until(wake) => Step::Next(Phase::Claim),
+            () = sleep_until(wake) => Step::Next(then),
         }
     }
 
