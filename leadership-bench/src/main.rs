@@ -245,8 +245,13 @@ fn progress(row: &Row) {
         .as_deref()
         .map(|t| format!(" [target {t}]"))
         .unwrap_or_default();
+    let broken = if row.broken {
+        " (correctness broken: the run fails)"
+    } else {
+        ""
+    };
     eprintln!(
-        "{verdict:5} {} / {}{callers}: {figure}{target}",
+        "{verdict:5} {} / {}{callers}: {figure}{target}{broken}",
         row.store, row.scenario
     );
 }
@@ -350,6 +355,41 @@ async fn run_store(
     }
 }
 
+/// Every etcd scenario on one member, with etcd's peer and reference rows.
+async fn run_etcd(bench: &etcd_store::EtcdBench, sizes: Sizes, quick: bool, rows: &mut Vec<Row>) {
+    let name = bench.name();
+    sys::watch_server(bench.server_pid());
+    let mut extra = Vec::new();
+    for callers in [1, 64] {
+        extra.push(
+            etcd_store::election_peer(bench, sizes, callers)
+                .await
+                .unwrap_or_else(|e| Row::error(name, "peer: claim+revoke", e)),
+        );
+        extra.push(
+            etcd_store::claim_revoke_floor(bench, sizes, callers)
+                .await
+                .unwrap_or_else(|e| Row::error(name, "ref: claim+revoke vs its raw calls", e)),
+        );
+        extra.push(
+            etcd_store::new_term_floor(bench, sizes, callers)
+                .await
+                .unwrap_or_else(|e| Row::error(name, "ref: first claim vs raw grant + txn", e)),
+        );
+        extra.push(
+            etcd_store::keep_alive_floor(bench, sizes, callers)
+                .await
+                .unwrap_or_else(|e| Row::error(name, "ref: renewal's keep-alive", e)),
+        );
+        extra.push(
+            etcd_store::grant_put_floor(bench, sizes, callers)
+                .await
+                .unwrap_or_else(|e| Row::error(name, "ref: lease grant + put", e)),
+        );
+    }
+    run_store(bench, sizes, quick, rows, extra).await;
+}
+
 fn command_line() -> String {
     let mut args = std::env::args();
     let program = args
@@ -420,33 +460,20 @@ async fn run(args: Args) -> ExitCode {
         }
     }
     if wanted(StoreArg::Etcd) {
-        match etcd_store::EtcdBench::start(args.etcd_url.clone()) {
-            Ok(bench) => {
-                sys::watch_server(bench.server_pid());
-                let mut extra = Vec::new();
-                for callers in [1, 64] {
-                    extra.push(
-                        etcd_store::election_peer(&bench, sizes, callers)
-                            .await
-                            .unwrap_or_else(|e| Row::error("etcd", "peer: claim+revoke", e)),
-                    );
-                    extra.push(
-                        etcd_store::keep_alive_floor(&bench, sizes, callers)
-                            .await
-                            .unwrap_or_else(|e| Row::error("etcd", "ref: renewal's keep-alive", e)),
-                    );
-                    extra.push(
-                        etcd_store::grant_put_floor(&bench, sizes, callers)
-                            .await
-                            .unwrap_or_else(|e| Row::error("etcd", "ref: lease grant + put", e)),
-                    );
+        // etcd 3.4 (PATH or LEADERSHIP_ETCD, or --etcd-url) and, on a private member, 3.5.1
+        // (scripts/setup installs it): every etcd row on both releases, side by side.
+        let mut releases = vec![etcd_store::EtcdBench::start(args.etcd_url.clone())];
+        if args.etcd_url.is_none() {
+            releases.push(etcd_store::EtcdBench::start_35());
+        }
+        for bench in releases {
+            match bench {
+                Ok(bench) => run_etcd(&bench, sizes, args.quick, &mut report.rows).await,
+                Err(e) => {
+                    let row = Row::error("etcd", "all scenarios", e);
+                    progress(&row);
+                    report.rows.push(row);
                 }
-                run_store(&bench, sizes, args.quick, &mut report.rows, extra).await;
-            }
-            Err(e) => {
-                let row = Row::error("etcd", "all scenarios", e);
-                progress(&row);
-                report.rows.push(row);
             }
         }
     }
@@ -469,7 +496,10 @@ async fn run(args: Args) -> ExitCode {
             }
         }
     }
-    failed |= report.rows.iter().any(|r| r.verdict == Verdict::Error);
+    failed |= report
+        .rows
+        .iter()
+        .any(|r| r.verdict == Verdict::Error || r.broken);
     if failed {
         ExitCode::FAILURE
     } else {

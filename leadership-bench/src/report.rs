@@ -60,6 +60,10 @@ pub struct Row {
     pub target: Option<String>,
     /// The row against its target.
     pub verdict: Verdict,
+    /// A correctness verdict failed (a handover before the nominal expiry, a spurious loss):
+    /// the runner exits non-zero, also with `--quick`, unlike a missed throughput target.
+    #[serde(default)]
+    pub broken: bool,
     /// Anything a reader needs to interpret the row.
     pub note: Option<String>,
 }
@@ -78,6 +82,7 @@ impl Row {
             number: None,
             target: None,
             verdict: Verdict::Info,
+            broken: false,
             note: None,
         }
     }
@@ -121,6 +126,15 @@ impl Row {
             self.with_note(format!("{subj} {subj_what} and {base} {base_what} failed"))
         } else {
             Row { note, ..self }
+        }
+    }
+
+    /// The verdict as the table prints it: `BROKEN` for a failed correctness verdict.
+    pub fn verdict_text(&self) -> &'static str {
+        if self.broken {
+            "BROKEN"
+        } else {
+            self.verdict.as_str()
         }
     }
 
@@ -222,6 +236,63 @@ fn cpu_table(rows: &[&Row]) -> String {
     out
 }
 
+/// What a row measured, in one cell: its ratio, its latency or its value, and its verdict.
+fn brief(r: &Row) -> String {
+    let figure = match (&r.ratio, &r.subject, &r.value) {
+        (Some(ratio), _, _) => format!("{ratio:.2}"),
+        (None, Some(s), _) => format!("p99 {}", human_us(s.p99_us)),
+        (None, None, Some(v)) => v.clone(),
+        (None, None, None) => "-".to_owned(),
+    };
+    format!("{figure} {}", r.verdict_text())
+}
+
+/// Every row of the etcd releases in this run side by side (issue 17), where more than one
+/// release ran: one line per scenario and callers, one column per release.
+fn releases_table(rows: &[Row]) -> String {
+    let mut releases: Vec<&str> = Vec::new();
+    let mut keys: Vec<(&str, Option<usize>)> = Vec::new();
+    for r in rows.iter().filter(|r| r.store.starts_with("etcd ")) {
+        if !releases.contains(&r.store.as_str()) {
+            releases.push(&r.store);
+        }
+        let key = (r.scenario.as_str(), r.callers);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    if releases.len() < 2 {
+        return String::new();
+    }
+    let cells: Vec<Vec<String>> = keys
+        .iter()
+        .map(|&(scenario, callers)| {
+            let mut line = vec![
+                scenario.to_owned(),
+                callers.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            ];
+            for release in &releases {
+                line.push(
+                    rows.iter()
+                        .find(|r| {
+                            r.store == *release && r.scenario == scenario && r.callers == callers
+                        })
+                        .map_or_else(|| "-".to_owned(), brief),
+                );
+            }
+            line
+        })
+        .collect();
+    let mut header = vec!["scenario", "callers"];
+    header.extend(releases.iter().copied());
+    let mut out = String::from(
+        "etcd releases side by side (ratio, or p99, or figure, with its verdict; the same rows as above)\n\n",
+    );
+    out.push_str(&columns(&header, &cells));
+    out.push('\n');
+    out
+}
+
 /// Lays out rows of cells in aligned columns.
 fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -297,7 +368,7 @@ impl Report {
                         r.ratio
                             .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}")),
                         r.target.clone().unwrap_or_else(|| "-".to_owned()),
-                        r.verdict.as_str().to_owned(),
+                        r.verdict_text().to_owned(),
                     ]
                 })
                 .collect();
@@ -349,7 +420,7 @@ impl Report {
                         r.scenario.clone(),
                         figure,
                         r.target.clone().unwrap_or_else(|| "-".to_owned()),
-                        r.verdict.as_str().to_owned(),
+                        r.verdict_text().to_owned(),
                     ]
                 })
                 .collect();
@@ -359,6 +430,8 @@ impl Report {
             ));
             out.push('\n');
         }
+
+        out.push_str(&releases_table(&self.rows));
 
         let notes: Vec<String> = self
             .rows
@@ -382,6 +455,10 @@ impl Report {
                 let _ = writeln!(out, "- {reference}");
             }
             out.push('\n');
+        }
+        let broken = self.rows.iter().filter(|r| r.broken).count();
+        if broken > 0 {
+            let _ = writeln!(out, "{broken} correctness verdict(s) BROKEN: the run fails");
         }
         let count = |v: Verdict| self.rows.iter().filter(|r| r.verdict == v).count();
         let _ = writeln!(
@@ -468,6 +545,47 @@ mod tests {
         let row = row(failing, figures("etcd put", None, None))
             .noting(("keep-alives", "puts"), Some("the floor".to_owned()));
         assert_eq!(row.note.as_deref(), Some("3 keep-alives and 0 puts failed"));
+    }
+
+    #[test]
+    fn releases_line_up_by_scenario_and_callers() {
+        let mut old = row(figures("claim", None, None), figures("put", None, None));
+        old.store = "etcd 3.4.23".to_owned();
+        old.ratio = Some(0.5);
+        let mut new = old.clone();
+        new.store = "etcd 3.5.1".to_owned();
+        new.ratio = Some(1.25);
+        new.verdict = Verdict::Pass;
+        let table = releases_table(&[old.clone(), new]);
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("renewal"))
+            .expect("a line for the scenario");
+        assert!(
+            line.contains("0.50 info") && line.ends_with("1.25 PASS"),
+            "{line}"
+        );
+        assert!(table.contains("etcd 3.4.23") && table.contains("etcd 3.5.1"));
+        // One release: no side-by-side table.
+        assert_eq!(releases_table(&[old]), "");
+    }
+
+    #[test]
+    fn a_broken_correctness_verdict_shows_and_counts() {
+        let mut r = row(figures("claim", None, None), figures("put", None, None));
+        r.verdict = Verdict::Fail;
+        r.broken = true;
+        assert_eq!(r.verdict_text(), "BROKEN");
+        let report = Report {
+            date: String::new(),
+            cores: 2,
+            command: String::new(),
+            load: (String::new(), String::new()),
+            quick: true,
+            rows: vec![r],
+            references: Vec::new(),
+        };
+        assert!(report.table().contains("1 correctness verdict(s) BROKEN"));
     }
 
     #[test]

@@ -162,6 +162,7 @@ pub async fn scale(bench: &dyn Bench, sizes: Sizes, labelled: bool) -> BenchResu
     lost.number = Some(losses as f64);
     lost.target = Some("0".to_owned());
     lost.verdict = Verdict::of(losses == 0);
+    lost.broken = losses > 0;
     let mut rss = Row::new(store, "scale: runner peak RSS");
     rss.value = Some(format!("{} ({what})", human_bytes(peak)));
     rss.number = Some(peak as f64);

@@ -470,7 +470,7 @@ pub async fn handover_crash(bench: &dyn Bench, sizes: Sizes) -> BenchResult<Row>
         ));
     }
     let target = bench.targets().handover_crash_p99;
-    let row = latency_row(
+    let mut row = latency_row(
         bench,
         "handover after crash",
         "past nominal expiry",
@@ -478,6 +478,7 @@ pub async fn handover_crash(bench: &dyn Bench, sizes: Sizes) -> BenchResult<Row>
         &failures,
         target,
     );
+    row.broken = early > 0;
     Ok(row.note_if_none(format!(
         "lease {} ms, time from the holder's call start + lease until the waiting unit's tracker answers claim_leader() true; {} runs in flight at once",
         lease.as_millis(),

@@ -4,6 +4,7 @@ use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use leadership_core::{Error, Result};
 
 use crate::BACKEND;
+use crate::claim::Held;
 use crate::error::map_err;
 use crate::store::EtcdStore;
 use crate::txn::{Found, found_in, gets_of};
@@ -38,6 +39,12 @@ impl EtcdStore {
     }
 
     pub(crate) async fn revoke_once(&self, application: &str, unit: &str) -> Result<()> {
+        if let Some(held) = self.cached(application)
+            && held.unit == unit
+            && self.revoke_cached(application, &held).await?
+        {
+            return Ok(());
+        }
         // The term being revoked, once found: after that, only this term matters.
         let mut term: Option<i64> = None;
         for _ in 0..MAX_RACES {
@@ -55,40 +62,84 @@ impl EtcdStore {
                 return Err(Error::ClaimNotHeld);
             }
             term = Some(found.lead.create_revision());
-            let lease = found.lead.lease();
-            if lease != 0 {
-                // Revoking the term's lease deletes the leader key in the same step, which
-                // wakes every watcher (R1). Read again: a pin may have moved the key off the
-                // lease just before.
-                self.revoke_lease(lease).await?;
-                continue;
-            }
-            let keys = &self.inner.keys;
-            let lead_key = keys.leader(application);
-            let delete = Txn::new()
-                .when(vec![
-                    Compare::create_revision(
-                        lead_key.clone(),
-                        CompareOp::Equal,
-                        found.lead.create_revision(),
-                    ),
-                    Compare::lease(lead_key.clone(), CompareOp::Equal, 0),
-                ])
-                .and_then(vec![
-                    TxnOp::delete(lead_key, None),
-                    TxnOp::delete(keys.clock(application), None),
-                ]);
-            let mut kv = self.inner.shared.client.kv_client();
-            let response = kv.txn(delete).await.map_err(|e| map_err("revoke", e))?;
-            if response.succeeded() {
-                self.forget(application);
-                if let Some(clock) = &found.clock {
-                    self.revoke_lease(clock.lease()).await?;
-                }
+            if self.delete_term(application, &found).await? {
                 return Ok(());
             }
         }
         Err(contention("revoke"))
+    }
+
+    /// The holder's revoke of the term this handle claimed, in one transaction: it deletes
+    /// the leader key (which wakes every watcher, R1) only while the key is still this term's
+    /// on this term's lease. The lease then carries nothing, and only this handle knows it
+    /// as a term's lease, so it is kept for this handle's next term. False if the term is
+    /// not (or no longer) on that lease: pinned, moved, ended.
+    async fn revoke_cached(&self, application: &str, held: &Held) -> Result<bool> {
+        let keys = &self.inner.keys;
+        let lead_key = keys.leader(application);
+        let fence = i64::try_from(held.fence.get()).unwrap_or(i64::MAX);
+        let delete = Txn::new()
+            .when(vec![
+                Compare::value(lead_key.clone(), CompareOp::Equal, held.unit.as_str()),
+                Compare::create_revision(lead_key.clone(), CompareOp::Equal, fence),
+                Compare::lease(lead_key.clone(), CompareOp::Equal, held.lease.id),
+            ])
+            .and_then(vec![
+                TxnOp::delete(lead_key, None),
+                TxnOp::delete(keys.clock(application), None),
+            ]);
+        let mut kv = self.inner.shared.client.kv_client();
+        let response = kv.txn(delete).await.map_err(|e| map_err("revoke", e))?;
+        if !response.succeeded() {
+            return Ok(false);
+        }
+        self.forget(application);
+        self.keep_spare(held.lease.clone());
+        Ok(true)
+    }
+
+    /// Deletes the term `found` if it is still as found: its create revision, its leader
+    /// key's lease and, while pinned, its clock's lease. Then the term's lease ends too,
+    /// unless it is the one this handle claimed the term on (kept for a later term): another
+    /// handle may renew it. False if the term changed under us.
+    async fn delete_term(&self, application: &str, found: &Found) -> Result<bool> {
+        let keys = &self.inner.keys;
+        let lead_key = keys.leader(application);
+        let clock_key = keys.clock(application);
+        let mut when = vec![
+            Compare::create_revision(
+                lead_key.clone(),
+                CompareOp::Equal,
+                found.lead.create_revision(),
+            ),
+            Compare::lease(lead_key.clone(), CompareOp::Equal, found.lead.lease()),
+        ];
+        let lease = if found.lead.lease() != 0 {
+            Some(found.lead.lease())
+        } else {
+            when.push(match &found.clock {
+                Some(clock) => Compare::lease(clock_key.clone(), CompareOp::Equal, clock.lease()),
+                None => Compare::create_revision(clock_key.clone(), CompareOp::Equal, 0),
+            });
+            found.clock.as_ref().map(|clock| clock.lease())
+        };
+        let delete = Txn::new().when(when).and_then(vec![
+            TxnOp::delete(lead_key, None),
+            TxnOp::delete(clock_key, None),
+        ]);
+        let mut kv = self.inner.shared.client.kv_client();
+        let response = kv.txn(delete).await.map_err(|e| map_err("revoke", e))?;
+        if !response.succeeded() {
+            return Ok(false);
+        }
+        let cached = self.cached(application);
+        self.forget(application);
+        match (lease, cached) {
+            (Some(lease), Some(held)) if held.lease.id == lease => self.keep_spare(held.lease),
+            (Some(lease), _) => self.revoke_lease(lease).await?,
+            (None, _) => {}
+        }
+        Ok(true)
     }
 
     pub(crate) async fn pin_once(&self, application: &str, entity: &str) -> Result<()> {

