@@ -74,7 +74,8 @@ impl Target for EtcdTarget {
                 WRITES.fetch_add(1, Ordering::SeqCst)
             );
             Box::pin(async move {
-                let txn = Txn::new().and_then(vec![TxnOp::put(key, fence.get().to_string(), None)]);
+                let value = format!("{unit} {}", fence.get());
+                let txn = Txn::new().and_then(vec![TxnOp::put(key, value, None)]);
                 store
                     .guarded_txn(&application, &unit, fence, txn)
                     .await
@@ -84,7 +85,7 @@ impl Target for EtcdTarget {
         Participant { store, write }
     }
 
-    async fn downstream(&self, application: &str) -> Vec<u64> {
+    async fn downstream(&self, application: &str) -> Vec<(String, u64)> {
         let Some(store) = self.reader.lock().expect("reader").clone() else {
             return Vec::new();
         };
@@ -94,16 +95,19 @@ impl Target for EtcdTarget {
             .get(prefix, Some(GetOptions::new().with_prefix()))
             .await
             .expect("read the downstream log");
-        let mut entries: Vec<(i64, u64)> = response
+        let mut entries: Vec<(i64, String, u64)> = response
             .kvs()
             .iter()
             .filter_map(|kv| {
-                let fence = kv.value_str().ok()?.parse().ok()?;
-                Some((kv.create_revision(), fence))
+                let (unit, fence) = kv.value_str().ok()?.rsplit_once(' ')?;
+                Some((kv.create_revision(), unit.to_owned(), fence.parse().ok()?))
             })
             .collect();
         entries.sort_unstable();
-        entries.into_iter().map(|(_, fence)| fence).collect()
+        entries
+            .into_iter()
+            .map(|(_, unit, fence)| (unit, fence))
+            .collect()
     }
 }
 

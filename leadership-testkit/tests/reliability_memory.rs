@@ -653,7 +653,7 @@ mod reliability_cases;
 /// under their server faults), so the driver itself is exercised on every run.
 struct MemoryTarget {
     store: Arc<MemoryStore>,
-    log: Arc<Mutex<BTreeMap<String, Vec<u64>>>>,
+    log: Arc<Mutex<BTreeMap<String, Vec<(String, u64)>>>>,
 }
 
 #[leadership_core::async_trait]
@@ -670,7 +670,7 @@ impl reliability_cases::Target for MemoryTarget {
                         .expect("log")
                         .entry(application.clone())
                         .or_default()
-                        .push(fence.get());
+                        .push((unit.clone(), fence.get()));
                 })
             })
         });
@@ -680,7 +680,7 @@ impl reliability_cases::Target for MemoryTarget {
         }
     }
 
-    async fn downstream(&self, application: &str) -> Vec<u64> {
+    async fn downstream(&self, application: &str) -> Vec<(String, u64)> {
         self.log
             .lock()
             .expect("log")
@@ -698,21 +698,26 @@ async fn memory_store_under_the_shared_schedule() {
     });
     let run = reliability_cases::Run::start(
         target,
-        reliability_cases::Settings {
-            applications: vec!["alpha".into(), "beta".into()],
-            trackers: 3,
-            guarantee: GUARANTEE,
-            clock_bound: CLOCK_BOUND,
-            settle_slack: SLACK,
-        },
+        reliability_cases::Settings::standard(GUARANTEE, CLOCK_BOUND, SLACK, CLAIM / 2),
     )
     .await;
-    for round in 0..3 {
+    let mut round = 0;
+    while run.more(round, 3) {
         assert!(run.freeze_a_leader("alpha").await, "alpha has a leader");
+        run.pause_a_leader("beta", reliability_cases::Wake::Careful)
+            .await;
         run.kill_a_leader("beta", round % 2 == 0).await;
         run.kill_a_leader("alpha", round % 2 == 1).await;
         run.wait_for_leaders(Duration::from_secs(5)).await;
+        round += 1;
     }
-    let report = run.finish("memory (shared schedule)", "").await;
-    assert!(report.stale_writes >= 3, "{report}");
+    let cell = reliability_cases::Cell {
+        store: "memory",
+        configuration: "in-process",
+        fault: "client pause past the lease (zombie and careful), crash, stop with release",
+        tolerated: &[],
+    };
+    let report = run.finish_cell(&cell, "").await;
+    assert!(report.stale_writes >= 10, "{report}");
+    assert!(report.count("C4") == 0 && report.claims > 0, "{report}");
 }

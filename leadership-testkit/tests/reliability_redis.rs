@@ -89,7 +89,7 @@ impl Target for RedisTarget {
             let script = script.clone();
             Box::pin(async move {
                 let key = downstream_key(&store, &application);
-                let value = fence.get().to_string();
+                let value = format!("{unit} {}", fence.get());
                 store
                     .guarded_script::<i64>(
                         &application,
@@ -106,7 +106,7 @@ impl Target for RedisTarget {
         Participant { store, write }
     }
 
-    async fn downstream(&self, application: &str) -> Vec<u64> {
+    async fn downstream(&self, application: &str) -> Vec<(String, u64)> {
         let Some(store) = self.reader.lock().expect("reader").clone() else {
             return Vec::new();
         };
@@ -120,8 +120,14 @@ impl Target for RedisTarget {
                 .arg(&key)
                 .arg(0)
                 .arg(-1)
-                .query::<Vec<u64>>(&mut raw)
+                .query::<Vec<String>>(&mut raw)
                 .expect("LRANGE")
+                .iter()
+                .filter_map(|entry| {
+                    let (unit, fence) = entry.rsplit_once(' ')?;
+                    Some((unit.to_owned(), fence.parse().ok()?))
+                })
+                .collect()
         })
     }
 }
