@@ -318,7 +318,7 @@ async fn safety_redis_lost_replies() {
     };
     let proxied: Arc<dyn Leadership> = Arc::new(proxied.connect().await);
     let direct: Arc<dyn Leadership> = Arc::new(target.connect().await);
-    let drop_replies = |on: bool| proxy.drop_replies(on);
+    let drop_replies = |on: bool, _round: usize| proxy.drop_replies(on);
     let mut lost = reliability_cases::LostReplies::default();
     let mut round = 0;
     while run.more(round, 1) {

@@ -2,10 +2,11 @@
 //!
 //! [`ReplyDropProxy`] forwards every connection to an upstream server. While
 //! [`drop_replies`](ReplyDropProxy::drop_replies) is on, requests still reach the server (so
-//! they apply), but the first bytes the server sends back are thrown away and the connection
-//! is closed, as when a network fails after delivering a request: the client sees an error
-//! for a call that took effect (a claim that "timed out" but applied, E2). Plain threads and
-//! std sockets, so it runs beside any runtime.
+//! they apply), but whatever the server sends back is thrown away, as when a network fails
+//! after delivering a request: the client times out on a call that took effect (a claim
+//! that "timed out" but applied, E2). When replies flow again, each connection that lost
+//! some is closed and the client reconnects. Plain threads and std sockets, so it runs
+//! beside any runtime.
 //!
 //! ```no_run
 //! use leadership_testkit::harness::{RedisServer, ReplyDropProxy};
@@ -16,7 +17,7 @@
 //! proxy.drop_replies(true);
 //! // ... a claim through `url` now applies, but its caller gets an error.
 //! proxy.drop_replies(false);
-//! assert!(proxy.dropped() <= 1);
+//! assert!(proxy.dropped() >= 1);
 //! ```
 
 use std::io::{Read, Write};
@@ -31,6 +32,8 @@ use super::HarnessError;
 #[derive(Debug, Default)]
 struct Shared {
     drop_replies: AtomicBool,
+    /// Reply chunks still let through once dropping is on.
+    pass: AtomicUsize,
     dropped: AtomicUsize,
     stop: AtomicBool,
 }
@@ -78,13 +81,21 @@ impl ReplyDropProxy {
         self.addr
     }
 
-    /// While on, the server's next reply on each connection is dropped and that connection
-    /// closed.
+    /// While on, the server's replies are thrown away; turning it off closes each connection
+    /// that lost one.
     pub fn drop_replies(&self, on: bool) {
+        self.drop_replies_after(on, 0);
+    }
+
+    /// Like [`drop_replies`](Self::drop_replies), but lets the next `pass` reply chunks
+    /// through first: for a call made of several requests (an etcd claim grants a lease,
+    /// then writes), it chooses which reply is lost.
+    pub fn drop_replies_after(&self, on: bool, pass: usize) {
+        self.shared.pass.store(pass, Ordering::SeqCst);
         self.shared.drop_replies.store(on, Ordering::SeqCst);
     }
 
-    /// How many replies were dropped so far.
+    /// How many connections lost replies so far.
     pub fn dropped(&self) -> usize {
         self.shared.dropped.load(Ordering::SeqCst)
     }
@@ -122,20 +133,47 @@ fn accept_loop(listener: &TcpListener, upstream: SocketAddr, shared: &Arc<Shared
     }
 }
 
-/// Copies `from` to `to` until either side closes; on the reply side (`shared` given), a
-/// chunk read while replies are dropped is thrown away and both connections are closed.
+/// Copies `from` to `to` until either side closes. On the reply side (`shared` given), bytes
+/// read while replies are dropped are thrown away (the request already reached the server
+/// and keeps running there); once replies flow again, a connection that lost some is closed,
+/// since its stream can no longer be followed.
 fn pump(mut from: TcpStream, mut to: TcpStream, shared: Option<&Shared>) {
     let mut buf = [0u8; 16 * 1024];
+    let mut lost = false;
+    if shared.is_some() {
+        let _ = from.set_read_timeout(Some(Duration::from_millis(20)));
+    }
     loop {
+        let dropping = shared.is_some_and(|s| s.drop_replies.load(Ordering::SeqCst));
+        if lost && !dropping {
+            break;
+        }
         let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
             Ok(n) => n,
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => break,
         };
         if let Some(shared) = shared
             && shared.drop_replies.load(Ordering::SeqCst)
+            && (lost
+                || shared
+                    .pass
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |p| p.checked_sub(1))
+                    .is_err())
         {
-            shared.dropped.fetch_add(1, Ordering::SeqCst);
-            break;
+            if !lost {
+                shared.dropped.fetch_add(1, Ordering::SeqCst);
+            }
+            lost = true;
+            continue;
         }
         if to.write_all(&buf[..n]).is_err() {
             break;

@@ -599,7 +599,8 @@ impl Run {
 /// A bare claimer: claims `application` for `claim`, writes once through its guarded write,
 /// then extends, revokes or lets the lease run out; after a lease ran out and another unit's
 /// newer term was granted, it writes with its old fence (a client that slept past its lease
-/// and does not look; F2 must refuse it). Every call is recorded for the C4 check.
+/// and does not look, and retries it up to three times; F2 must refuse each). Every call is
+/// recorded for the C4 check.
 async fn bare_claimer(
     history: Arc<History>,
     counters: Arc<Counters>,
@@ -678,7 +679,11 @@ async fn bare_claimer(
                     () = stop.cancelled() => return,
                     () = sleep_until_newer(&history, &application, fence, give_up) => {}
                 }
-                if newer_granted(&history, &application, fence) {
+                // A client that does not look retries its write a few times.
+                for _ in 0..3 {
+                    if !newer_granted(&history, &application, fence) {
+                        break;
+                    }
                     counters.stale_attempts.fetch_add(1, Ordering::SeqCst);
                     let outcome = guarded_write(
                         &history,
@@ -832,7 +837,7 @@ pub struct LostReplies {
 
 impl Run {
     /// E2: `rounds` times, a claim of `application` is sent through a client whose replies
-    /// are lost (`drop_replies(true)` on a proxy), so it may apply while its caller sees an
+    /// are lost (`drop_replies(true, round)` on a proxy), so it may apply while its caller sees an
     /// error; another client checks whether it applied, the claimant retries (it must get
     /// the same fence, and a rival is denied meanwhile), then revokes. Every call goes into
     /// the history, so C4 and F1 judge the retried claims too.
@@ -841,23 +846,23 @@ impl Run {
         application: &str,
         proxied: Arc<dyn Leadership>,
         direct: Arc<dyn Leadership>,
-        drop_replies: &(dyn Fn(bool) + Send + Sync),
+        drop_replies: &(dyn Fn(bool, usize) + Send + Sync),
         rounds: usize,
         claim: Duration,
     ) -> LostReplies {
         let unit = format!("{application}/0");
         let rival = format!("{application}/1");
         let mut seen = LostReplies::default();
-        for _ in 0..rounds {
+        for round in 0..rounds {
             let fault = self.history.fault_began(format!(
                 "the reply to {unit}'s claim dropped after it applied"
             ));
-            drop_replies(true);
+            drop_replies(true, round);
             seen.attempts += 1;
             let first = self
                 .recorded_claim(&*proxied, application, &unit, claim)
                 .await;
-            drop_replies(false);
+            drop_replies(false, round);
             if first.is_err() {
                 seen.errors += 1;
                 let applied = direct.leadership_check(application, &unit).check().await;
