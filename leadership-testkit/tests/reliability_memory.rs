@@ -653,8 +653,11 @@ mod reliability_cases;
 /// under their server faults), so the driver itself is exercised on every run.
 struct MemoryTarget {
     store: Arc<MemoryStore>,
-    log: Arc<Mutex<BTreeMap<String, Vec<(String, u64)>>>>,
+    log: Arc<Mutex<Witness>>,
 }
+
+/// Per application, the `(unit, fence)` of each applied guarded write, in order.
+type Witness = BTreeMap<String, Vec<(String, u64)>>;
 
 #[leadership_core::async_trait]
 impl reliability_cases::Target for MemoryTarget {
@@ -691,7 +694,7 @@ impl reliability_cases::Target for MemoryTarget {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_store_under_the_shared_schedule() {
+async fn safety_memory_client_pause_and_crash() {
     let target = Arc::new(MemoryTarget {
         store: Arc::new(MemoryStore::new().namespace("shared-schedule")),
         log: Arc::default(),

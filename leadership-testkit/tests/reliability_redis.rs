@@ -1,10 +1,11 @@
-//! The Redis store under server and client faults, judged by the history checker
-//! (see `reliability_cases`): SIGKILL and restart without persistence (a delayed restart,
-//! longer than a lease, as Redis without persistence needs) and with AOF (`appendfsync
-//! always`, restarted at once), SIGSTOP for longer than a lease then SIGCONT, a leader's
-//! GC pause past its lease, crashed and gracefully stopped trackers. Also persistence: after
-//! a restart with AOF, pins, the leader and its fence are still there, and no fence is ever
-//! reissued, with or without AOF (F1).
+//! The Redis store's rows of the safety matrix (see `reliability_cases`), each on its own
+//! server: kill -9 and restart at once without persistence (C4 cannot hold: the leases are
+//! forgotten; counted, not failed), with AOF `everysec` (the last second may be lost; the
+//! same) and with AOF `always`; without persistence restarted only after a lease; SIGSTOP of
+//! the server for two leases; a client paused past its lease and crashed clients; claims
+//! whose replies a proxy drops after they applied, then retried (E2). Also persistence:
+//! after a restart with AOF, pins, the leader and its fence are still there, and no fence is
+//! ever reissued, with or without AOF (F1).
 
 mod reliability_cases;
 
@@ -195,6 +196,7 @@ async fn server_cell(
     fault: ServerFault,
     tolerated: &'static [&'static str],
 ) -> leadership_testkit::history::Report {
+    let _slot = reliability_cases::cell_slot();
     let mut server = persistence.start();
     let namespace = leadership_core::conformance::unique_namespace("safety");
     let run = Run::start(RedisTarget::new(&server, &namespace), settings()).await;
@@ -282,6 +284,7 @@ async fn safety_redis_sigstop_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safety_redis_client_pause_and_crash() {
+    let _slot = reliability_cases::cell_slot();
     let server = Persistence::Always.start();
     let namespace = leadership_core::conformance::unique_namespace("safety");
     let run = Run::start(RedisTarget::new(&server, &namespace), settings()).await;
@@ -305,6 +308,7 @@ async fn safety_redis_client_pause_and_crash() {
 /// E2: claims whose replies a proxy drops after Redis applied them, then retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safety_redis_lost_replies() {
+    let _slot = reliability_cases::cell_slot();
     let server = Persistence::Always.start();
     let proxy = ReplyDropProxy::start(("127.0.0.1", server.port())).expect("proxy");
     let namespace = leadership_core::conformance::unique_namespace("safety");

@@ -127,6 +127,40 @@ pub struct Cell {
     pub tolerated: &'static [&'static str],
 }
 
+/// At most two cells of one test binary run at once, whatever `RUST_TEST_THREADS` says: each
+/// starts its own servers, and on a two-core machine more would measure the scheduler.
+pub fn cell_slot() -> CellSlot {
+    static SLOTS: (std::sync::Mutex<usize>, std::sync::Condvar) =
+        (std::sync::Mutex::new(0), std::sync::Condvar::new());
+    let mut busy = SLOTS
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    while *busy >= 2 {
+        busy = SLOTS
+            .1
+            .wait(busy)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+    *busy += 1;
+    CellSlot(&SLOTS)
+}
+
+/// A running cell's slot; see [`cell_slot`].
+pub struct CellSlot(&'static (std::sync::Mutex<usize>, std::sync::Condvar));
+
+impl Drop for CellSlot {
+    fn drop(&mut self) {
+        let mut busy = self
+            .0
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *busy = busy.saturating_sub(1);
+        self.0.1.notify_one();
+    }
+}
+
 /// How many new terms an extended run wants (`LEADERSHIP_SAFETY_TERMS`), 0 by default.
 pub fn terms_wanted() -> usize {
     std::env::var("LEADERSHIP_SAFETY_TERMS")
@@ -456,8 +490,7 @@ impl Run {
             "{} ({}) under {}",
             cell.store, cell.configuration, cell.fault
         );
-        let report = self.finish_inner(&name, extra, cell).await;
-        report
+        self.finish_inner(&name, extra, cell).await
     }
 
     async fn finish_inner(self, name: &str, extra: &str, cell: &Cell) -> Report {
