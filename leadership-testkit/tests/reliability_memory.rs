@@ -647,6 +647,55 @@ async fn the_checker_catches_a_store_that_shortens_leases() {
     );
 }
 
+/// The precise C4 check fails a store that shortens leases from the claims alone: each
+/// claim is timed around the call, and another unit's newer term granted before the holder's
+/// call start plus duration is a broken promise (while fences still increase: F1 holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_precise_check_catches_a_store_that_shortens_leases() {
+    use leadership_testkit::history::{ClaimCall, ClaimOutcome};
+
+    let broken = Shortening(Arc::new(MemoryStore::new().namespace("broken-c4")));
+    let history = History::new(CLOCK_BOUND);
+    let claim = |unit: &'static str| {
+        let broken = &broken;
+        let history = history.clone();
+        async move {
+            let started = Instant::now();
+            let result = broken.claim_leadership("web", unit, CLAIM).await;
+            history.claim(ClaimCall {
+                application: "web".into(),
+                unit: unit.into(),
+                duration: CLAIM,
+                started,
+                returned: Instant::now(),
+                outcome: match result {
+                    Ok(fence) => ClaimOutcome::Granted(fence),
+                    Err(ref err) if err.is_claim_denied() => ClaimOutcome::Denied,
+                    Err(_) => ClaimOutcome::Failed,
+                },
+            });
+        }
+    };
+    for _ in 0..3 {
+        claim("web/0").await;
+        // The store kept a third of the lease: web/1 gets it while web/0's promise runs.
+        sleep(CLAIM / 2).await;
+        claim("web/1").await;
+        sleep(CLAIM / 2).await;
+    }
+    let report = history.check();
+    println!(
+        "RELIABILITY memory (store shortening leases, must fail C4): {}",
+        report.summary()
+    );
+    assert!(report.count("C4") >= 3, "{report}");
+    assert_eq!(report.count("F1"), 0, "{report}");
+    assert!(
+        report.violations.iter().all(|v| v.rule() == "C4"),
+        "{report}"
+    );
+}
+
 mod reliability_cases;
 
 /// The memory store as a target of the shared schedule driver (the one Redis and etcd run
