@@ -256,6 +256,10 @@ pub enum Violation {
         rival: ClaimCall,
         /// How long before the promise's end the rival's claim returned.
         early_by: Duration,
+        /// The holder's last revoke before its claim, if that revoke did not return `Ok`: a
+        /// revoke that failed for its caller may still apply later (the E2 of revokes), so
+        /// it is a candidate cause. It does not excuse the violation.
+        unacknowledged_revoke: Option<RevokeCall>,
     },
     /// Property 6 (F1): a claim granted later in real time got a smaller fence, or one fence
     /// was granted to two units.
@@ -712,12 +716,24 @@ impl History {
                         _ => true,
                     };
                     if !revoked && worse {
+                        let unacknowledged_revoke = records
+                            .revokes
+                            .iter()
+                            .filter(|r| {
+                                r.application == holder.application
+                                    && r.unit == holder.unit
+                                    && r.started < holder.started
+                            })
+                            .max_by_key(|r| r.started)
+                            .filter(|r| !r.ok)
+                            .cloned();
                         broken.insert(
                             key,
                             Violation::BrokenPromise {
                                 holder: (*holder).clone(),
                                 rival: (*rival).clone(),
                                 early_by,
+                                unacknowledged_revoke,
                             },
                         );
                     }
@@ -1272,6 +1288,7 @@ mod tests {
                     holder,
                     rival,
                     early_by,
+                    ..
                 } => Some((holder.unit.as_str(), rival.unit.as_str(), *early_by)),
                 _ => None,
             })
@@ -1376,5 +1393,27 @@ mod tests {
             "{report}"
         );
         assert!(report.summary().contains("F2 1"), "{report}");
+    }
+
+    #[tokio::test]
+    async fn a_broken_promise_names_the_holders_failed_revoke_but_is_not_excused_by_it() {
+        let h = History::new(ms(5));
+        let t0 = h.start();
+        h.revoke(RevokeCall {
+            application: "web".into(),
+            unit: "web/0".into(),
+            started: t0,
+            ok: false,
+        });
+        h.claim(call("web/0", t0 + ms(10), t0 + ms(12), granted(1)));
+        h.claim(call("web/1", t0 + ms(40), t0 + ms(45), granted(2)));
+        let report = h.check();
+        assert!(
+            matches!(
+                report.violations.as_slice(),
+                [Violation::BrokenPromise { unacknowledged_revoke: Some(r), .. }] if !r.ok
+            ),
+            "{report}"
+        );
     }
 }
