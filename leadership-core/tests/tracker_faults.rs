@@ -258,3 +258,35 @@ async fn a_term_carries_its_promoting_claims_call_start_and_return() {
     a.kill();
     a.wait().await.expect("clean stop");
 }
+
+/// A process frozen past its lease (SIGSTOP, a long GC pause): nothing runs, so no timer
+/// fires and the loss signal cannot have been sent yet when the process wakes. The first
+/// thing the work does on waking, looking at its term, must already say the term is lost:
+/// `current_term()` judges the deadline itself (T7), it does not wait for the timer.
+#[test]
+fn a_process_frozen_past_its_lease_sees_its_term_lost_on_waking() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let guarantee = Duration::from_millis(100);
+        let model = Arc::new(ModelStore::new());
+        let a = LeaderTracker::builder("app/0", guarantee, model.clone()).spawn();
+        assert!(answer(a.wait_leader()).await);
+        let term = a.current_term().expect("leads");
+        // The whole runtime (the tracker's task and its timers included) stops for longer
+        // than the claim (twice the guarantee), as under SIGSTOP.
+        std::thread::sleep(guarantee * 3);
+        assert!(
+            a.current_term().is_none(),
+            "on waking, the term must already read as lost"
+        );
+        // The tracker then claims again: a term it shows from now on is a new promotion.
+        assert!(answer(a.wait_leader()).await);
+        let next = a.current_term().expect("leads again");
+        assert!(next.began > term.began && next.claim_started > term.claim_started);
+        a.kill();
+        a.wait().await.expect("clean stop");
+    });
+}
