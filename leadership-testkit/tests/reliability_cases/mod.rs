@@ -818,8 +818,14 @@ async fn leader_work(
                     }
                     Wake::Careful => {
                         // The pause is over for the work: before acting it looks at its
-                        // term, which the tracker must already have ended (T7).
-                        if !term.lost.is_cancelled() {
+                        // term, which the tracker must already have ended (T7). It asks the
+                        // tracker, which judges the deadline itself: the loss signal's timer
+                        // may not have run yet on a starved machine (or after a real SIGSTOP,
+                        // tracker_faults::a_process_frozen_past_its_lease_...).
+                        let still_leads = tracker
+                            .current_term()
+                            .is_some_and(|t| t.fence == term.fence);
+                        if still_leads && !term.lost.is_cancelled() {
                             counters.acted_after_pause.fetch_add(1, Ordering::SeqCst);
                         }
                     }
