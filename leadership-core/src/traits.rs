@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::watch::Watcher;
@@ -146,6 +147,12 @@ pub struct Term {
     /// Fires when the tracker stops being leader: at the latest when the guaranteed window
     /// ends without a successful renewal, before any other unit can be granted the lease (T7).
     pub lost: CancellationToken,
+    /// When the call of the claim that started this term was made: the store keeps the
+    /// lease for at least the claim's duration from here (C4).
+    pub claim_started: Instant,
+    /// When that claim returned: the first instant the unit knew it led. Histories start
+    /// the term here, not when a watcher of the tracker noticed it.
+    pub began: Instant,
 }
 
 /// Tracks one unit's leadership of its application (juju's `leadership.Tracker`).

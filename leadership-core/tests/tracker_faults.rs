@@ -221,3 +221,72 @@ async fn a_backend_error_is_fatal_fires_the_loss_signal_and_releases() {
     assert_eq!(model.expiry_of(term.fence), Some(start + GUARANTEE));
     assert!(!answer(a.claim_leader()).await);
 }
+
+/// A term carries the call start and the return of the claim that promoted it (C4 is
+/// measured from the call start; histories start the term at the return), read from the
+/// store's side of the call: a claim slowed by a delay returns that much later.
+#[tokio::test(start_paused = true)]
+async fn a_term_carries_its_promoting_claims_call_start_and_return() {
+    let model = Arc::new(ModelStore::new());
+    let faulty = FaultyStore::new(model.clone());
+    // The first claim waits 5 s in the wrapper before failing; the retry is granted.
+    faulty.fail(Fault::Timeout(Duration::from_secs(5)));
+    let start = Instant::now();
+    let a = LeaderTracker::builder("app/0", GUARANTEE, faulty.clone()).spawn();
+    sleep(Duration::from_secs(1)).await;
+    faulty.heal();
+    assert!(answer(a.wait_leader()).await);
+    let term = a.current_term().expect("leads");
+    let granted: Vec<_> = faulty
+        .claims()
+        .into_iter()
+        .filter(|c| c.result.is_ok())
+        .collect();
+    let promoting = granted.first().expect("a granted claim");
+    assert_eq!(term.claim_started, promoting.started);
+    assert_eq!(term.began, promoting.ended);
+    assert!(
+        term.claim_started > start,
+        "the failed first claim did not promote"
+    );
+    // A renewal extends the term but does not move its start.
+    sleep(GUARANTEE + Duration::from_secs(1)).await;
+    let renewed = a.current_term().expect("still leads");
+    assert_eq!(renewed.fence, term.fence);
+    assert_eq!(renewed.began, term.began);
+    assert!(faulty.claims().iter().filter(|c| c.result.is_ok()).count() >= 2);
+    a.kill();
+    a.wait().await.expect("clean stop");
+}
+
+/// A process frozen past its lease (SIGSTOP, a long GC pause): nothing runs, so no timer
+/// fires and the loss signal cannot have been sent yet when the process wakes. The first
+/// thing the work does on waking, looking at its term, must already say the term is lost:
+/// `current_term()` judges the deadline itself (T7), it does not wait for the timer.
+#[test]
+fn a_process_frozen_past_its_lease_sees_its_term_lost_on_waking() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let guarantee = Duration::from_millis(100);
+        let model = Arc::new(ModelStore::new());
+        let a = LeaderTracker::builder("app/0", guarantee, model.clone()).spawn();
+        assert!(answer(a.wait_leader()).await);
+        let term = a.current_term().expect("leads");
+        // The whole runtime (the tracker's task and its timers included) stops for longer
+        // than the claim (twice the guarantee), as under SIGSTOP.
+        std::thread::sleep(guarantee * 3);
+        assert!(
+            a.current_term().is_none(),
+            "on waking, the term must already read as lost"
+        );
+        // The tracker then claims again: a term it shows from now on is a new promotion.
+        assert!(answer(a.wait_leader()).await);
+        let next = a.current_term().expect("leads again");
+        assert!(next.began > term.began && next.claim_started > term.claim_started);
+        a.kill();
+        a.wait().await.expect("clean stop");
+    });
+}

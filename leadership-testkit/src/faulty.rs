@@ -29,7 +29,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use leadership_core::{
@@ -39,6 +39,8 @@ use leadership_core::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::history::{ClaimCall, ClaimOutcome, History, RevokeCall};
 
 /// The name failures report as their backend.
 const BACKEND: &str = "faulty";
@@ -78,6 +80,7 @@ pub struct FaultyStore {
     inner: Arc<dyn Leadership>,
     fault: watch::Sender<Injected>,
     claims: Mutex<Vec<ClaimRecord>>,
+    history: OnceLock<Arc<History>>,
 }
 
 impl std::fmt::Debug for FaultyStore {
@@ -95,7 +98,14 @@ impl FaultyStore {
             inner,
             fault: watch::Sender::new(Injected(None)),
             claims: Mutex::new(Vec::new()),
+            history: OnceLock::new(),
         })
+    }
+
+    /// Records every later claim and revoke call in `history` as well, timed around the
+    /// call to the wrapped store, for its C4 check. The first history given is kept.
+    pub fn record_into(&self, history: Arc<History>) {
+        let _ = self.history.set(history);
     }
 
     /// Makes every later call fail as `fault` says.
@@ -174,10 +184,25 @@ impl Claimer for FaultyStore {
             }
             Err(err) => Err(err),
         };
+        let ended = Instant::now();
+        if let Some(history) = self.history.get() {
+            history.claim(ClaimCall {
+                application: application.to_owned(),
+                unit: unit.to_owned(),
+                duration,
+                started,
+                returned: ended,
+                outcome: match &result {
+                    Ok(fence) => ClaimOutcome::Granted(*fence),
+                    Err(err) if err.is_claim_denied() => ClaimOutcome::Denied,
+                    Err(_) => ClaimOutcome::Failed,
+                },
+            });
+        }
         self.log().push(ClaimRecord {
             unit: unit.to_owned(),
             started,
-            ended: Instant::now(),
+            ended,
             result: result.clone(),
         });
         result
@@ -221,8 +246,18 @@ impl Token for FaultyToken {
 #[async_trait]
 impl Revoker for FaultyStore {
     async fn revoke_leadership(&self, application: &str, unit: &str) -> Result<()> {
+        let started = Instant::now();
         self.gate("revoke").await?;
-        self.inner.revoke_leadership(application, unit).await
+        let result = self.inner.revoke_leadership(application, unit).await;
+        if let Some(history) = self.history.get() {
+            history.revoke(RevokeCall {
+                application: application.to_owned(),
+                unit: unit.to_owned(),
+                started,
+                ok: result.is_ok(),
+            });
+        }
+        result
     }
 }
 

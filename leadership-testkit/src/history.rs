@@ -9,6 +9,11 @@
 //! - **guarded writes**: the unit and fence a write was attempted with, when, whether the store
 //!   accepted it, and whether the test knew that a newer term had begun;
 //! - **faults**: what was injected, from when to when;
+//! - **claim and revoke calls** ([`ClaimCall`], [`RevokeCall`]): every call a claimer or a
+//!   tracker made (through [`FaultyStore::record_into`](crate::FaultyStore::record_into)),
+//!   with its call start, return, duration and outcome: the store's promises (C4);
+//! - **witness logs**: what the store itself holds of the leader-only writes it applied,
+//!   `(unit, fence)` per application in the store's order ([`History::witness`]);
 //! - the applications that must have a leader once the faults end.
 //!
 //! [`History::check`] then verifies the safety and liveness properties of DESIGN.md:
@@ -26,6 +31,19 @@
 //! 4. **liveness** (T4, C5): after the last fault ended, every expected application has exactly
 //!    one leader from `last fault end + settle` until the history was finished, where
 //!    `settle` is the claim duration plus the store's slack.
+//! 5. **promises** (C4, precise): a claim that returned `Ok` at call start `s` with duration
+//!    `d` promises the unit the lease until `s + d`. Another unit's claim granted a newer
+//!    fence that returned between `s` and `s + d` (less the clock bound), with no revoke by
+//!    the holder begun in between, breaks it. Both instants are read on one monotonic clock
+//!    around the calls themselves, so nothing is noticed late.
+//! 6. **claim order** (F1, precise): a claim granted after another one returned never has a
+//!    smaller fence, and a fence granted to one unit is never granted to another.
+//! 7. **the store's witness** (F1, F2): in each witness log, fences never decrease (a stale
+//!    leader's write was never applied after a newer one's) and each fence belongs to one
+//!    unit.
+//!
+//! [`Violation::rule`] names the rule each violation breaks (C4, F1, F2, T7 or liveness), so
+//! a run can be reported as a row of the safety matrix.
 //!
 //! Terms with an empty interval (the unit learnt of its term only after it had already ended,
 //! e.g. a claim answered after its own lease ran out) are counted but take no part in 1 and 2:
@@ -102,6 +120,66 @@ pub struct WriteRecord {
     pub newer_term_known: bool,
 }
 
+/// How a recorded claim call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// `Ok(fence)`: the unit leads until call start + duration (C4).
+    Granted(Fence),
+    /// `ClaimDenied`.
+    Denied,
+    /// Any other error: the claim may or may not have applied (E2); it promises nothing.
+    Failed,
+}
+
+/// One claim call, timed around the call itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimCall {
+    /// The application claimed.
+    pub application: String,
+    /// The claimant.
+    pub unit: String,
+    /// The duration asked for.
+    pub duration: Duration,
+    /// When the call was made.
+    pub started: Instant,
+    /// When it returned.
+    pub returned: Instant,
+    /// What it returned.
+    pub outcome: ClaimOutcome,
+}
+
+impl ClaimCall {
+    /// The fence granted, if the claim returned `Ok`.
+    pub fn granted(&self) -> Option<Fence> {
+        match self.outcome {
+            ClaimOutcome::Granted(fence) => Some(fence),
+            _ => None,
+        }
+    }
+}
+
+/// One revoke call by a holder, timed around the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevokeCall {
+    /// The application.
+    pub application: String,
+    /// The unit that revoked.
+    pub unit: String,
+    /// When the call was made: from here the unit's promise may end early (C4's exception).
+    pub started: Instant,
+    /// Whether it returned `Ok`.
+    pub ok: bool,
+}
+
+/// One entry of a store-side witness log: a leader-only write the store applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WitnessEntry {
+    /// The unit whose guarded write it was.
+    pub unit: String,
+    /// The fence it was guarded by.
+    pub fence: Fence,
+}
+
 /// One injected fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FaultRecord {
@@ -170,6 +248,64 @@ pub enum Violation {
         /// What is missing.
         reason: String,
     },
+    /// Property 5 (C4): another unit was granted a newer term while a holder's promise ran.
+    BrokenPromise {
+        /// The holder's granted claim.
+        holder: ClaimCall,
+        /// The other unit's claim, granted a newer fence.
+        rival: ClaimCall,
+        /// How long before the promise's end the rival's claim returned.
+        early_by: Duration,
+        /// The holder's last revoke before its claim, if that revoke did not return `Ok`: a
+        /// revoke that failed for its caller may still apply later (the E2 of revokes), so
+        /// it is a candidate cause. It does not excuse the violation.
+        unacknowledged_revoke: Option<RevokeCall>,
+    },
+    /// Property 6 (F1): a claim granted later in real time got a smaller fence, or one fence
+    /// was granted to two units.
+    ClaimFenceOrder {
+        /// The earlier claim.
+        earlier: ClaimCall,
+        /// The later one.
+        later: ClaimCall,
+    },
+    /// Property 7 (F2): the store applied a write with a smaller fence after a larger one.
+    WitnessFenceDecreased {
+        /// The application.
+        application: String,
+        /// The position in the log of the smaller fence.
+        index: usize,
+        /// The entry before it.
+        before: WitnessEntry,
+        /// The entry.
+        after: WitnessEntry,
+    },
+    /// Property 7 (F1): the store applied writes of two units with one fence.
+    WitnessFenceShared {
+        /// The application.
+        application: String,
+        /// The fence.
+        fence: Fence,
+        /// The units that wrote with it.
+        units: Vec<String>,
+    },
+}
+
+impl Violation {
+    /// The rule the violation breaks: `C4`, `F1`, `F2`, `T7` (two trackers believed they led
+    /// at once) or `liveness`.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Violation::BrokenPromise { .. } => "C4",
+            Violation::FenceNotIncreasing { .. }
+            | Violation::FenceReissued { .. }
+            | Violation::ClaimFenceOrder { .. }
+            | Violation::WitnessFenceShared { .. } => "F1",
+            Violation::StaleWriteAccepted { .. } | Violation::WitnessFenceDecreased { .. } => "F2",
+            Violation::Overlap { .. } => "T7",
+            Violation::NoSingleLeader { .. } | Violation::Unsettled { .. } => "liveness",
+        }
+    }
 }
 
 /// What [`History::check`] found.
@@ -191,6 +327,13 @@ pub struct Report {
     pub faults: usize,
     /// Applications checked for a single leader after the faults.
     pub liveness_checked: usize,
+    /// Claim calls recorded.
+    pub claims: usize,
+    /// Of those, granted claims that started a new term (the unit's previous granted claim,
+    /// if any, had another fence).
+    pub new_terms: usize,
+    /// Entries in the store's witness logs.
+    pub witness_entries: usize,
     /// Everything that broke a property; empty when the history is correct.
     pub violations: Vec<Violation>,
 }
@@ -201,20 +344,34 @@ impl Report {
         self.violations.is_empty()
     }
 
+    /// How many violations break `rule` (see [`Violation::rule`]).
+    pub fn count(&self, rule: &str) -> usize {
+        self.violations.iter().filter(|v| v.rule() == rule).count()
+    }
+
     /// One line of figures, for logs and reports.
     pub fn summary(&self) -> String {
         format!(
-            "terms={} (empty {}) applications={} writes={} (stale {}, accepted {}) faults={} \
-             liveness_checked={} violations={}",
+            "terms={} (empty {}) claims={} new_terms={} applications={} writes={} (stale {}, \
+             accepted {}) witness={} faults={} liveness_checked={} violations={} (C4 {}, F1 {}, \
+             F2 {}, T7 {}, liveness {})",
             self.terms,
             self.empty_terms,
+            self.claims,
+            self.new_terms,
             self.applications,
             self.writes,
             self.stale_writes,
             self.accepted_writes,
+            self.witness_entries,
             self.faults,
             self.liveness_checked,
-            self.violations.len()
+            self.violations.len(),
+            self.count("C4"),
+            self.count("F1"),
+            self.count("F2"),
+            self.count("T7"),
+            self.count("liveness"),
         )
     }
 }
@@ -234,6 +391,9 @@ struct Records {
     terms: Vec<TermRecord>,
     writes: Vec<WriteRecord>,
     faults: Vec<FaultRecord>,
+    claims: Vec<ClaimCall>,
+    revokes: Vec<RevokeCall>,
+    witness: BTreeMap<String, Vec<WitnessEntry>>,
     expected: BTreeSet<String>,
     settle: Duration,
     finished: Option<Instant>,
@@ -385,6 +545,30 @@ impl History {
         Some(last + records.settle)
     }
 
+    /// Records a claim call (bare claimers call this; a [`FaultyStore`](crate::FaultyStore)
+    /// with [`record_into`](crate::FaultyStore::record_into) does it for a tracker).
+    pub fn claim(&self, call: ClaimCall) {
+        self.records().claims.push(call);
+    }
+
+    /// Records a revoke call.
+    pub fn revoke(&self, call: RevokeCall) {
+        self.records().revokes.push(call);
+    }
+
+    /// Every claim call recorded so far.
+    pub fn claims(&self) -> Vec<ClaimCall> {
+        self.records().claims.clone()
+    }
+
+    /// Records the store's own log of applied leader-only writes of `application`, in the
+    /// store's order (replacing any given before).
+    pub fn witness(&self, application: &str, entries: Vec<WitnessEntry>) {
+        self.records()
+            .witness
+            .insert(application.to_owned(), entries);
+    }
+
     /// Records the terms of a tracker of `unit`: each time it becomes leader, a term begins
     /// with the tracker's fence; when the term's loss signal fires, it ends. The task ends
     /// when the tracker stops (its tickets answer `false`).
@@ -404,7 +588,8 @@ impl History {
                     tokio::task::yield_now().await;
                     continue;
                 };
-                let id = history.term_began(&application, &unit, term.fence, began);
+                // The term began when its promoting claim returned, not when this task woke.
+                let id = history.term_began(&application, &unit, term.fence, term.began.min(began));
                 term.lost.cancelled().await;
                 history.term_ended(id, Instant::now());
             }
@@ -445,7 +630,146 @@ impl History {
         }
         self.check_writes(&records, &mut report);
         self.check_liveness(&records, &by_app, finished, &mut report);
+        self.check_claims(&records, &mut report);
+        self.check_witness(&records, &mut report);
         report
+    }
+
+    fn check_claims(&self, records: &Records, report: &mut Report) {
+        report.claims = records.claims.len();
+        let mut by_app: BTreeMap<&str, Vec<&ClaimCall>> = BTreeMap::new();
+        for call in records.claims.iter().filter(|c| c.granted().is_some()) {
+            by_app.entry(&call.application).or_default().push(call);
+        }
+        for calls in by_app.values_mut() {
+            calls.sort_by_key(|c| (c.returned, c.started));
+            let mut last_fence: BTreeMap<&str, Fence> = BTreeMap::new();
+            let mut owners: BTreeMap<Fence, &ClaimCall> = BTreeMap::new();
+            for call in calls.iter() {
+                let fence = call.granted().unwrap_or_default();
+                if last_fence.insert(&call.unit, fence) != Some(fence) {
+                    report.new_terms += 1;
+                }
+                match owners.get(&fence) {
+                    Some(owner) if owner.unit != call.unit => {
+                        report.violations.push(Violation::ClaimFenceOrder {
+                            earlier: (*owner).clone(),
+                            later: (*call).clone(),
+                        });
+                    }
+                    Some(_) => {}
+                    None => {
+                        owners.insert(fence, call);
+                    }
+                }
+            }
+            // F1 in real time: a claim started after others returned has a fence at least
+            // as large as theirs (a sweep over return order keeps the largest seen).
+            let mut by_start: Vec<&ClaimCall> = calls.clone();
+            by_start.sort_by_key(|c| c.started);
+            let mut returned = calls.iter().peekable();
+            let mut largest: Option<&ClaimCall> = None;
+            for later in &by_start {
+                while let Some(done) = returned.next_if(|c| c.returned < later.started) {
+                    if largest.is_none_or(|l| done.granted() > l.granted()) {
+                        largest = Some(done);
+                    }
+                }
+                if let Some(earlier) = largest
+                    && later.granted() < earlier.granted()
+                {
+                    report.violations.push(Violation::ClaimFenceOrder {
+                        earlier: earlier.clone(),
+                        later: (*later).clone(),
+                    });
+                }
+            }
+            // C4: rivals granted a newer fence that returned inside a holder's promise; one
+            // violation per (holder's term, rival's term), the earliest return kept.
+            let mut broken: BTreeMap<(&str, Fence, &str, Fence), Violation> = BTreeMap::new();
+            for holder in calls.iter() {
+                let fence = holder.granted().unwrap_or_default();
+                let promise = holder.started + holder.duration;
+                let from = calls.partition_point(|c| c.returned <= holder.started);
+                for rival in &calls[from..] {
+                    if rival.returned + self.clock_bound >= promise {
+                        break;
+                    }
+                    if rival.unit == holder.unit || rival.granted().unwrap_or_default() <= fence {
+                        continue;
+                    }
+                    let revoked = records.revokes.iter().any(|r| {
+                        r.application == holder.application
+                            && r.unit == holder.unit
+                            && r.started >= holder.started
+                            && r.started < rival.returned
+                    });
+                    let early_by = promise - rival.returned;
+                    let key = (
+                        holder.unit.as_str(),
+                        fence,
+                        rival.unit.as_str(),
+                        rival.granted().unwrap_or_default(),
+                    );
+                    let worse = match broken.get(&key) {
+                        Some(Violation::BrokenPromise { early_by: e, .. }) => early_by > *e,
+                        _ => true,
+                    };
+                    if !revoked && worse {
+                        let unacknowledged_revoke = records
+                            .revokes
+                            .iter()
+                            .filter(|r| {
+                                r.application == holder.application
+                                    && r.unit == holder.unit
+                                    && r.started < holder.started
+                            })
+                            .max_by_key(|r| r.started)
+                            .filter(|r| !r.ok)
+                            .cloned();
+                        broken.insert(
+                            key,
+                            Violation::BrokenPromise {
+                                holder: (*holder).clone(),
+                                rival: (*rival).clone(),
+                                early_by,
+                                unacknowledged_revoke,
+                            },
+                        );
+                    }
+                }
+            }
+            report.violations.extend(broken.into_values());
+        }
+    }
+
+    fn check_witness(&self, records: &Records, report: &mut Report) {
+        for (application, log) in &records.witness {
+            report.witness_entries += log.len();
+            let mut owners: BTreeMap<Fence, BTreeSet<&str>> = BTreeMap::new();
+            for entry in log {
+                owners.entry(entry.fence).or_default().insert(&entry.unit);
+            }
+            for (fence, units) in owners {
+                if units.len() > 1 {
+                    report.violations.push(Violation::WitnessFenceShared {
+                        application: application.clone(),
+                        fence,
+                        units: units.into_iter().map(str::to_owned).collect(),
+                    });
+                }
+            }
+            for (index, pair) in log.windows(2).enumerate() {
+                if pair[1].fence < pair[0].fence {
+                    report.violations.push(Violation::WitnessFenceDecreased {
+                        application: application.clone(),
+                        index: index + 1,
+                        before: pair[0].clone(),
+                        after: pair[1].clone(),
+                    });
+                }
+            }
+        }
     }
 
     fn check_fences(
@@ -898,6 +1222,198 @@ mod tests {
             ),
             "{}",
             h.check()
+        );
+    }
+
+    fn call(unit: &str, started: Instant, returned: Instant, outcome: ClaimOutcome) -> ClaimCall {
+        ClaimCall {
+            application: "web".into(),
+            unit: unit.into(),
+            duration: ms(100),
+            started,
+            returned,
+            outcome,
+        }
+    }
+
+    fn granted(fence: u64) -> ClaimOutcome {
+        ClaimOutcome::Granted(Fence(fence))
+    }
+
+    /// web/0 holds fence 1 from a claim made at 0 ms (promise to 100 ms) and extends it at
+    /// 60 ms (promise to 160 ms); web/1 is denied, then granted fence 2 at 170 ms.
+    fn kept_promises() -> (Arc<History>, Instant) {
+        let h = History::new(ms(5));
+        let t0 = h.start();
+        h.claim(call("web/0", t0, t0 + ms(2), granted(1)));
+        h.claim(call(
+            "web/1",
+            t0 + ms(50),
+            t0 + ms(51),
+            ClaimOutcome::Denied,
+        ));
+        h.claim(call("web/0", t0 + ms(60), t0 + ms(63), granted(1)));
+        // A claim whose reply was lost (E2) promises nothing, even if it applied.
+        h.claim(call(
+            "web/0",
+            t0 + ms(120),
+            t0 + ms(400),
+            ClaimOutcome::Failed,
+        ));
+        h.claim(call("web/1", t0 + ms(160), t0 + ms(170), granted(2)));
+        (h, t0)
+    }
+
+    #[tokio::test]
+    async fn kept_promises_pass() {
+        let (h, _) = kept_promises();
+        let report = h.check();
+        assert!(report.is_ok(), "{report}");
+        assert_eq!((report.claims, report.new_terms), (5, 2), "{report}");
+        assert_eq!(report.count("C4"), 0);
+    }
+
+    #[tokio::test]
+    async fn a_rival_granted_inside_an_extended_promise_breaks_c4() {
+        let (h, t0) = kept_promises();
+        // web/2 granted fence 3 at 150 ms: inside web/0's extended promise (160 ms) but past
+        // its first one (100 ms); only the extension's promise catches it, by 10 ms.
+        h.claim(call("web/2", t0 + ms(140), t0 + ms(150), granted(3)));
+        let report = h.check();
+        let broken: Vec<_> = report
+            .violations
+            .iter()
+            .filter_map(|v| match v {
+                Violation::BrokenPromise {
+                    holder,
+                    rival,
+                    early_by,
+                    ..
+                } => Some((holder.unit.as_str(), rival.unit.as_str(), *early_by)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(broken, [("web/0", "web/2", ms(10))], "{report}");
+        assert_eq!(report.count("C4"), 1, "{report}");
+        // web/1's claim at 160 ms then got fence 2 after fence 3 had returned: F1 too.
+        assert_eq!(report.count("F1"), 1, "{report}");
+    }
+
+    #[tokio::test]
+    async fn a_revoke_or_the_clock_bound_excuses_an_early_rival() {
+        let h = History::new(ms(5));
+        let t0 = h.start();
+        h.claim(call("web/0", t0, t0 + ms(1), granted(1)));
+        // Within the clock bound of the promise's end (100 ms): allowed.
+        h.claim(call("web/1", t0 + ms(90), t0 + ms(96), granted(2)));
+        assert!(h.check().is_ok(), "{}", h.check());
+        // web/1 revokes at 120 ms (promise to 190 ms); web/2 is granted at 130 ms.
+        h.claim(call("web/1", t0 + ms(90), t0 + ms(97), granted(2)));
+        h.revoke(RevokeCall {
+            application: "web".into(),
+            unit: "web/1".into(),
+            started: t0 + ms(120),
+            ok: true,
+        });
+        h.claim(call("web/2", t0 + ms(125), t0 + ms(130), granted(3)));
+        let report = h.check();
+        assert!(report.is_ok(), "{report}");
+        // A revoke by someone else does not excuse web/2's term being cut by web/3.
+        h.revoke(RevokeCall {
+            application: "web".into(),
+            unit: "web/9".into(),
+            started: t0 + ms(131),
+            ok: true,
+        });
+        h.claim(call("web/3", t0 + ms(133), t0 + ms(140), granted(4)));
+        assert_eq!(h.check().count("C4"), 1, "{}", h.check());
+    }
+
+    #[tokio::test]
+    async fn claim_fences_out_of_real_time_order_or_shared_break_f1() {
+        let h = History::new(ms(5));
+        let t0 = h.start();
+        h.claim(call("web/0", t0, t0 + ms(1), granted(5)));
+        // Started after fence 5 was returned, yet granted a smaller fence.
+        h.claim(call("web/1", t0 + ms(200), t0 + ms(201), granted(3)));
+        let report = h.check();
+        assert!(
+            matches!(
+                report.violations.as_slice(),
+                [Violation::ClaimFenceOrder { earlier, later }]
+                    if earlier.granted() == Some(Fence(5)) && later.granted() == Some(Fence(3))
+            ),
+            "{report}"
+        );
+        // One fence given to two units.
+        h.claim(call("web/2", t0 + ms(300), t0 + ms(301), granted(5)));
+        let report = h.check();
+        assert_eq!(report.count("F1"), 2, "{report}");
+        // Concurrent claims may return in any order: no violation between them.
+        let h = History::new(ms(5));
+        h.claim(call("web/0", t0, t0 + ms(10), granted(2)));
+        h.claim(call("web/1", t0 + ms(1), t0 + ms(5), granted(1)));
+        assert_eq!(h.check().count("F1"), 0, "{}", h.check());
+    }
+
+    fn entry(unit: &str, fence: u64) -> WitnessEntry {
+        WitnessEntry {
+            unit: unit.into(),
+            fence: Fence(fence),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_stores_witness_log_must_never_go_back_nor_share_a_fence() {
+        let h = History::new(ms(5));
+        h.witness(
+            "web",
+            vec![entry("web/0", 1), entry("web/0", 1), entry("web/1", 2)],
+        );
+        let report = h.check();
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(report.witness_entries, 3);
+        h.witness(
+            "web",
+            vec![
+                entry("web/0", 1),
+                entry("web/1", 2),
+                entry("web/0", 1),
+                entry("web/2", 2),
+            ],
+        );
+        let report = h.check();
+        let rules: Vec<_> = report.violations.iter().map(Violation::rule).collect();
+        assert_eq!(rules, ["F1", "F2"], "{report}");
+        assert!(
+            report.violations.iter().any(|v| matches!(
+                v,
+                Violation::WitnessFenceDecreased { index: 2, after, .. } if after.unit == "web/0"
+            )),
+            "{report}"
+        );
+        assert!(report.summary().contains("F2 1"), "{report}");
+    }
+
+    #[tokio::test]
+    async fn a_broken_promise_names_the_holders_failed_revoke_but_is_not_excused_by_it() {
+        let h = History::new(ms(5));
+        let t0 = h.start();
+        h.revoke(RevokeCall {
+            application: "web".into(),
+            unit: "web/0".into(),
+            started: t0,
+            ok: false,
+        });
+        h.claim(call("web/0", t0 + ms(10), t0 + ms(12), granted(1)));
+        h.claim(call("web/1", t0 + ms(40), t0 + ms(45), granted(2)));
+        let report = h.check();
+        assert!(
+            matches!(
+                report.violations.as_slice(),
+                [Violation::BrokenPromise { unacknowledged_revoke: Some(r), .. }] if !r.ok
+            ),
+            "{report}"
         );
     }
 }

@@ -104,6 +104,8 @@ async fn mock_trackers_behind_dyn_traits() {
         Some(Term {
             fence: Fence(2),
             lost: term_lost.clone(),
+            claim_started: tokio::time::Instant::now(),
+            began: tokio::time::Instant::now(),
         })
     });
     let tracker: Arc<dyn Tracker> = Arc::new(tracker);

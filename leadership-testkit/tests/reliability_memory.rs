@@ -647,14 +647,66 @@ async fn the_checker_catches_a_store_that_shortens_leases() {
     );
 }
 
+/// The precise C4 check fails a store that shortens leases from the claims alone: each
+/// claim is timed around the call, and another unit's newer term granted before the holder's
+/// call start plus duration is a broken promise (while fences still increase: F1 holds).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_precise_check_catches_a_store_that_shortens_leases() {
+    use leadership_testkit::history::{ClaimCall, ClaimOutcome};
+
+    let broken = Shortening(Arc::new(MemoryStore::new().namespace("broken-c4")));
+    let history = History::new(CLOCK_BOUND);
+    let claim = |unit: &'static str| {
+        let broken = &broken;
+        let history = history.clone();
+        async move {
+            let started = Instant::now();
+            let result = broken.claim_leadership("web", unit, CLAIM).await;
+            history.claim(ClaimCall {
+                application: "web".into(),
+                unit: unit.into(),
+                duration: CLAIM,
+                started,
+                returned: Instant::now(),
+                outcome: match result {
+                    Ok(fence) => ClaimOutcome::Granted(fence),
+                    Err(ref err) if err.is_claim_denied() => ClaimOutcome::Denied,
+                    Err(_) => ClaimOutcome::Failed,
+                },
+            });
+        }
+    };
+    for _ in 0..3 {
+        claim("web/0").await;
+        // The store kept a third of the lease: web/1 gets it while web/0's promise runs.
+        sleep(CLAIM / 2).await;
+        claim("web/1").await;
+        sleep(CLAIM / 2).await;
+    }
+    let report = history.check();
+    println!(
+        "RELIABILITY memory (store shortening leases, must fail C4): {}",
+        report.summary()
+    );
+    assert!(report.count("C4") >= 3, "{report}");
+    assert_eq!(report.count("F1"), 0, "{report}");
+    assert!(
+        report.violations.iter().all(|v| v.rule() == "C4"),
+        "{report}"
+    );
+}
+
 mod reliability_cases;
 
 /// The memory store as a target of the shared schedule driver (the one Redis and etcd run
 /// under their server faults), so the driver itself is exercised on every run.
 struct MemoryTarget {
     store: Arc<MemoryStore>,
-    log: Arc<Mutex<BTreeMap<String, Vec<u64>>>>,
+    log: Arc<Mutex<Witness>>,
 }
+
+/// Per application, the `(unit, fence)` of each applied guarded write, in order.
+type Witness = BTreeMap<String, Vec<(String, u64)>>;
 
 #[leadership_core::async_trait]
 impl reliability_cases::Target for MemoryTarget {
@@ -670,7 +722,7 @@ impl reliability_cases::Target for MemoryTarget {
                         .expect("log")
                         .entry(application.clone())
                         .or_default()
-                        .push(fence.get());
+                        .push((unit.clone(), fence.get()));
                 })
             })
         });
@@ -680,7 +732,7 @@ impl reliability_cases::Target for MemoryTarget {
         }
     }
 
-    async fn downstream(&self, application: &str) -> Vec<u64> {
+    async fn downstream(&self, application: &str) -> Vec<(String, u64)> {
         self.log
             .lock()
             .expect("log")
@@ -691,28 +743,33 @@ impl reliability_cases::Target for MemoryTarget {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn memory_store_under_the_shared_schedule() {
+async fn safety_memory_client_pause_and_crash() {
     let target = Arc::new(MemoryTarget {
         store: Arc::new(MemoryStore::new().namespace("shared-schedule")),
         log: Arc::default(),
     });
     let run = reliability_cases::Run::start(
         target,
-        reliability_cases::Settings {
-            applications: vec!["alpha".into(), "beta".into()],
-            trackers: 3,
-            guarantee: GUARANTEE,
-            clock_bound: CLOCK_BOUND,
-            settle_slack: SLACK,
-        },
+        reliability_cases::Settings::standard(GUARANTEE, CLOCK_BOUND, SLACK, CLAIM / 2),
     )
     .await;
-    for round in 0..3 {
+    let mut round = 0;
+    while run.more(round, 3) {
         assert!(run.freeze_a_leader("alpha").await, "alpha has a leader");
+        run.pause_a_leader("beta", reliability_cases::Wake::Careful)
+            .await;
         run.kill_a_leader("beta", round % 2 == 0).await;
         run.kill_a_leader("alpha", round % 2 == 1).await;
         run.wait_for_leaders(Duration::from_secs(5)).await;
+        round += 1;
     }
-    let report = run.finish("memory (shared schedule)", "").await;
-    assert!(report.stale_writes >= 3, "{report}");
+    let cell = reliability_cases::Cell {
+        store: "memory",
+        configuration: "in-process",
+        fault: "client pause past the lease (zombie and careful), crash, stop with release",
+        tolerated: &[],
+    };
+    let report = run.finish_cell(&cell, "").await;
+    assert!(report.stale_writes >= 10, "{report}");
+    assert!(report.count("C4") == 0 && report.claims > 0, "{report}");
 }

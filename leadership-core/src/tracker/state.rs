@@ -45,6 +45,22 @@ struct Lease {
     /// Call start of the last successful claim + claim duration − safety margin: the moment
     /// the tracker stops believing it leads unless a renewal succeeded first (T7).
     deadline: Instant,
+    /// Call start of the claim that began this term.
+    claim_started: Instant,
+    /// When that claim returned.
+    began: Instant,
+}
+
+impl Lease {
+    /// The term as the tracker shows it.
+    fn term(&self) -> Term {
+        Term {
+            fence: self.fence,
+            lost: self.lost.clone(),
+            claim_started: self.claim_started,
+            began: self.began,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -189,10 +205,7 @@ impl Shared {
         if state.stopped {
             return;
         }
-        let term = Self::live_lease(&state, now).map(|lease| Term {
-            fence: lease.fence,
-            lost: lease.lost.clone(),
-        });
+        let term = Self::live_lease(&state, now).map(Lease::term);
         if let Some(term) = term {
             let handle = self.spawn_work(&runner, term);
             state.work.retain(|h| !h.is_finished());
@@ -316,10 +329,7 @@ impl Shared {
     /// The current term while leader (T7).
     pub(super) fn current_term(&self) -> Option<Term> {
         let state = self.lock();
-        Self::live_lease(&state, Instant::now()).map(|lease| Term {
-            fence: lease.fence,
-            lost: lease.lost.clone(),
-        })
+        Self::live_lease(&state, Instant::now()).map(Lease::term)
     }
 
     /// When the current lease is due for renewal, or `None` if not leader.
@@ -376,6 +386,8 @@ impl Shared {
                     lost: CancellationToken::new(),
                     renew_at,
                     deadline,
+                    claim_started: call_start,
+                    began: now,
                 };
                 tracing::info!(
                     application = %self.application,
@@ -384,10 +396,7 @@ impl Shared {
                     transition = "promoted",
                     "leadership promoted"
                 );
-                let term = Term {
-                    fence,
-                    lost: lease.lost.clone(),
-                };
+                let term = lease.term();
                 *role = Belief::Leader(lease);
                 self.metrics.promoted();
                 self.show(Role::Leader { fence });

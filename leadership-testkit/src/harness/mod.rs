@@ -5,6 +5,7 @@
 //! says how to install it: tests fail, they never skip.
 
 mod process;
+mod proxy;
 mod redis;
 mod tls_ca;
 
@@ -12,5 +13,6 @@ pub use process::{HarnessError, ServerProcess, cpu_time, find_binary, free_port,
 pub mod etcd;
 
 pub use etcd::{EtcdCluster, EtcdServer, EtcdTls};
+pub use proxy::ReplyDropProxy;
 pub use redis::{REDIS_SERVER_ENV, RedisServer, RedisServerBuilder, RedisTls};
 pub use tls_ca::TestCa;
