@@ -30,6 +30,12 @@ pub(crate) fn map_redis_error(operation: &'static str, err: RedisError) -> Error
 #[derive(Debug)]
 pub(crate) struct Cause(RedisError);
 
+impl Cause {
+    pub(crate) fn new(err: RedisError) -> Self {
+        Cause(err)
+    }
+}
+
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -12,16 +13,16 @@ use leadership_core::{
     CancellationToken, Checker, Claimer, Error, Fence, Pinner, Policy, Reader, Result, Revoker,
     Token,
 };
-use redis::aio::ConnectionManager;
-use redis::{Client, FromRedisValue, RedisResult, Script, ScriptInvocation};
+use redis::{FromRedisValue, RedisResult, Script, ScriptInvocation};
 
 use crate::config::RedisStoreBuilder;
+use crate::conn::{Conn, is_readonly};
 use crate::error::{BACKEND, BadReply, map_redis_error};
 use crate::hints::{Held, Hints, pexpire_gt};
 use crate::keys::Keys;
 use crate::retry::{Retry, background_backoff, retrying};
 use crate::scripts;
-use crate::waiters::{Waiters, WatchRegistration};
+use crate::waiters::{Source, Waiters, WatchRegistration};
 use crate::watch::Watched;
 
 /// A leadership store over Redis 7.
@@ -42,7 +43,9 @@ pub struct RedisStore {
 /// the release subscriber, the options, and the renewal hints (keyed by lease key, which
 /// holds the namespace).
 pub(crate) struct Connection {
-    manager: ConnectionManager,
+    conn: Conn,
+    /// The scripts that publish, with `PUBLISH` or (cluster) `SPUBLISH`.
+    scripts: &'static scripts::Publishing,
     endpoint: String,
     timeout: Duration,
     policy: Arc<dyn Policy>,
@@ -54,25 +57,48 @@ pub(crate) struct Connection {
     /// by lease key, so that their renewal can take a fast path (see [`Inner::claim`]). A
     /// hint only: the server decides every claim.
     hints: Hints,
+    /// The highest fence any handle of this connection has been given or has read: a new
+    /// term's fence is above it, so fences keep increasing even after a failover to a
+    /// replica that missed the last term and whose clock is behind (F1).
+    highest_fence: AtomicU64,
 }
 
 impl Connection {
     pub(crate) fn new(
-        client: Client,
-        manager: ConnectionManager,
+        source: Source,
+        conn: Conn,
         endpoint: String,
         timeout: Duration,
         policy: Arc<dyn Policy>,
     ) -> Self {
+        let scripts = match conn {
+            Conn::Cluster(_) => &*scripts::SHARDED,
+            Conn::Single(_) | Conn::Sentinel(_) => &*scripts::PLAIN,
+        };
         Connection {
-            manager,
+            conn,
+            scripts,
             endpoint,
             timeout,
             policy,
-            waiters: Waiters::new(client, timeout),
+            waiters: Waiters::new(source, timeout),
             hub: WatchHub::new(),
             hints: Hints::new(),
+            highest_fence: AtomicU64::new(0),
         }
+    }
+
+    /// The one error mapping, plus: behind Sentinel, `READONLY` is a primary demoted by a
+    /// failover, retried until the new primary is found (S4).
+    fn map_error(&self, operation: &'static str, err: redis::RedisError) -> Error {
+        if matches!(self.conn, Conn::Sentinel(_)) && is_readonly(&err) {
+            return Error::unavailable(BACKEND, operation, crate::error::Cause::new(err));
+        }
+        map_redis_error(operation, err)
+    }
+
+    fn saw(&self, fence: Fence) {
+        self.highest_fence.fetch_max(fence.get(), Ordering::Relaxed);
     }
 }
 
@@ -131,7 +157,7 @@ impl Inner {
         attempt: F,
     ) -> Result<T>
     where
-        F: FnMut(ConnectionManager) -> Fut,
+        F: FnMut(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let mut attempt = attempt;
@@ -139,8 +165,8 @@ impl Inner {
             operation,
             self.shared.timeout,
             retry,
-            |err| map_redis_error(operation, err),
-            || attempt(self.shared.manager.clone()),
+            |err| self.shared.map_error(operation, err),
+            || attempt(self.shared.conn.clone()),
         )
         .await
     }
@@ -244,13 +270,14 @@ impl Inner {
         millis: u64,
         started: Instant,
     ) -> Result<Fence> {
-        let mut invocation = scripts::CLAIM.prepare_invoke();
+        let mut invocation = self.shared.scripts.claim.prepare_invoke();
         invocation
             .key(&key)
             .arg(millis)
             .arg(&self.keys.prefix)
             .arg(application)
-            .arg(unit);
+            .arg(unit)
+            .arg(self.shared.highest_fence.load(Ordering::Relaxed));
         match self
             .eval::<u64>("claim", Retry::Idempotent, &invocation)
             .await?
@@ -261,6 +288,7 @@ impl Inner {
             }
             fence => {
                 let fence = Fence(fence);
+                self.shared.saw(fence);
                 self.remember(key, fence, started, millis);
                 Ok(fence)
             }
@@ -298,7 +326,10 @@ impl Inner {
             })
             .await?;
         match fence {
-            Some(fence) => Ok(Fence(fence)),
+            Some(fence) => {
+                self.shared.saw(Fence(fence));
+                Ok(Fence(fence))
+            }
             None => Err(Error::not_leader(unit, application)),
         }
     }
@@ -407,7 +438,7 @@ impl Inner {
                 &self.namespace,
                 self.keys.clone(),
                 shared.hub.clone(),
-                shared.manager.clone(),
+                shared.conn.clone(),
                 shared.timeout,
             )
         });
@@ -445,7 +476,7 @@ impl Inner {
         self.shared.policy.check_member(application, unit)?;
         let key = self.keys.lease(application, unit);
         self.shared.hints.remove(&key);
-        let mut invocation = scripts::REVOKE.prepare_invoke();
+        let mut invocation = self.shared.scripts.revoke.prepare_invoke();
         invocation
             .key(key)
             .key(&self.keys.owners)
@@ -825,7 +856,9 @@ impl Pinner for RedisStore {
     }
 
     async fn unpin_leadership(&self, application: &str, entity: &str) -> Result<()> {
-        self.inner.pin(application, entity, &scripts::UNPIN).await
+        self.inner
+            .pin(application, entity, &self.inner.shared.scripts.unpin)
+            .await
     }
 
     async fn pinned_leadership(&self) -> Result<BTreeMap<String, Vec<String>>> {

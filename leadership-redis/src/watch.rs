@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use leadership_core::watch::{Change, Leader, WatchHub};
 use leadership_core::{Fence, Result};
-use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -177,7 +176,7 @@ pub(crate) struct Feed {
     namespace: String,
     keys: Keys,
     hub: WatchHub,
-    manager: ConnectionManager,
+    manager: crate::conn::Conn,
     timeout: Duration,
     terms: Mutex<Terms>,
     /// Wakes the timer when an earlier expiry was armed.
@@ -370,7 +369,7 @@ impl Watched {
         namespace: &str,
         keys: Keys,
         hub: WatchHub,
-        manager: ConnectionManager,
+        manager: crate::conn::Conn,
         timeout: Duration,
     ) -> Watched {
         let feed = Arc::new(Feed {
@@ -395,7 +394,7 @@ impl Drop for Watched {
 
 /// Reads the snapshot through the one retry path.
 async fn read_snapshot(
-    manager: &ConnectionManager,
+    manager: &crate::conn::Conn,
     keys: &Keys,
     timeout: Duration,
 ) -> Result<Snapshot> {

@@ -196,7 +196,8 @@ impl RedisCluster {
         })
     }
 
-    /// The node that serves `slot` now, as the running nodes' `CLUSTER SHARDS`/`SLOTS` say.
+    /// The node that serves `slot` now: the running master that says it serves it itself
+    /// (the other nodes may not have heard of a failover yet).
     ///
     /// # Errors
     /// If no node answers or none serves the slot.
@@ -207,7 +208,8 @@ impl RedisCluster {
             };
             for line in nodes.lines() {
                 let fields: Vec<&str> = line.split_whitespace().collect();
-                if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                let flags = fields.get(2).copied().unwrap_or("");
+                if fields.len() < 9 || !flags.contains("myself") || !flags.contains("master") {
                     continue;
                 }
                 let serves = fields[8..].iter().any(|range| {
