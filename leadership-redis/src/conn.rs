@@ -168,13 +168,22 @@ pub(crate) fn primary_may_have_moved(err: &redis::RedisError) -> bool {
         || err.is_connection_dropped()
         || err.is_connection_refusal()
         || err.is_timeout()
-        || is_readonly(err)
+        || failover_under_way(err)
 }
 
 /// `READONLY`: a primary demoted to a replica by a failover.
-pub(crate) fn is_readonly(err: &redis::RedisError) -> bool {
+fn is_readonly(err: &redis::RedisError) -> bool {
     matches!(
         err.kind(),
         redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
     ) || err.code() == Some("READONLY")
+}
+
+/// What a failover under way looks like behind Sentinel, and passes once it is over: a
+/// demoted primary (`READONLY`), or no sentinel naming a server that says it is the primary
+/// (the sentinels have not agreed yet, or the one they name is not promoted yet). Retried
+/// within the operation timeout (S4). At connect time the latter is still an error at once,
+/// so that a wrong master name is reported clearly.
+pub(crate) fn failover_under_way(err: &redis::RedisError) -> bool {
+    is_readonly(err) || err.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel
 }

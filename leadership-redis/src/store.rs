@@ -16,7 +16,7 @@ use leadership_core::{
 use redis::{FromRedisValue, RedisResult, Script, ScriptInvocation};
 
 use crate::config::RedisStoreBuilder;
-use crate::conn::{Conn, is_readonly};
+use crate::conn::{Conn, failover_under_way};
 use crate::error::{BACKEND, BadReply, map_redis_error};
 use crate::hints::{Held, Hints, pexpire_gt};
 use crate::keys::Keys;
@@ -88,10 +88,10 @@ impl Connection {
         }
     }
 
-    /// The one error mapping, plus: behind Sentinel, `READONLY` is a primary demoted by a
-    /// failover, retried until the new primary is found (S4).
+    /// The one error mapping, plus: behind Sentinel, a failover under way is retried until
+    /// the new primary is found (S4).
     fn map_error(&self, operation: &'static str, err: redis::RedisError) -> Error {
-        if matches!(self.conn, Conn::Sentinel(_)) && is_readonly(&err) {
+        if matches!(self.conn, Conn::Sentinel(_)) && failover_under_way(&err) {
             return Error::unavailable(BACKEND, operation, crate::error::Cause::new(err));
         }
         map_redis_error(operation, err)

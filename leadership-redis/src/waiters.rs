@@ -150,6 +150,27 @@ pub(crate) enum Source {
     Cluster(Arc<dyn Fn() -> ClusterClientBuilder + Send + Sync>),
 }
 
+impl Source {
+    /// How often an idle subscription is pinged, and how long the answer may take.
+    ///
+    /// Behind Sentinel a primary that stops answering is replaced within seconds, and
+    /// messages published on the new one never reach a subscriber still on the old one: it
+    /// pings every second and gives up after a quarter of the operation timeout (at least
+    /// 500 ms), so waiters look again soon after a failover.
+    fn keepalive(&self, timeout: Duration) -> (Duration, Duration) {
+        match self {
+            Source::Sentinel(_) => (
+                SENTINEL_KEEPALIVE,
+                (timeout / 4).max(Duration::from_millis(500)),
+            ),
+            Source::Single(_) | Source::Cluster(_) => (KEEPALIVE, timeout),
+        }
+    }
+}
+
+/// How often a subscription behind Sentinel proves its server still answers.
+const SENTINEL_KEEPALIVE: Duration = Duration::from_secs(1);
+
 /// The registry of waiters and the subscriber task of one connection.
 pub(crate) struct Waiters {
     shared: Arc<Shared>,
@@ -333,7 +354,7 @@ async fn run_subscriber(shared: Arc<Shared>, source: Source, timeout: Duration) 
         match connect(&source, timeout).await {
             Ok((sink, stream)) => {
                 backoff.reset();
-                listen(&shared, sink, stream, timeout).await;
+                listen(&shared, sink, stream, source.keepalive(timeout)).await;
                 shared.set_all(|s| s.connected = false);
                 tracing::debug!("redis release subscription lost; resubscribing");
             }
@@ -482,7 +503,12 @@ async fn connect(source: &Source, timeout: Duration) -> redis::RedisResult<(Sink
 
 /// Keeps the subscriptions in line with the channels that have waiters and dispatches
 /// messages, until the connection ends or stops answering.
-async fn listen(shared: &Shared, mut sink: Sink, mut stream: Stream, timeout: Duration) {
+async fn listen(
+    shared: &Shared,
+    mut sink: Sink,
+    mut stream: Stream,
+    (keepalive, timeout): (Duration, Duration),
+) {
     let mut subscribed = HashSet::new();
     loop {
         if let Err(error) = resync(shared, &mut sink, &mut subscribed, timeout).await {
@@ -500,7 +526,7 @@ async fn listen(shared: &Shared, mut sink: Sink, mut stream: Stream, timeout: Du
                 Some(Incoming::Lost) | None => return,
             },
             () = shared.resync.notified() => {}
-            () = tokio::time::sleep(KEEPALIVE) => {
+            () = tokio::time::sleep(keepalive) => {
                 let ping = tokio::time::timeout(timeout, sink.ping()).await;
                 if !matches!(ping, Ok(Ok(()))) {
                     return;
