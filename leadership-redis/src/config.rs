@@ -38,6 +38,7 @@ pub struct RedisStoreBuilder {
     password: Option<String>,
     db: i64,
     operation_timeout: Duration,
+    wait_replicas: u32,
     policy: Arc<dyn Policy>,
     #[cfg(feature = "tls")]
     tls_root_cert: Option<Vec<u8>>,
@@ -124,6 +125,7 @@ impl RedisStoreBuilder {
             password: parsed.password().map(str::to_owned),
             db,
             operation_timeout: parsed.timeout(),
+            wait_replicas: 0,
             policy: Arc::new(JujuPolicy::default()),
             #[cfg(feature = "tls")]
             tls_root_cert: None,
@@ -169,6 +171,21 @@ impl RedisStoreBuilder {
     /// `Unavailable` (E1, S4). Default 5 s, or the URL's `?timeout=`.
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = timeout;
+        self
+    }
+
+    /// Makes every successful claim (a new term or an extension) wait until `replicas`
+    /// replicas have acknowledged it (`WAIT`), within the operation timeout, before it
+    /// returns `Ok`; fewer acknowledgements give [`Error::Unavailable`] (the claim may have
+    /// applied; retrying is safe, E2). Default 0: replication stays asynchronous and a
+    /// failover can lose a lease that was granted (C4).
+    ///
+    /// This narrows that window to claims whose acknowledgement was lost with the primary;
+    /// it is not a consensus protocol. It costs one more round trip per claim and renewal,
+    /// plus the replica's lag. Supported on one server and behind Sentinel; a cluster
+    /// refuses it at connect for now.
+    pub fn wait_for_replicas(mut self, replicas: u32) -> Self {
+        self.wait_replicas = replicas;
         self
     }
 
@@ -303,6 +320,7 @@ impl RedisStoreBuilder {
             endpoint,
             timeout,
             self.policy,
+            self.wait_replicas,
         );
         Ok(RedisStore::open(connection, &self.namespace))
     }
@@ -315,6 +333,12 @@ impl RedisStoreBuilder {
             return Err(Error::InvalidUrl {
                 url: self.endpoint(),
                 reason: "TLS to a Redis Cluster is not supported yet".into(),
+            });
+        }
+        if self.wait_replicas > 0 {
+            return Err(Error::InvalidUrl {
+                url: self.endpoint(),
+                reason: "wait_for_replicas is not supported on a Redis Cluster yet".into(),
             });
         }
         let timeout = self.operation_timeout;
@@ -361,6 +385,7 @@ impl RedisStoreBuilder {
             self.endpoint(),
             timeout,
             self.policy,
+            self.wait_replicas,
         );
         Ok(RedisStore::open(connection, &self.namespace))
     }
@@ -398,20 +423,23 @@ impl RedisStoreBuilder {
         }
         let sentinel = builder.build().map_err(|e| map_redis_error("connect", e))?;
         let conn = SentinelConn::new(sentinel, timeout);
-        retrying(
-            "connect",
-            timeout,
-            Retry::Idempotent,
-            map_connect_error,
-            || {
-                let mut conn = Conn::Sentinel(conn.clone());
-                async move {
-                    redis::cmd("PING")
-                        .query_async::<redis::Value>(&mut conn)
-                        .await
-                }
-            },
-        )
+        // A store opened during a failover waits for it within the timeout; a wrong master
+        // name then ends as `Unavailable` naming it ("master name not found by sentinel").
+        let map = |err: redis::RedisError| {
+            if crate::conn::failover_under_way(&err) {
+                Error::unavailable(BACKEND, "connect", crate::error::Cause::new(err))
+            } else {
+                map_connect_error(err)
+            }
+        };
+        retrying("connect", timeout, Retry::Idempotent, map, || {
+            let mut conn = Conn::Sentinel(conn.clone());
+            async move {
+                redis::cmd("PING")
+                    .query_async::<redis::Value>(&mut conn)
+                    .await
+            }
+        })
         .await?;
         let connection = Connection::new(
             Source::Sentinel(conn.clone()),
@@ -419,6 +447,7 @@ impl RedisStoreBuilder {
             self.endpoint(),
             timeout,
             self.policy,
+            self.wait_replicas,
         );
         Ok(RedisStore::open(connection, &self.namespace))
     }

@@ -182,8 +182,8 @@ fn is_readonly(err: &redis::RedisError) -> bool {
 /// What a failover under way looks like behind Sentinel, and passes once it is over: a
 /// demoted primary (`READONLY`), or no sentinel naming a server that says it is the primary
 /// (the sentinels have not agreed yet, or the one they name is not promoted yet). Retried
-/// within the operation timeout (S4). At connect time the latter is still an error at once,
-/// so that a wrong master name is reported clearly.
+/// within the operation timeout (S4), also at connect (a wrong master name then ends as
+/// `Unavailable` naming the cause).
 pub(crate) fn failover_under_way(err: &redis::RedisError) -> bool {
     is_readonly(err) || err.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel
 }

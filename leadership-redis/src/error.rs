@@ -105,6 +105,14 @@ fn is_transient(err: &RedisError) -> bool {
 #[error("no answer from redis within {0:?}")]
 pub(crate) struct TimedOut(pub(crate) std::time::Duration);
 
+/// A claim that fewer replicas acknowledged than the store waits for.
+#[derive(Debug, thiserror::Error)]
+#[error("the claim reached {acked} of {wanted} replicas in time")]
+pub(crate) struct NotReplicated {
+    pub(crate) wanted: u32,
+    pub(crate) acked: u32,
+}
+
 /// A reply of a shape the scripts never produce (someone else wrote our keys?).
 #[derive(Debug, thiserror::Error)]
 #[error("unexpected reply from redis: {0}")]

@@ -61,6 +61,9 @@ pub(crate) struct Connection {
     /// term's fence is above it, so fences keep increasing even after a failover to a
     /// replica that missed the last term and whose clock is behind (F1).
     highest_fence: AtomicU64,
+    /// Replicas every claim waits for (`WAIT`), 0 for none; see
+    /// [`RedisStoreBuilder::wait_for_replicas`].
+    wait_replicas: u32,
 }
 
 impl Connection {
@@ -70,6 +73,7 @@ impl Connection {
         endpoint: String,
         timeout: Duration,
         policy: Arc<dyn Policy>,
+        wait_replicas: u32,
     ) -> Self {
         let scripts = match conn {
             Conn::Cluster(_) => &*scripts::SHARDED,
@@ -85,6 +89,7 @@ impl Connection {
             hub: WatchHub::new(),
             hints: Hints::new(),
             highest_fence: AtomicU64::new(0),
+            wait_replicas,
         }
     }
 
@@ -184,6 +189,42 @@ impl Inner {
     }
 
     async fn claim(&self, application: &str, unit: &str, duration: Duration) -> Result<Fence> {
+        let fence = self.claim_unreplicated(application, unit, duration).await?;
+        if self.shared.wait_replicas > 0 {
+            Box::pin(self.wait_for_replicas()).await?;
+        }
+        Ok(fence)
+    }
+
+    /// `WAIT replicas timeout` on the connection the claim was written on: it counts the
+    /// replicas that have acknowledged every write of this connection so far.
+    async fn wait_for_replicas(&self) -> Result<()> {
+        let wanted = self.shared.wait_replicas;
+        let millis = u64::try_from(self.shared.timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(wanted).arg(millis);
+        let wait = &wait;
+        let acked: u32 = self
+            .within("claim", Retry::Idempotent, |mut conn| async move {
+                wait.query_async(&mut conn).await
+            })
+            .await?;
+        if acked < wanted {
+            return Err(Error::unavailable(
+                BACKEND,
+                "claim",
+                crate::error::NotReplicated { wanted, acked },
+            ));
+        }
+        Ok(())
+    }
+
+    async fn claim_unreplicated(
+        &self,
+        application: &str,
+        unit: &str,
+        duration: Duration,
+    ) -> Result<Fence> {
         let started = Instant::now();
         if let Some(hint) = self
             .keys
