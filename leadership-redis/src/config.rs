@@ -175,7 +175,7 @@ impl RedisStoreBuilder {
     }
 
     /// Makes every successful claim (a new term or an extension) wait until `replicas`
-    /// replicas have acknowledged it (`WAIT`), within the operation timeout, before it
+    /// replicas have acknowledged it (`WAIT`, up to a fifth of the operation timeout) before it
     /// returns `Ok`; fewer acknowledgements give [`Error::Unavailable`] (the claim may have
     /// applied; retrying is safe, E2). Default 0: replication stays asynchronous and a
     /// failover can lose a lease that was granted (C4).

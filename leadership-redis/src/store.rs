@@ -200,7 +200,10 @@ impl Inner {
     /// replicas that have acknowledged every write of this connection so far.
     async fn wait_for_replicas(&self) -> Result<()> {
         let wanted = self.shared.wait_replicas;
-        let millis = u64::try_from(self.shared.timeout.as_millis()).unwrap_or(u64::MAX);
+        // Within one attempt of the retry path and the response timeout behind Sentinel
+        // (a quarter of the operation timeout), so the count comes back and says why.
+        let wait_for = (self.shared.timeout / 5).max(Duration::from_millis(100));
+        let millis = u64::try_from(wait_for.as_millis()).unwrap_or(u64::MAX);
         let mut wait = redis::cmd("WAIT");
         wait.arg(wanted).arg(millis);
         let wait = &wait;

@@ -12,9 +12,55 @@ use leadership_core::{CancellationToken, Checker, Claimer, Revoker};
 
 const LONG: Duration = Duration::from_secs(60);
 
+/// `wait_for_replicas(n)`: a claim acknowledged by the one replica is `Ok`; one that cannot
+/// reach two replicas is `Unavailable` within the operation timeout, naming why, and it did
+/// apply (E2: retrying is safe).
+async fn waiting_for_replicas(factory: &ScaleFactory) {
+    let namespace = unique_namespace("wait");
+    let one = factory
+        .builder(&namespace)
+        .wait_for_replicas(1)
+        .connect()
+        .await
+        .expect("connect");
+    let fence = one
+        .claim_leadership("app", "app/0", LONG)
+        .await
+        .expect("acknowledged by the replica");
+    let two = factory
+        .builder(&namespace)
+        .wait_for_replicas(2)
+        .operation_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    let err = two
+        .claim_leadership("app", "app/0", LONG)
+        .await
+        .expect_err("only one replica");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.is_retryable(), "{err:?}");
+    let text = err.one_line();
+    assert!(text.contains("reached 1 of 2 replicas"), "{text}");
+    assert_eq!(
+        one.leadership_check("app", "app/0")
+            .check()
+            .await
+            .expect("held"),
+        fence
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failovers_keep_waiters_and_the_store_finds_the_new_primary_in_time() {
     let factory = ScaleFactory::sentinel();
+    // First, while nothing fails (the binary's one setup is failed over below).
+    waiting_for_replicas(&factory).await;
     let store = factory.store(&unique_namespace("failover")).await;
     let timeout = store.operation_timeout();
     let fence = store

@@ -74,7 +74,7 @@ impl ScaleFactory {
             .unwrap_or_else(|e| panic!("connect to {}: {e}", self.url))
     }
 
-    fn builder(&self, namespace: &str) -> leadership_redis::RedisStoreBuilder {
+    pub fn builder(&self, namespace: &str) -> leadership_redis::RedisStoreBuilder {
         RedisStore::builder(&self.url)
             .expect("valid redis URL")
             .username(&self.user)
