@@ -74,9 +74,13 @@ async fn main() {
         let started = Instant::now();
         let claimed = holder.claim_leadership(&app, &unit, LEASE).await;
         let renewed = holder.claim_leadership(&app, &unit, LEASE).await;
-        let (Ok(fence), Ok(_)) = (claimed, renewed) else {
-            counts.claims_refused += 1;
-            continue;
+        let (fence, _) = match (claimed, renewed) {
+            (Ok(fence), Ok(renewed)) => (fence, renewed),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("round {round}: claim refused: {}", e.one_line());
+                counts.claims_refused += 1;
+                continue;
+            }
         };
         let guaranteed_until = started + LEASE;
         setup.kill9(primary).expect("kill the primary");
