@@ -23,6 +23,25 @@ pub(crate) enum Conn {
     Sentinel(SentinelConn),
 }
 
+impl Conn {
+    /// The one error mapping, plus: behind Sentinel, a failover under way is retried until
+    /// the new primary is found (S4).
+    pub(crate) fn map_error(
+        &self,
+        operation: &'static str,
+        err: redis::RedisError,
+    ) -> leadership_core::Error {
+        if matches!(self, Conn::Sentinel(_)) && failover_under_way(&err) {
+            return leadership_core::Error::unavailable(
+                crate::error::BACKEND,
+                operation,
+                crate::error::Cause::new(err),
+            );
+        }
+        crate::error::map_redis_error(operation, err)
+    }
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {

@@ -16,7 +16,7 @@ use leadership_core::{
 use redis::{FromRedisValue, RedisResult, Script, ScriptInvocation};
 
 use crate::config::RedisStoreBuilder;
-use crate::conn::{Conn, failover_under_way};
+use crate::conn::Conn;
 use crate::error::{BACKEND, BadReply, map_redis_error};
 use crate::hints::{Held, Hints, pexpire_gt};
 use crate::keys::Keys;
@@ -93,15 +93,6 @@ impl Connection {
         }
     }
 
-    /// The one error mapping, plus: behind Sentinel, a failover under way is retried until
-    /// the new primary is found (S4).
-    fn map_error(&self, operation: &'static str, err: redis::RedisError) -> Error {
-        if matches!(self.conn, Conn::Sentinel(_)) && failover_under_way(&err) {
-            return Error::unavailable(BACKEND, operation, crate::error::Cause::new(err));
-        }
-        map_redis_error(operation, err)
-    }
-
     fn saw(&self, fence: Fence) {
         self.highest_fence.fetch_max(fence.get(), Ordering::Relaxed);
     }
@@ -170,7 +161,7 @@ impl Inner {
             operation,
             self.shared.timeout,
             retry,
-            |err| self.shared.map_error(operation, err),
+            |err| self.shared.conn.map_error(operation, err),
             || attempt(self.shared.conn.clone()),
         )
         .await

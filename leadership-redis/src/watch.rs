@@ -23,7 +23,6 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::error::map_redis_error;
 use crate::keys::Keys;
 use crate::retry::{Retry, retrying};
 use crate::scripts;
@@ -324,7 +323,7 @@ impl Feed {
             "watch",
             self.timeout,
             Retry::Idempotent,
-            |err| map_redis_error("watch", err),
+            |err| manager.map_error("watch", err),
             || {
                 let mut conn = manager.clone();
                 async move { pipe.query_async::<Vec<(Option<u64>, i64)>>(&mut conn).await }
@@ -405,7 +404,7 @@ async fn read_snapshot(
         "watch",
         timeout,
         Retry::Idempotent,
-        |err| map_redis_error("watch", err),
+        |err| manager.map_error("watch", err),
         || {
             let mut conn = manager.clone();
             async move { invocation.invoke_async(&mut conn).await }
