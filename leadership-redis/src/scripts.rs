@@ -44,15 +44,17 @@ pub(crate) static PLAIN: LazyLock<Publishing> =
 pub(crate) static SHARDED: LazyLock<Publishing> =
     LazyLock::new(|| Publishing::new("redis.call('SPUBLISH'"));
 
-/// KEYS: lease(app, unit). ARGV: duration ms, namespace key prefix, app, unit, and the
+/// KEYS: lease(app, unit), owners. ARGV: duration ms, namespace key prefix, app, unit, and the
 /// highest fence the client has seen (a new term's fence is above it, F1).
 /// A new term publishes `E<fence>:<ttl ms, -1 if pinned>:<unit length>:<unit><app>` on the
 /// namespace's channel; an extension publishes nothing (the hot path stays one `PEXPIRE`).
 /// Returns the fence (> 0) if granted or extended, 0 if another unit holds the lease.
 ///
 /// The holder's renewal, the hot path, touches only its lease key (`GET`, `PEXPIRE GT`) and
-/// takes one key and few arguments, because the per-call cost of a script grows with them.
-/// The other keys, all under the namespace's hash tag, are named in the script.
+/// takes two keys and few arguments, because the per-call cost of a script grows with them.
+/// `owners` is declared so a claim during a cluster slot migration is never run on a master
+/// without it (see `claim_script`); the other keys, all under the namespace's hash tag, are
+/// named in the script.
 const CLAIM_LUA: &str = r#"
 local fence = redis.call('GET', KEYS[1])
 if fence then
@@ -70,7 +72,7 @@ if fence then
   return tonumber(fence)
 end
 local prefix, app, unit = ARGV[2], ARGV[3], ARGV[4]
-local owners = prefix .. 'owners'
+local owners = KEYS[2]
 local owner = redis.call('HGET', owners, app)
 if owner and redis.call('EXISTS', prefix .. 'lease:' .. #app .. ':' .. app .. owner) == 1 then
   return 0

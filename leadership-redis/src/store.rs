@@ -306,8 +306,14 @@ impl Inner {
         started: Instant,
     ) -> Result<Fence> {
         let mut invocation = self.shared.scripts.claim.prepare_invoke();
+        // `owners` is declared, not only named in the script: while a cluster moves the
+        // namespace's slot, a claim whose declared keys are all gone from the old master is
+        // redirected (ASK) to the new one, and one whose keys are split gets TRYAGAIN
+        // (retried); were only the new lease key declared, the claim would be redirected to
+        // a new master that has no owner yet and granted beside the holder (C3).
         invocation
             .key(&key)
+            .key(&self.keys.owners)
             .arg(millis)
             .arg(&self.keys.prefix)
             .arg(application)
