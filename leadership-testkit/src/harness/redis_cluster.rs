@@ -196,12 +196,14 @@ impl RedisCluster {
         })
     }
 
-    /// The node that serves `slot` now: the running master that says it serves it itself
-    /// (the other nodes may not have heard of a failover yet).
+    /// The node that serves `slot` now: of the running masters that say they serve it
+    /// themselves (the other nodes may not have heard of a failover yet), the one with the
+    /// highest config epoch (a demoted master may still claim it for a moment).
     ///
     /// # Errors
     /// If no node answers or none serves the slot.
     pub fn master_of(&self, slot: u16) -> Result<usize, HarnessError> {
+        let mut best: Option<(u64, usize)> = None;
         for node in &self.nodes {
             let Ok(nodes) = node.command(&["CLUSTER", "NODES"]) else {
                 continue;
@@ -220,9 +222,15 @@ impl RedisCluster {
                     )
                 });
                 if serves && let Some(i) = self.ids.iter().position(|id| id == fields[0]) {
-                    return Ok(i);
+                    let epoch = fields[6].parse().unwrap_or(0);
+                    if best.is_none_or(|(e, _)| epoch > e) {
+                        best = Some((epoch, i));
+                    }
                 }
             }
+        }
+        if let Some((_, i)) = best {
+            return Ok(i);
         }
         Err(HarnessError::io(
             "finding a slot's master",
