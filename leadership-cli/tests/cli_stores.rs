@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use leadership_testkit::harness::{EtcdServer, RedisServer};
+use leadership_testkit::harness::{EtcdServer, RedisCluster, RedisServer};
 
 fn leadership(store: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_leadership"))
@@ -83,6 +83,17 @@ fn redis_operator_commands() {
     operator_commands(&format!(
         "{}?namespace=cli-{}",
         server.url(),
+        std::process::id()
+    ));
+}
+
+/// Issue 18: the same commands, wait-released included (sharded pub/sub), on a cluster URL.
+#[test]
+fn redis_cluster_operator_commands() {
+    let cluster = RedisCluster::start(3, 0).expect("redis cluster starts");
+    operator_commands(&format!(
+        "{}?namespace=cli-{}",
+        cluster.url(),
         std::process::id()
     ));
 }

@@ -12,18 +12,24 @@ use redis::{
     RedisConnectionInfo,
 };
 
+use crate::conn::{Conn, SentinelConn};
 use crate::error::{BACKEND, map_redis_error};
 use crate::retry::{Retry, retrying};
 use crate::store::{Connection, RedisStore};
+use crate::waiters::Source;
 
 /// Redis's port when the URL names none.
 const DEFAULT_PORT: u16 = 6379;
+/// A sentinel's port when the URL names none.
+const DEFAULT_SENTINEL_PORT: u16 = 26379;
 
 /// Options for [`RedisStore`]; see [`RedisStore::builder`].
 ///
 /// `Debug` never shows the user name or the password.
 #[derive(Clone)]
 pub struct RedisStoreBuilder {
+    /// One server, a cluster, or Sentinel; `host` and `port` are the first node's.
+    deployment: Deployment,
     tls: bool,
     host: String,
     port: u16,
@@ -32,6 +38,7 @@ pub struct RedisStoreBuilder {
     password: Option<String>,
     db: i64,
     operation_timeout: Duration,
+    wait_replicas: u32,
     policy: Arc<dyn Policy>,
     #[cfg(feature = "tls")]
     tls_root_cert: Option<Vec<u8>>,
@@ -41,6 +48,7 @@ impl fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStoreBuilder")
             .field("endpoint", &self.endpoint())
+            .field("deployment", &self.deployment)
             .field("tls", &self.tls)
             .field("namespace", &self.namespace)
             .field("username", &self.username.as_ref().map(|_| "<redacted>"))
@@ -56,23 +64,59 @@ impl RedisStoreBuilder {
     /// password percent-decoded, `host[:port]` (default port 6379), `/db` (default 0),
     /// `?namespace=` and `?timeout=`; any other parameter is an error naming it.
     pub(crate) fn from_url(url: &str) -> Result<Self> {
-        let parsed = StoreUrl::parse(url, &["redis", "rediss"])?;
+        let parsed = StoreUrl::parse(url, &["redis", "rediss", "redis+cluster", "redis+sentinel"])?;
         parsed.finish()?;
         let tls = parsed.scheme() == "rediss";
         if tls && cfg!(not(feature = "tls")) {
             return Err(parsed
                 .error("rediss:// needs the \"tls\" feature of leadership-redis (on by default)"));
         }
-        let (host, port) = host_and_port(&parsed)?;
-        let db = match parsed.path() {
-            "" => 0,
-            path => path
-                .parse::<i64>()
-                .ok()
-                .filter(|db| *db >= 0)
-                .ok_or_else(|| parsed.error(format!("database {path:?} is not a number")))?,
+        let (deployment, (host, port), db) = match parsed.scheme() {
+            "redis+cluster" => {
+                let nodes = host_list(&parsed)?;
+                if !parsed.path().is_empty() {
+                    return Err(parsed.error(format!(
+                        "a Redis Cluster has no databases; remove the path {:?} \
+                         (expected redis+cluster://[user:password@]host:port[,host:port…])",
+                        parsed.path()
+                    )));
+                }
+                let first = nodes[0].clone();
+                (Deployment::Cluster { nodes }, first, 0)
+            }
+            "redis+sentinel" => {
+                let sentinels = host_list(&parsed)?;
+                let master = parsed.path();
+                if master.is_empty() || master.contains('/') {
+                    return Err(parsed.error(
+                        "no master name; expected \
+                         redis+sentinel://[user:password@]host:port[,host:port…]/MASTER",
+                    ));
+                }
+                let first = sentinels[0].clone();
+                let deployment = Deployment::Sentinel {
+                    sentinels,
+                    master: master.to_owned(),
+                };
+                (deployment, first, 0)
+            }
+            _ => {
+                let (host, port) = host_and_port(&parsed, parsed.authority(), true)?;
+                let db = match parsed.path() {
+                    "" => 0,
+                    path => path
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|db| *db >= 0)
+                        .ok_or_else(|| {
+                            parsed.error(format!("database {path:?} is not a number"))
+                        })?,
+                };
+                (Deployment::Single, (host, port), db)
+            }
         };
         Ok(RedisStoreBuilder {
+            deployment,
             tls,
             host,
             port,
@@ -81,6 +125,7 @@ impl RedisStoreBuilder {
             password: parsed.password().map(str::to_owned),
             db,
             operation_timeout: parsed.timeout(),
+            wait_replicas: 0,
             policy: Arc::new(JujuPolicy::default()),
             #[cfg(feature = "tls")]
             tls_root_cert: None,
@@ -129,6 +174,21 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Makes every successful claim (a new term or an extension) wait until `replicas`
+    /// replicas have acknowledged it (`WAIT`, up to a fifth of the operation timeout) before it
+    /// returns `Ok`; fewer acknowledgements give [`Error::Unavailable`] (the claim may have
+    /// applied; retrying is safe, E2). Default 0: replication stays asynchronous and a
+    /// failover can lose a lease that was granted (C4).
+    ///
+    /// This narrows that window to claims whose acknowledgement was lost with the primary;
+    /// it is not a consensus protocol. It costs one more round trip per claim and renewal,
+    /// plus the replica's lag. Supported on one server and behind Sentinel; a cluster
+    /// refuses it at connect for now.
+    pub fn wait_for_replicas(mut self, replicas: u32) -> Self {
+        self.wait_replicas = replicas;
+        self
+    }
+
     /// The validation rules (V5). Default [`JujuPolicy`].
     pub fn policy(mut self, policy: Arc<dyn Policy>) -> Self {
         self.policy = policy;
@@ -142,9 +202,16 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// `host:port/db`, without credentials.
+    /// `host:port/db`, without credentials; every node for a cluster, every sentinel and the
+    /// master name for Sentinel.
     fn endpoint(&self) -> String {
-        format!("{}:{}/{}", self.host, self.port, self.db)
+        match &self.deployment {
+            Deployment::Single => format!("{}:{}/{}", self.host, self.port, self.db),
+            Deployment::Cluster { nodes } => format!("cluster {}", join_nodes(nodes)),
+            Deployment::Sentinel { sentinels, master } => {
+                format!("sentinel {}/{master}", join_nodes(sentinels))
+            }
+        }
     }
 
     /// The redis crate's connection settings, built from the parts (no URL is re-parsed).
@@ -196,6 +263,20 @@ impl RedisStoreBuilder {
     /// [`Error::InvalidUrl`] for a URL the redis crate cannot parse (password redacted);
     /// [`Error::Backend`] for a refused login.
     pub async fn connect(self) -> Result<RedisStore> {
+        match &self.deployment {
+            Deployment::Single => self.connect_single().await,
+            Deployment::Cluster { nodes } => {
+                let nodes = nodes.clone();
+                self.connect_cluster(&nodes).await
+            }
+            Deployment::Sentinel { sentinels, master } => {
+                let (sentinels, master) = (sentinels.clone(), master.clone());
+                self.connect_sentinel(&sentinels, &master).await
+            }
+        }
+    }
+
+    async fn connect_single(self) -> Result<RedisStore> {
         let client = self.client()?;
         let timeout = self.operation_timeout;
         let probe_config = AsyncConnectionConfig::new()
@@ -233,9 +314,200 @@ impl RedisStoreBuilder {
         .await?;
 
         let endpoint = self.endpoint();
-        let connection = Connection::new(client, manager, endpoint, timeout, self.policy);
+        let connection = Connection::new(
+            Source::Single(Box::new(client)),
+            Conn::Single(manager),
+            endpoint,
+            timeout,
+            self.policy,
+            self.wait_replicas,
+        );
         Ok(RedisStore::open(connection, &self.namespace))
     }
+
+    /// A Redis Cluster: the redis crate's cluster client, seeded with every node of the URL.
+    /// Commands are routed by slot (a namespace's keys share one hash tag, so one slot) and
+    /// follow `MOVED`/`ASK`; the subscriber uses sharded pub/sub (see waiters.rs).
+    async fn connect_cluster(self, nodes: &[(String, u16)]) -> Result<RedisStore> {
+        if self.tls {
+            return Err(Error::InvalidUrl {
+                url: self.endpoint(),
+                reason: "TLS to a Redis Cluster is not supported yet".into(),
+            });
+        }
+        if self.wait_replicas > 0 {
+            return Err(Error::InvalidUrl {
+                url: self.endpoint(),
+                reason: "wait_for_replicas is not supported on a Redis Cluster yet".into(),
+            });
+        }
+        let timeout = self.operation_timeout;
+        let infos = nodes
+            .iter()
+            .map(|(host, port)| self.node_info(host, *port))
+            .collect::<Result<Vec<_>>>()?;
+        let (username, password) = (self.username.clone(), self.password.clone());
+        let builder = move || {
+            let mut builder = redis::cluster::ClusterClientBuilder::new(infos.clone())
+                .connection_timeout(timeout)
+                .response_timeout((timeout / 4).max(Duration::from_millis(200)))
+                .retries(4)
+                .min_retry_wait(20)
+                .max_retry_wait(500);
+            if let Some(username) = &username {
+                builder = builder.username(username);
+            }
+            if let Some(password) = &password {
+                builder = builder.password(password);
+            }
+            builder
+        };
+        let client = builder()
+            .build()
+            .map_err(|e| map_redis_error("connect", e))?;
+        let conn = retrying(
+            "connect",
+            timeout,
+            Retry::Idempotent,
+            map_connect_error,
+            || async {
+                let mut conn = client.get_async_connection().await?;
+                redis::cmd("PING")
+                    .query_async::<redis::Value>(&mut conn)
+                    .await?;
+                Ok(conn)
+            },
+        )
+        .await?;
+        let connection = Connection::new(
+            Source::Cluster(Arc::new(builder)),
+            Conn::Cluster(conn),
+            self.endpoint(),
+            timeout,
+            self.policy,
+            self.wait_replicas,
+        );
+        Ok(RedisStore::open(connection, &self.namespace))
+    }
+
+    /// Redis Sentinel: the sentinels of the URL are asked for the primary of `master`, which
+    /// is asked again after every error that says it may have moved (see conn.rs). The URL's
+    /// user and password log in to the data servers; the sentinels are asked without.
+    async fn connect_sentinel(
+        self,
+        sentinels: &[(String, u16)],
+        master: &str,
+    ) -> Result<RedisStore> {
+        if self.tls {
+            return Err(Error::InvalidUrl {
+                url: self.endpoint(),
+                reason: "TLS behind Sentinel is not supported yet".into(),
+            });
+        }
+        let timeout = self.operation_timeout;
+        let addrs = sentinels
+            .iter()
+            .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+        let mut builder = redis::sentinel::SentinelClientBuilder::new(
+            addrs,
+            master,
+            redis::sentinel::SentinelServerType::Master,
+        )
+        .map_err(|e| map_redis_error("connect", e))?
+        .set_client_to_redis_db(self.db);
+        if let Some(username) = &self.username {
+            builder = builder.set_client_to_redis_username(username);
+        }
+        if let Some(password) = &self.password {
+            builder = builder.set_client_to_redis_password(password);
+        }
+        let sentinel = builder.build().map_err(|e| map_redis_error("connect", e))?;
+        let conn = SentinelConn::new(sentinel, timeout);
+        // A store opened during a failover waits for it within the timeout; a wrong master
+        // name then ends as `Unavailable` naming it ("master name not found by sentinel").
+        let map = |err: redis::RedisError| {
+            if crate::conn::failover_under_way(&err) {
+                Error::unavailable(BACKEND, "connect", crate::error::Cause::new(err))
+            } else {
+                map_connect_error(err)
+            }
+        };
+        retrying("connect", timeout, Retry::Idempotent, map, || {
+            let mut conn = Conn::Sentinel(conn.clone());
+            async move {
+                redis::cmd("PING")
+                    .query_async::<redis::Value>(&mut conn)
+                    .await
+            }
+        })
+        .await?;
+        let connection = Connection::new(
+            Source::Sentinel(conn.clone()),
+            Conn::Sentinel(conn),
+            self.endpoint(),
+            timeout,
+            self.policy,
+            self.wait_replicas,
+        );
+        Ok(RedisStore::open(connection, &self.namespace))
+    }
+
+    /// One cluster node's settings: its address and the login.
+    fn node_info(&self, host: &str, port: u16) -> Result<ConnectionInfo> {
+        let mut redis = RedisConnectionInfo::default();
+        if let Some(username) = &self.username {
+            redis = redis.set_username(username);
+        }
+        if let Some(password) = &self.password {
+            redis = redis.set_password(password);
+        }
+        let info = ConnectionAddr::Tcp(host.to_owned(), port)
+            .into_connection_info()
+            .map_err(|e| map_redis_error("connect", e))?;
+        Ok(info.set_redis_settings(redis))
+    }
+}
+
+/// Which Redis deployment a store talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Deployment {
+    /// `redis://` and `rediss://`: one server.
+    Single,
+    /// `redis+cluster://`: every node given as a seed.
+    Cluster { nodes: Vec<(String, u16)> },
+    /// `redis+sentinel://`: the sentinels and the master name they monitor.
+    Sentinel {
+        sentinels: Vec<(String, u16)>,
+        master: String,
+    },
+}
+
+fn join_nodes(nodes: &[(String, u16)]) -> String {
+    nodes
+        .iter()
+        .map(|(host, port)| match host.contains(':') {
+            true => format!("[{host}]:{port}"),
+            false => format!("{host}:{port}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The comma-separated `host[:port]` list of a cluster's or Sentinel's URL.
+fn host_list(url: &StoreUrl) -> Result<Vec<(String, u16)>> {
+    let default_port = match url.scheme() {
+        "redis+sentinel" => DEFAULT_SENTINEL_PORT,
+        _ => DEFAULT_PORT,
+    };
+    url.authority()
+        .split(',')
+        .map(|item| {
+            host_and_port(url, item, false).map(|(host, port)| {
+                let explicit = item.ends_with(&format!(":{port}"));
+                (host, if explicit { port } else { default_port })
+            })
+        })
+        .collect()
 }
 
 /// A refused login says so (`… failed during login`); other failures as usual.
@@ -249,9 +521,9 @@ fn map_connect_error(err: redis::RedisError) -> Error {
     }
 }
 
-/// `host[:port]` of the URL's authority; an IPv6 host is written in brackets.
-fn host_and_port(url: &StoreUrl) -> Result<(String, u16)> {
-    let authority = url.authority();
+/// `host[:port]` (`authority`, all of the URL's or one item of its list); an IPv6 host is
+/// written in brackets.
+fn host_and_port(url: &StoreUrl, authority: &str, single: bool) -> Result<(String, u16)> {
     let (host, port) = match authority.strip_prefix('[') {
         Some(v6) => {
             let (host, after) = v6
@@ -271,10 +543,21 @@ fn host_and_port(url: &StoreUrl) -> Result<(String, u16)> {
         },
     };
     if host.is_empty() {
-        return Err(url.error("no host; expected redis://[user:password@]host[:port][/db]"));
+        return Err(url.error(match url.scheme() {
+            "redis+cluster" => {
+                "no host; expected redis+cluster://[user:password@]host:port[,host:port…]"
+            }
+            "redis+sentinel" => {
+                "no host; expected redis+sentinel://[user:password@]host:port[,host:port…]/MASTER"
+            }
+            _ => "no host; expected redis://[user:password@]host[:port][/db]",
+        }));
     }
-    if host.contains(',') {
-        return Err(url.error("one host only; Redis Cluster and Sentinel are not supported yet"));
+    if single && host.contains(',') {
+        return Err(url.error(
+            "one host only; use redis+cluster://h:p,h:p for Redis Cluster or \
+             redis+sentinel://h:p,h:p/MASTER for Sentinel",
+        ));
     }
     let port = match port {
         None => DEFAULT_PORT,
@@ -364,6 +647,40 @@ mod tests {
         ));
     }
 
+    /// Scale-out URLs: every node or sentinel, default ports, the master name, and the one
+    /// grammar's parameters.
+    #[test]
+    fn cluster_and_sentinel_urls_name_every_node() {
+        let b = builder("redis+cluster://u:p@h1:7000,h2,[::1]:7002?namespace=m&timeout=2s");
+        assert_eq!(
+            b.deployment,
+            Deployment::Cluster {
+                nodes: vec![
+                    ("h1".into(), 7000),
+                    ("h2".into(), 6379),
+                    ("::1".into(), 7002)
+                ]
+            }
+        );
+        assert_eq!(
+            (b.namespace_name(), b.timeout()),
+            ("m", Duration::from_secs(2))
+        );
+        assert_eq!(b.username.as_deref(), Some("u"));
+        assert_eq!(b.endpoint(), "cluster h1:7000,h2:6379,[::1]:7002");
+
+        let b = builder("REDIS+SENTINEL://s1:26380,s2/leaders");
+        assert_eq!(
+            b.deployment,
+            Deployment::Sentinel {
+                sentinels: vec![("s1".into(), 26380), ("s2".into(), 26379)],
+                master: "leaders".into()
+            }
+        );
+        assert_eq!(b.endpoint(), "sentinel s1:26380,s2:26379/leaders");
+        assert_eq!(builder("redis://h:1").deployment, Deployment::Single);
+    }
+
     #[test]
     fn bad_urls_say_what_is_wrong_and_never_show_the_password() {
         for (url, says) in [
@@ -377,6 +694,20 @@ mod tests {
             ("redis://u:topsecret@h1:1,h2:2", "one host only"),
             ("redis://u:topsecret@[::1", "closing ']'"),
             ("etcd://u:topsecret@h:1", "is not redis:// or rediss://"),
+            ("redis://u:topsecret@h1:1,h2:2", "redis+cluster://h:p,h:p"),
+            (
+                "redis+cluster://u:topsecret@h1:1,h2:2/0",
+                "has no databases",
+            ),
+            ("redis+cluster://u:topsecret@h1:1,,h2:2", "no host"),
+            ("redis+cluster://u:topsecret@h1:x", "port \"x\""),
+            ("redis+sentinel://u:topsecret@s1:1,s2:2", "no master name"),
+            ("redis+sentinel://u:topsecret@s1:1/a/b", "no master name"),
+            ("redis+sentinel://u:topsecret@/m", "no host"),
+            (
+                "redis+cluster://u:topsecret@h:1?db=2",
+                "unknown URL parameter \"db\"",
+            ),
         ] {
             let err = RedisStoreBuilder::from_url(url).expect_err(url);
             assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err:?}");

@@ -30,6 +30,12 @@ pub(crate) fn map_redis_error(operation: &'static str, err: RedisError) -> Error
 #[derive(Debug)]
 pub(crate) struct Cause(RedisError);
 
+impl Cause {
+    pub(crate) fn new(err: RedisError) -> Self {
+        Cause(err)
+    }
+}
+
 impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
@@ -98,6 +104,14 @@ fn is_transient(err: &RedisError) -> bool {
 #[derive(Debug, thiserror::Error)]
 #[error("no answer from redis within {0:?}")]
 pub(crate) struct TimedOut(pub(crate) std::time::Duration);
+
+/// A claim that fewer replicas acknowledged than the store waits for.
+#[derive(Debug, thiserror::Error)]
+#[error("the claim reached {acked} of {wanted} replicas in time")]
+pub(crate) struct NotReplicated {
+    pub(crate) wanted: u32,
+    pub(crate) acked: u32,
+}
 
 /// A reply of a shape the scripts never produce (someone else wrote our keys?).
 #[derive(Debug, thiserror::Error)]

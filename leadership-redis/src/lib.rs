@@ -3,6 +3,7 @@
 mod config;
 #[cfg(feature = "conformance")]
 mod conformance;
+mod conn;
 mod error;
 mod hints;
 mod keys;

@@ -13,17 +13,49 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
-/// KEYS: lease(app, unit). ARGV: duration ms, namespace key prefix, app, unit.
+/// The scripts that publish on the namespace's channel, in one flavour per deployment.
+pub(crate) struct Publishing {
+    /// See [`CLAIM_LUA`].
+    pub(crate) claim: Script,
+    /// See [`REVOKE_LUA`].
+    pub(crate) revoke: Script,
+    /// See [`UNPIN_LUA`].
+    pub(crate) unpin: Script,
+}
+
+impl Publishing {
+    fn new(publish: &str) -> Self {
+        let flavour = |lua: &str| Script::new(&lua.replace("redis.call('PUBLISH'", publish));
+        Publishing {
+            claim: flavour(CLAIM_LUA),
+            revoke: flavour(REVOKE_LUA),
+            unpin: flavour(UNPIN_LUA),
+        }
+    }
+}
+
+/// `PUBLISH`: one server and Sentinel.
+pub(crate) static PLAIN: LazyLock<Publishing> =
+    LazyLock::new(|| Publishing::new("redis.call('PUBLISH'"));
+
+/// `SPUBLISH` (Redis 7): a cluster. The channel carries the namespace's hash tag, so it is in
+/// the slot of the keys the script writes, and the message goes only to that slot's shard
+/// (plain `PUBLISH` would be broadcast over the whole cluster bus).
+pub(crate) static SHARDED: LazyLock<Publishing> =
+    LazyLock::new(|| Publishing::new("redis.call('SPUBLISH'"));
+
+/// KEYS: lease(app, unit), owners. ARGV: duration ms, namespace key prefix, app, unit, and the
+/// highest fence the client has seen (a new term's fence is above it, F1).
 /// A new term publishes `E<fence>:<ttl ms, -1 if pinned>:<unit length>:<unit><app>` on the
 /// namespace's channel; an extension publishes nothing (the hot path stays one `PEXPIRE`).
 /// Returns the fence (> 0) if granted or extended, 0 if another unit holds the lease.
 ///
 /// The holder's renewal, the hot path, touches only its lease key (`GET`, `PEXPIRE GT`) and
-/// takes one key and few arguments, because the per-call cost of a script grows with them.
-/// The other keys, all under the namespace's hash tag, are named in the script.
-pub(crate) static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+/// takes two keys and few arguments, because the per-call cost of a script grows with them.
+/// `owners` is declared so a claim during a cluster slot migration is never run on a master
+/// without it (see `claim_script`); the other keys, all under the namespace's hash tag, are
+/// named in the script.
+const CLAIM_LUA: &str = r#"
 local fence = redis.call('GET', KEYS[1])
 if fence then
   -- C2: the holder extends to max(old expiry, now + duration); GT never shortens. A pinned
@@ -40,18 +72,19 @@ if fence then
   return tonumber(fence)
 end
 local prefix, app, unit = ARGV[2], ARGV[3], ARGV[4]
-local owners = prefix .. 'owners'
+local owners = KEYS[2]
 local owner = redis.call('HGET', owners, app)
 if owner and redis.call('EXISTS', prefix .. 'lease:' .. #app .. ':' .. app .. owner) == 1 then
   return 0
 end
 -- C1, F1: a new term. Seeding from server time (µs) keeps fences increasing even when the
--- counter was lost with an unpersisted restart.
+-- counter was lost with an unpersisted restart; the client's highest fence seen keeps them
+-- increasing after a failover to a replica that missed the last term or whose clock is behind.
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local fences = prefix .. 'fences'
 local last = tonumber(redis.call('HGET', fences, app) or '0')
-local f = string.format('%.0f', math.max(last + 1, now_us))
+local f = string.format('%.0f', math.max(last + 1, now_us, tonumber(ARGV[5] or '0') + 1))
 redis.call('HSET', fences, app, f)
 redis.call('HSET', owners, app, unit)
 local ttl = ARGV[1]
@@ -67,15 +100,11 @@ end
 -- O1: watchers learn of the new term, and when it expires unless extended (see watch.rs).
 redis.call('PUBLISH', prefix .. 'released', 'E' .. f .. ':' .. ttl .. ':' .. #unit .. ':' .. unit .. app)
 return tonumber(f)
-"#,
-    )
-});
+"#;
 
 /// KEYS: lease(app, unit), owners, pinexp. ARGV: app, lease prefix of app, channel.
 /// Publishes `V<fence>:<app>` when it ends a term. Returns 1 if the application is now vacant, 0 if another unit holds it (R2).
-pub(crate) static REVOKE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+const REVOKE_LUA: &str = r#"
 local fence = redis.call('GET', KEYS[1])
 if fence then
   redis.call('DEL', KEYS[1])
@@ -87,9 +116,7 @@ end
 local owner = redis.call('HGET', KEYS[2], ARGV[1])
 if owner and redis.call('EXISTS', ARGV[2] .. owner) == 1 then return 0 end
 return 1
-"#,
-    )
-});
+"#;
 
 /// KEYS: owners. ARGV: app, lease prefix of app.
 /// Returns -2 if vacant, -1 if held and pinned, else the ms left until expiry.
@@ -129,9 +156,7 @@ return 1
 /// KEYS: pins(app), pinned, owners, pinexp. ARGV: app, entity, lease prefix of app, channel.
 /// Publishes `V<fence>:<app>` if the last unpin ended the term (its claimed expiry had
 /// passed), `C<app>` if it restarted its expiry.
-pub(crate) static UNPIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+const UNPIN_LUA: &str = r#"
 if redis.call('SREM', KEYS[1], ARGV[2]) == 0 then return 1 end
 if redis.call('SCARD', KEYS[1]) > 0 then return 1 end
 redis.call('SREM', KEYS[2], ARGV[1])
@@ -151,9 +176,7 @@ else
   redis.call('PUBLISH', ARGV[4], 'V' .. fence .. ':' .. ARGV[1])
 end
 return 1
-"#,
-    )
-});
+"#;
 
 /// KEYS: owners. ARGV: lease prefix. Returns `[server time µs, app, holder, fence, pttl
 /// ms (-1 while pinned), …]` of held leases at one instant (O1): the watch's snapshot and the

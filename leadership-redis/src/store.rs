@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -12,16 +13,16 @@ use leadership_core::{
     CancellationToken, Checker, Claimer, Error, Fence, Pinner, Policy, Reader, Result, Revoker,
     Token,
 };
-use redis::aio::ConnectionManager;
-use redis::{Client, FromRedisValue, RedisResult, Script, ScriptInvocation};
+use redis::{FromRedisValue, RedisResult, Script, ScriptInvocation};
 
 use crate::config::RedisStoreBuilder;
+use crate::conn::Conn;
 use crate::error::{BACKEND, BadReply, map_redis_error};
 use crate::hints::{Held, Hints, pexpire_gt, renew_pipeline};
 use crate::keys::Keys;
 use crate::retry::{Retry, background_backoff, retrying};
 use crate::scripts;
-use crate::waiters::{Waiters, WatchRegistration};
+use crate::waiters::{Source, Waiters, WatchRegistration};
 use crate::watch::Watched;
 
 /// A leadership store over Redis 7.
@@ -42,7 +43,9 @@ pub struct RedisStore {
 /// the release subscriber, the options, and the renewal hints (keyed by lease key, which
 /// holds the namespace).
 pub(crate) struct Connection {
-    manager: ConnectionManager,
+    conn: Conn,
+    /// The scripts that publish, with `PUBLISH` or (cluster) `SPUBLISH`.
+    scripts: &'static scripts::Publishing,
     endpoint: String,
     timeout: Duration,
     policy: Arc<dyn Policy>,
@@ -54,25 +57,44 @@ pub(crate) struct Connection {
     /// by lease key, so that their renewal can take a fast path (see [`Inner::claim`]). A
     /// hint only: the server decides every claim.
     hints: Hints,
+    /// The highest fence any handle of this connection has been given or has read: a new
+    /// term's fence is above it, so fences keep increasing even after a failover to a
+    /// replica that missed the last term and whose clock is behind (F1).
+    highest_fence: AtomicU64,
+    /// Replicas every claim waits for (`WAIT`), 0 for none; see
+    /// [`RedisStoreBuilder::wait_for_replicas`].
+    wait_replicas: u32,
 }
 
 impl Connection {
     pub(crate) fn new(
-        client: Client,
-        manager: ConnectionManager,
+        source: Source,
+        conn: Conn,
         endpoint: String,
         timeout: Duration,
         policy: Arc<dyn Policy>,
+        wait_replicas: u32,
     ) -> Self {
+        let scripts = match conn {
+            Conn::Cluster(_) => &*scripts::SHARDED,
+            Conn::Single(_) | Conn::Sentinel(_) => &*scripts::PLAIN,
+        };
         Connection {
-            manager,
+            conn,
+            scripts,
             endpoint,
             timeout,
             policy,
-            waiters: Waiters::new(client, timeout),
+            waiters: Waiters::new(source, timeout),
             hub: WatchHub::new(),
             hints: Hints::new(),
+            highest_fence: AtomicU64::new(0),
+            wait_replicas,
         }
+    }
+
+    fn saw(&self, fence: Fence) {
+        self.highest_fence.fetch_max(fence.get(), Ordering::Relaxed);
     }
 }
 
@@ -131,7 +153,7 @@ impl Inner {
         attempt: F,
     ) -> Result<T>
     where
-        F: FnMut(ConnectionManager) -> Fut,
+        F: FnMut(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let mut attempt = attempt;
@@ -139,8 +161,8 @@ impl Inner {
             operation,
             self.shared.timeout,
             retry,
-            |err| map_redis_error(operation, err),
-            || attempt(self.shared.manager.clone()),
+            |err| self.shared.conn.map_error(operation, err),
+            || attempt(self.shared.conn.clone()),
         )
         .await
     }
@@ -158,6 +180,45 @@ impl Inner {
     }
 
     async fn claim(&self, application: &str, unit: &str, duration: Duration) -> Result<Fence> {
+        let fence = self.claim_unreplicated(application, unit, duration).await?;
+        if self.shared.wait_replicas > 0 {
+            Box::pin(self.wait_for_replicas()).await?;
+        }
+        Ok(fence)
+    }
+
+    /// `WAIT replicas timeout` on the connection the claim was written on: it counts the
+    /// replicas that have acknowledged every write of this connection so far.
+    async fn wait_for_replicas(&self) -> Result<()> {
+        let wanted = self.shared.wait_replicas;
+        // Within one attempt of the retry path and the response timeout behind Sentinel
+        // (a quarter of the operation timeout), so the count comes back and says why.
+        let wait_for = (self.shared.timeout / 5).max(Duration::from_millis(100));
+        let millis = u64::try_from(wait_for.as_millis()).unwrap_or(u64::MAX);
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(wanted).arg(millis);
+        let wait = &wait;
+        let acked: u32 = self
+            .within("claim", Retry::Idempotent, |mut conn| async move {
+                wait.query_async(&mut conn).await
+            })
+            .await?;
+        if acked < wanted {
+            return Err(Error::unavailable(
+                BACKEND,
+                "claim",
+                crate::error::NotReplicated { wanted, acked },
+            ));
+        }
+        Ok(())
+    }
+
+    async fn claim_unreplicated(
+        &self,
+        application: &str,
+        unit: &str,
+        duration: Duration,
+    ) -> Result<Fence> {
         let started = Instant::now();
         if let Some(hint) = self
             .keys
@@ -253,13 +314,20 @@ impl Inner {
         millis: u64,
         started: Instant,
     ) -> Result<Fence> {
-        let mut invocation = scripts::CLAIM.prepare_invoke();
+        let mut invocation = self.shared.scripts.claim.prepare_invoke();
+        // `owners` is declared, not only named in the script: while a cluster moves the
+        // namespace's slot, a claim whose declared keys are all gone from the old master is
+        // redirected (ASK) to the new one, and one whose keys are split gets TRYAGAIN
+        // (retried); were only the new lease key declared, the claim would be redirected to
+        // a new master that has no owner yet and granted beside the holder (C3).
         invocation
             .key(&key)
+            .key(&self.keys.owners)
             .arg(millis)
             .arg(&self.keys.prefix)
             .arg(application)
-            .arg(unit);
+            .arg(unit)
+            .arg(self.shared.highest_fence.load(Ordering::Relaxed));
         match self
             .eval::<u64>("claim", Retry::Idempotent, &invocation)
             .await?
@@ -270,6 +338,7 @@ impl Inner {
             }
             fence => {
                 let fence = Fence(fence);
+                self.shared.saw(fence);
                 self.remember(key, fence, started, millis);
                 Ok(fence)
             }
@@ -307,7 +376,10 @@ impl Inner {
             })
             .await?;
         match fence {
-            Some(fence) => Ok(Fence(fence)),
+            Some(fence) => {
+                self.shared.saw(Fence(fence));
+                Ok(Fence(fence))
+            }
             None => Err(Error::not_leader(unit, application)),
         }
     }
@@ -416,7 +488,7 @@ impl Inner {
                 &self.namespace,
                 self.keys.clone(),
                 shared.hub.clone(),
-                shared.manager.clone(),
+                shared.conn.clone(),
                 shared.timeout,
             )
         });
@@ -454,7 +526,7 @@ impl Inner {
         self.shared.policy.check_member(application, unit)?;
         let key = self.keys.lease(application, unit);
         self.shared.hints.remove(&key);
-        let mut invocation = scripts::REVOKE.prepare_invoke();
+        let mut invocation = self.shared.scripts.revoke.prepare_invoke();
         invocation
             .key(key)
             .key(&self.keys.owners)
@@ -834,7 +906,9 @@ impl Pinner for RedisStore {
     }
 
     async fn unpin_leadership(&self, application: &str, entity: &str) -> Result<()> {
-        self.inner.pin(application, entity, &scripts::UNPIN).await
+        self.inner
+            .pin(application, entity, &self.inner.shared.scripts.unpin)
+            .await
     }
 
     async fn pinned_leadership(&self) -> Result<BTreeMap<String, Vec<String>>> {

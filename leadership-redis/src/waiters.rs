@@ -19,9 +19,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
-use redis::Client;
-use redis::aio::PubSubSink;
-use tokio::sync::{Notify, watch};
+use redis::aio::{PubSubSink, PubSubStream};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, PushInfo, PushKind};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::watch::{Message, Watched};
@@ -135,23 +137,57 @@ impl Shared {
     }
 }
 
+/// Where the subscriber connects.
+#[derive(Clone)]
+pub(crate) enum Source {
+    /// One server: `SUBSCRIBE` on its own connection.
+    Single(Box<Client>),
+    /// The primary the sentinels name at each (re)connection: `SUBSCRIBE`.
+    Sentinel(crate::conn::SentinelConn),
+    /// A cluster: `SSUBSCRIBE` over a cluster connection of its own (RESP3, pushes), which
+    /// sends each channel's subscription to the master of the channel's slot, the
+    /// namespace's, so it follows the slot to whichever master serves it.
+    Cluster(Arc<dyn Fn() -> ClusterClientBuilder + Send + Sync>),
+}
+
+impl Source {
+    /// How often an idle subscription is pinged, and how long the answer may take.
+    ///
+    /// Behind Sentinel a primary that stops answering is replaced within seconds, and
+    /// messages published on the new one never reach a subscriber still on the old one: it
+    /// pings every second and gives up after a quarter of the operation timeout (at least
+    /// 500 ms), so waiters look again soon after a failover.
+    fn keepalive(&self, timeout: Duration) -> (Duration, Duration) {
+        match self {
+            Source::Sentinel(_) => (
+                SENTINEL_KEEPALIVE,
+                (timeout / 4).max(Duration::from_millis(500)),
+            ),
+            Source::Single(_) | Source::Cluster(_) => (KEEPALIVE, timeout),
+        }
+    }
+}
+
+/// How often a subscription behind Sentinel proves its server still answers.
+const SENTINEL_KEEPALIVE: Duration = Duration::from_secs(1);
+
 /// The registry of waiters and the subscriber task of one connection.
 pub(crate) struct Waiters {
     shared: Arc<Shared>,
     task: Mutex<Option<JoinHandle<()>>>,
-    client: Client,
+    source: Source,
     timeout: Duration,
 }
 
 impl Waiters {
-    pub(crate) fn new(client: Client, timeout: Duration) -> Self {
+    pub(crate) fn new(source: Source, timeout: Duration) -> Self {
         Waiters {
             shared: Arc::new(Shared {
                 channels: Mutex::new(HashMap::new()),
                 resync: Notify::new(),
             }),
             task: Mutex::new(None),
-            client,
+            source,
             timeout,
         }
     }
@@ -192,7 +228,7 @@ impl Waiters {
             self.shared.set_all(|s| s.connected = false);
             *task = Some(tokio::spawn(run_subscriber(
                 self.shared.clone(),
-                self.client.clone(),
+                self.source.clone(),
                 self.timeout,
             )));
         }
@@ -312,13 +348,13 @@ impl Drop for WatchRegistration {
     }
 }
 
-async fn run_subscriber(shared: Arc<Shared>, client: Client, timeout: Duration) {
+async fn run_subscriber(shared: Arc<Shared>, source: Source, timeout: Duration) {
     let mut backoff = crate::retry::background_backoff();
     loop {
-        match connect(&client, timeout).await {
-            Ok(pubsub) => {
+        match connect(&source, timeout).await {
+            Ok((sink, stream)) => {
                 backoff.reset();
-                listen(&shared, pubsub, timeout).await;
+                listen(&shared, sink, stream, source.keepalive(timeout)).await;
                 shared.set_all(|s| s.connected = false);
                 tracing::debug!("redis release subscription lost; resubscribing");
             }
@@ -338,16 +374,141 @@ fn timed_out() -> redis::RedisError {
     redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
 }
 
-async fn connect(client: &Client, timeout: Duration) -> redis::RedisResult<redis::aio::PubSub> {
-    tokio::time::timeout(timeout, client.get_async_pubsub())
+/// The subscribing half of a subscriber connection.
+enum Sink {
+    Plain(PubSubSink),
+    Sharded(ClusterConnection),
+}
+
+impl Sink {
+    async fn subscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        match self {
+            Sink::Plain(sink) => sink.subscribe(channels).await,
+            // One at a time: channels of different namespaces are in different slots.
+            Sink::Sharded(conn) => {
+                for channel in channels {
+                    conn.ssubscribe(channel).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        match self {
+            Sink::Plain(sink) => sink.unsubscribe(channels).await,
+            Sink::Sharded(conn) => {
+                for channel in channels {
+                    conn.sunsubscribe(channel).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn ping(&mut self) -> redis::RedisResult<()> {
+        match self {
+            Sink::Plain(sink) => sink.ping::<redis::Value>().await.map(drop),
+            Sink::Sharded(conn) => redis::cmd("PING")
+                .query_async::<redis::Value>(conn)
+                .await
+                .map(drop),
+        }
+    }
+}
+
+/// The receiving half of a subscriber connection.
+enum Stream {
+    Plain(PubSubStream),
+    Sharded(mpsc::UnboundedReceiver<PushInfo>),
+}
+
+/// What the receiving half delivered.
+enum Incoming {
+    Message {
+        channel: Vec<u8>,
+        payload: Vec<u8>,
+    },
+    /// Not for us (a subscription's confirmation).
+    Other,
+    /// A subscription may have lapsed and messages may be lost: the cluster connection
+    /// dropped a node's connection, or a node unsubscribed a channel whose slot moved away.
+    Lost,
+}
+
+impl Stream {
+    async fn next(&mut self, shared: &Shared) -> Option<Incoming> {
+        match self {
+            Stream::Plain(stream) => stream.next().await.map(|message| Incoming::Message {
+                channel: message.get_channel_name().as_bytes().to_vec(),
+                payload: message.get_payload_bytes().to_vec(),
+            }),
+            Stream::Sharded(pushes) => pushes.recv().await.map(|push| sharded(shared, push)),
+        }
+    }
+}
+
+/// Reads one push of the cluster subscriber connection.
+fn sharded(shared: &Shared, push: PushInfo) -> Incoming {
+    let bytes = |value: Option<&redis::Value>| match value {
+        Some(redis::Value::BulkString(bytes)) => Some(bytes.clone()),
+        Some(redis::Value::SimpleString(text)) => Some(text.as_bytes().to_vec()),
+        _ => None,
+    };
+    match push.kind {
+        PushKind::SMessage | PushKind::Message => {
+            match (bytes(push.data.first()), bytes(push.data.get(1))) {
+                (Some(channel), Some(payload)) => Incoming::Message { channel, payload },
+                _ => Incoming::Other,
+            }
+        }
+        PushKind::Disconnection => Incoming::Lost,
+        PushKind::SUnsubscribe => {
+            // Ours (the channel lost its last waiter) or the server's (the slot moved).
+            let wanted = bytes(push.data.first())
+                .and_then(|name| String::from_utf8(name).ok())
+                .is_some_and(|name| shared.channels().contains_key(&name));
+            if wanted {
+                Incoming::Lost
+            } else {
+                Incoming::Other
+            }
+        }
+        _ => Incoming::Other,
+    }
+}
+
+async fn connect(source: &Source, timeout: Duration) -> redis::RedisResult<(Sink, Stream)> {
+    let connecting = async {
+        let client = match source {
+            Source::Single(client) => (**client).clone(),
+            Source::Sentinel(sentinel) => sentinel.primary_client().await?,
+            Source::Cluster(builder) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let client = builder()
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .push_sender(tx)
+                    .build()?;
+                let conn = client.get_async_connection().await?;
+                return Ok((Sink::Sharded(conn), Stream::Sharded(rx)));
+            }
+        };
+        let (sink, stream) = client.get_async_pubsub().await?.split();
+        Ok((Sink::Plain(sink), Stream::Plain(stream)))
+    };
+    tokio::time::timeout(timeout, connecting)
         .await
         .map_err(|_| timed_out())?
 }
 
 /// Keeps the subscriptions in line with the channels that have waiters and dispatches
 /// messages, until the connection ends or stops answering.
-async fn listen(shared: &Shared, pubsub: redis::aio::PubSub, timeout: Duration) {
-    let (mut sink, mut stream) = pubsub.split();
+async fn listen(
+    shared: &Shared,
+    mut sink: Sink,
+    mut stream: Stream,
+    (keepalive, timeout): (Duration, Duration),
+) {
     let mut subscribed = HashSet::new();
     loop {
         if let Err(error) = resync(shared, &mut sink, &mut subscribed, timeout).await {
@@ -355,16 +516,19 @@ async fn listen(shared: &Shared, pubsub: redis::aio::PubSub, timeout: Duration) 
             return;
         }
         tokio::select! {
-            message = stream.next() => match message {
-                Some(message) => {
-                    shared.dispatch(message.get_channel_name(), message.get_payload_bytes());
+            message = stream.next(shared) => match message {
+                Some(Incoming::Message { channel, payload }) => {
+                    if let Ok(channel) = std::str::from_utf8(&channel) {
+                        shared.dispatch(channel, &payload);
+                    }
                 }
-                None => return,
+                Some(Incoming::Other) => {}
+                Some(Incoming::Lost) | None => return,
             },
             () = shared.resync.notified() => {}
-            () = tokio::time::sleep(KEEPALIVE) => {
-                let ping = tokio::time::timeout(timeout, sink.ping::<redis::Value>()).await;
-                if !matches!(ping, Ok(Ok(_))) {
+            () = tokio::time::sleep(keepalive) => {
+                let ping = tokio::time::timeout(timeout, sink.ping()).await;
+                if !matches!(ping, Ok(Ok(()))) {
                     return;
                 }
             }
@@ -375,7 +539,7 @@ async fn listen(shared: &Shared, pubsub: redis::aio::PubSub, timeout: Duration) 
 /// Subscribes the channels that gained waiters and unsubscribes those that lost them.
 async fn resync(
     shared: &Shared,
-    sink: &mut PubSubSink,
+    sink: &mut Sink,
     subscribed: &mut HashSet<String>,
     timeout: Duration,
 ) -> redis::RedisResult<()> {

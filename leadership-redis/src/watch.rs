@@ -19,12 +19,10 @@ use std::time::Duration;
 
 use leadership_core::watch::{Change, Leader, WatchHub};
 use leadership_core::{Fence, Result};
-use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::error::map_redis_error;
 use crate::keys::Keys;
 use crate::retry::{Retry, retrying};
 use crate::scripts;
@@ -177,7 +175,7 @@ pub(crate) struct Feed {
     namespace: String,
     keys: Keys,
     hub: WatchHub,
-    manager: ConnectionManager,
+    manager: crate::conn::Conn,
     timeout: Duration,
     terms: Mutex<Terms>,
     /// Wakes the timer when an earlier expiry was armed.
@@ -325,7 +323,7 @@ impl Feed {
             "watch",
             self.timeout,
             Retry::Idempotent,
-            |err| map_redis_error("watch", err),
+            |err| manager.map_error("watch", err),
             || {
                 let mut conn = manager.clone();
                 async move { pipe.query_async::<Vec<(Option<u64>, i64)>>(&mut conn).await }
@@ -370,7 +368,7 @@ impl Watched {
         namespace: &str,
         keys: Keys,
         hub: WatchHub,
-        manager: ConnectionManager,
+        manager: crate::conn::Conn,
         timeout: Duration,
     ) -> Watched {
         let feed = Arc::new(Feed {
@@ -395,7 +393,7 @@ impl Drop for Watched {
 
 /// Reads the snapshot through the one retry path.
 async fn read_snapshot(
-    manager: &ConnectionManager,
+    manager: &crate::conn::Conn,
     keys: &Keys,
     timeout: Duration,
 ) -> Result<Snapshot> {
@@ -406,7 +404,7 @@ async fn read_snapshot(
         "watch",
         timeout,
         Retry::Idempotent,
-        |err| map_redis_error("watch", err),
+        |err| manager.map_error("watch", err),
         || {
             let mut conn = manager.clone();
             async move { invocation.invoke_async(&mut conn).await }

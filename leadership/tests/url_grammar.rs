@@ -15,7 +15,7 @@ fn parse(url: &str) -> Result<(String, Duration), Error> {
     let scheme = url.split("://").next().unwrap_or_default();
     match scheme {
         "memory" => MemoryStore::builder(url).map(|b| (b.namespace_name().to_owned(), b.timeout())),
-        "redis" | "rediss" => {
+        "redis" | "rediss" | "redis+cluster" | "redis+sentinel" => {
             RedisStore::builder(url).map(|b| (b.namespace_name().to_owned(), b.timeout()))
         }
         "etcd" | "etcds" => {
@@ -26,11 +26,13 @@ fn parse(url: &str) -> Result<(String, Duration), Error> {
 }
 
 /// Every store's base URL, with and without credentials.
-const BASES: [&str; 5] = [
+const BASES: [&str; 7] = [
     "memory://",
     "memory://shared",
     "redis://u:hunter2@127.0.0.1:6379",
     "rediss://127.0.0.1:6380/2",
+    "redis+cluster://u:hunter2@127.0.0.1:7000,127.0.0.1:7001",
+    "redis+sentinel://u:hunter2@127.0.0.1:26379,127.0.0.1:26380/leaders",
     "etcd://u:hunter2@127.0.0.1:2379,127.0.0.1:2380",
 ];
 
@@ -138,4 +140,27 @@ async fn the_facade_only_dispatches() {
     }
     let err = leadership::connect("ftp://x").await.err().expect("ftp");
     assert!(err.to_string().contains("unknown scheme \"ftp\""), "{err}");
+}
+
+/// Issue 18: the scale-out URLs reach the Redis store, and a malformed one says what the
+/// right form is, before any I/O.
+#[tokio::test]
+async fn scale_out_urls_reach_the_redis_store_and_bad_ones_say_the_right_form() {
+    for (url, says) in [
+        ("redis+sentinel://127.0.0.1:26379", "/MASTER"),
+        ("redis+cluster://127.0.0.1:7000/3", "has no databases"),
+        (
+            "redis://127.0.0.1:7000,127.0.0.1:7001",
+            "redis+cluster://h:p,h:p",
+        ),
+        ("redis+cluster://:pw@?namespace=x", "no host"),
+        (
+            "REDIS+CLUSTER://127.0.0.1:7000?bogus=1",
+            "unknown URL parameter \"bogus\"",
+        ),
+    ] {
+        let err = leadership::connect(url).await.err().expect(url);
+        assert!(matches!(err, Error::InvalidUrl { .. }), "{url}: {err}");
+        assert!(err.to_string().contains(says), "{url}: {err}");
+    }
 }

@@ -103,3 +103,5 @@ impl StoreFactory for Factory {
         true
     }
 }
+
+pub mod scale;

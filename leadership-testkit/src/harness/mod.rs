@@ -7,6 +7,8 @@
 mod process;
 mod proxy;
 mod redis;
+mod redis_cluster;
+mod redis_sentinel;
 mod tls_ca;
 
 pub use process::{HarnessError, ServerProcess, cpu_time, find_binary, free_port, wait_until};
@@ -15,4 +17,6 @@ pub mod etcd;
 pub use etcd::{EtcdCluster, EtcdServer, EtcdTls};
 pub use proxy::ReplyDropProxy;
 pub use redis::{REDIS_SERVER_ENV, RedisServer, RedisServerBuilder, RedisTls};
+pub use redis_cluster::RedisCluster;
+pub use redis_sentinel::RedisSentinel;
 pub use tls_ca::TestCa;

@@ -35,6 +35,7 @@ pub struct RedisServerBuilder {
     requirepass: Option<String>,
     acl_users: Vec<(String, String)>,
     tls: Option<RedisTls>,
+    cluster: bool,
     extra: Vec<(String, String)>,
 }
 
@@ -49,6 +50,7 @@ impl fmt::Debug for RedisServerBuilder {
             )
             .field("acl_users", &users)
             .field("tls", &self.tls)
+            .field("cluster", &self.cluster)
             .field("extra", &self.extra)
             .finish()
     }
@@ -81,6 +83,15 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Runs the server as a Redis Cluster node (`cluster-enabled yes`) with its cluster bus
+    /// on a second free port (not `port + 10000`, which may be out of range) and a node
+    /// timeout of 1 s, so failovers in tests take seconds. [`super::RedisCluster`] joins
+    /// such nodes into a cluster.
+    pub fn cluster(mut self, on: bool) -> Self {
+        self.cluster = on;
+        self
+    }
+
     /// Any other `redis.conf` directive, e.g. `("maxmemory", "10mb")`.
     pub fn config(mut self, directive: impl Into<String>, value: impl Into<String>) -> Self {
         self.extra.push((directive.into(), value.into()));
@@ -106,7 +117,11 @@ impl RedisServerBuilder {
                 Some(_) => Some(free_port()?),
                 None => None,
             };
-            let config = self.write_config(dir.path(), port, tls_port)?;
+            let cluster_port = match self.cluster {
+                true => Some(free_port()?),
+                false => None,
+            };
+            let config = self.write_config(dir.path(), port, tls_port, cluster_port)?;
             let process = ServerProcess::spawn_in(
                 format!("redis-server on port {port}"),
                 &binary,
@@ -118,6 +133,7 @@ impl RedisServerBuilder {
                 process,
                 port,
                 tls_port,
+                cluster_port,
                 admin_password: self.requirepass.clone(),
                 dir,
             };
@@ -142,6 +158,7 @@ impl RedisServerBuilder {
         dir: &Path,
         port: u16,
         tls_port: Option<u16>,
+        cluster_port: Option<u16>,
     ) -> Result<PathBuf, HarnessError> {
         let mut config = format!(
             "bind 127.0.0.1\nport {port}\ndir {dir}\ndaemonize no\nprotected-mode no\n\
@@ -166,6 +183,12 @@ impl RedisServerBuilder {
                 tls.cert.display(),
                 tls.key.display(),
                 tls.ca.display()
+            ));
+        }
+        if let Some(cluster_port) = cluster_port {
+            config.push_str(&format!(
+                "cluster-enabled yes\ncluster-port {cluster_port}\n\
+                 cluster-config-file nodes.conf\ncluster-node-timeout 1000\n"
             ));
         }
         for (directive, value) in &self.extra {
@@ -196,6 +219,7 @@ pub struct RedisServer {
     process: ServerProcess,
     port: u16,
     tls_port: Option<u16>,
+    cluster_port: Option<u16>,
     admin_password: Option<String>,
     dir: tempfile::TempDir,
 }
@@ -238,6 +262,11 @@ impl RedisServer {
     /// The plain TCP port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The cluster bus port of a cluster node (see [`RedisServerBuilder::cluster`]).
+    pub fn cluster_port(&self) -> Option<u16> {
+        self.cluster_port
     }
 
     /// The server's process id while it runs.
@@ -346,12 +375,12 @@ impl RedisServer {
 }
 
 /// A minimal RESP2 client: enough for readiness and admin commands without a redis crate.
-struct RespConnection {
+pub(super) struct RespConnection {
     reader: BufReader<TcpStream>,
 }
 
 impl RespConnection {
-    fn open(port: u16) -> Result<Self, HarnessError> {
+    pub(super) fn open(port: u16) -> Result<Self, HarnessError> {
         let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port).into();
         let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
             .map_err(|e| HarnessError::io(format!("connecting to redis on port {port}"), e))?;
@@ -364,7 +393,7 @@ impl RespConnection {
         })
     }
 
-    fn call(&mut self, args: &[&str]) -> Result<String, HarnessError> {
+    pub(super) fn call(&mut self, args: &[&str]) -> Result<String, HarnessError> {
         let mut request = format!("*{}\r\n", args.len()).into_bytes();
         for arg in args {
             request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
