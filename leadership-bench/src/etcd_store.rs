@@ -632,7 +632,7 @@ pub async fn claim_revoke_floor(
             .await
             .map_err(|e| format!("etcd keep-alive: {e}"))?;
         leases.push(lease);
-        keepers.push(tokio::sync::Mutex::new((lease, stream)));
+        keepers.push(tokio::sync::Mutex::new((lease, Some(stream))));
     }
     let keepers = Arc::new(keepers);
     let (raw_next, ours_next) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -642,21 +642,29 @@ pub async fn claim_revoke_floor(
         callers,
         sizes.round,
         move |seq| {
-            let mut kv = raw_client.kv_client();
+            let (mut kv, mut leases) = (raw_client.kv_client(), raw_client.lease_client());
             let (next, ns, keepers) = (Arc::clone(&raw_next), raw_ns.clone(), Arc::clone(&keepers));
             async move {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let (keys, unit) = (RawKeys::new(&ns, i), format!("a{i}/0"));
                 let mut slot = keepers[(seq % keepers.len() as u64) as usize].lock().await;
-                let (lease, (keeper, stream)) = &mut *slot;
+                let (lease, keep) = &mut *slot;
                 let read = kv.txn(keys.read()).await;
                 if !matches!(read, Ok(r) if !r.op_responses().is_empty()) {
                     return false;
                 }
-                let renewed = keeper.keep_alive().await.is_ok()
-                    && matches!(stream.message().await, Ok(Some(r)) if r.ttl() > 0);
+                // As the store renews: on the open stream, or on a new one (which renews too)
+                // where the server closed an idle one.
+                let mut renewed = false;
+                if let Some((keeper, stream)) = keep.as_mut() {
+                    renewed = keeper.keep_alive().await.is_ok()
+                        && matches!(stream.message().await, Ok(Some(r)) if r.ttl() > 0);
+                }
                 if !renewed {
-                    return false;
+                    *keep = leases.keep_alive(*lease).await.ok();
+                    if keep.is_none() {
+                        return false;
+                    }
                 }
                 let Ok(claimed) = kv.txn(keys.claim(&unit, *lease)).await else {
                     return false;
