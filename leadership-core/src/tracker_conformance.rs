@@ -27,11 +27,17 @@ pub struct ProbedClaim {
     pub result: Result<Fence>,
     /// How many watched peer trackers believed they led when the call was made.
     pub peers_leading: usize,
+    /// How many watched peer trackers believed they led when the call returned: a claim that
+    /// began a term must see none, since its tracker believes it leads from then on. (A
+    /// claim may start while a peer leads and still win fairly, once that peer released
+    /// the lease during the call: the count at the start is not a violation.)
+    pub peers_leading_at_return: usize,
 }
 
 /// A [`Claimer`] in front of a store that records each claim with its timing and, sampled
-/// at the moment the call is made, how many *other* trackers believe they lead. A new term
-/// whose first claim saw a peer leading would break "one leader at any instant".
+/// when the call is made and when it returns, how many *other* trackers believe they lead. A
+/// new term whose first claim returned while a peer believed it led would break "one leader
+/// at any instant".
 pub struct ClaimProbe {
     inner: Arc<dyn Leadership>,
     peers: Mutex<Vec<Weak<dyn Tracker>>>,
@@ -60,7 +66,7 @@ impl ClaimProbe {
         })
     }
 
-    /// Watches `peer`: its belief is sampled at the start of every claim.
+    /// Watches `peer`: its belief is sampled at the start and the return of every claim.
     pub fn watch(&self, peer: Weak<dyn Tracker>) {
         lock(&self.peers).push(peer);
     }
@@ -110,11 +116,13 @@ impl Claimer for ClaimProbe {
             .inner
             .claim_leadership(application, unit, duration)
             .await;
+        let peers_leading_at_return = self.peers_leading();
         lock(&self.log).push(ProbedClaim {
             started,
             ended: Instant::now(),
             result: result.clone(),
             peers_leading,
+            peers_leading_at_return,
         });
         result
     }
@@ -252,7 +260,7 @@ async fn hand_over(trackers: &[Probed], limit: Duration) -> (usize, Duration, Fe
     (new, killed.elapsed(), term.fence, killed)
 }
 
-/// Checks what every handover must keep: the new term's first claim started after the old
+/// Checks what every handover must keep: the new term's first claim returned after the old
 /// term's loss signal fired, with a larger fence.
 fn assert_handover_order(trackers: &[Probed], new: usize, old_fence: Fence, killed: Instant) {
     let first = match trackers[new].probe.first_success_since(killed) {
@@ -260,8 +268,8 @@ fn assert_handover_order(trackers: &[Probed], new: usize, old_fence: Fence, kill
         None => panic!("the new leader has no successful claim after the kill"),
     };
     assert_eq!(
-        first.peers_leading, 0,
-        "the new leader's first claim started while another tracker still believed it led (T7)"
+        first.peers_leading_at_return, 0,
+        "the new leader's first claim returned while another tracker still believed it led (T7)"
     );
     let new_fence = match trackers[new].tracker.current_term() {
         Some(term) => term.fence,
@@ -350,7 +358,7 @@ pub async fn t8_handover_with_release(factory: &dyn StoreFactory) {
 }
 
 /// Every claim that began a term (its fence differs from the tracker's previous successful
-/// claim) was made while no other tracker believed it led.
+/// claim) returned while no other tracker believed it led.
 fn assert_one_leader_at_a_time(trackers: &[Probed]) {
     for p in trackers {
         let mut previous: Option<Fence> = None;
@@ -358,11 +366,11 @@ fn assert_one_leader_at_a_time(trackers: &[Probed]) {
             let Ok(fence) = claim.result else { continue };
             if previous != Some(fence) {
                 assert_eq!(
-                    claim.peers_leading,
+                    claim.peers_leading_at_return,
                     0,
                     "{} began term {fence} while {} other tracker(s) believed they led",
                     p.tracker.unit_name(),
-                    claim.peers_leading
+                    claim.peers_leading_at_return
                 );
             }
             previous = Some(fence);

@@ -84,8 +84,8 @@ async fn loss_by_deadline_precedes_the_next_leaders_first_claim() {
         .first_success_since(failed)
         .expect("the next leader's claim");
     assert_eq!(
-        first.peers_leading, 0,
-        "a still believed it led when {next} claimed"
+        first.peers_leading_at_return, 0,
+        "a still believed it led when {next}'s claim returned"
     );
     let new_term = others[next].current_term().expect("the next leader's term");
     assert!(new_term.fence > a_term.fence);
