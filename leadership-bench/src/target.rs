@@ -73,7 +73,7 @@ impl Baseline {
         }
     }
 
-    /// What [`Baseline::write_expiring`] does, for the table.
+    /// What [`Baseline::prepare_expiring`] writes, for the table.
     pub fn expiring_label(&self) -> &'static str {
         match self {
             Baseline::Redis(_) => "SET PX",

@@ -1,24 +1,4 @@
-//! A loopback TCP proxy that can lose replies: the E2 fault.
-//!
-//! [`ReplyDropProxy`] forwards every connection to an upstream server. While
-//! [`drop_replies`](ReplyDropProxy::drop_replies) is on, requests still reach the server (so
-//! they apply), but whatever the server sends back is thrown away, as when a network fails
-//! after delivering a request: the client times out on a call that took effect (a claim
-//! that "timed out" but applied, E2). When replies flow again, each connection that lost
-//! some is closed and the client reconnects. Plain threads and std sockets, so it runs
-//! beside any runtime.
-//!
-//! ```no_run
-//! use leadership_testkit::harness::{RedisServer, ReplyDropProxy};
-//!
-//! let server = RedisServer::start().unwrap();
-//! let proxy = ReplyDropProxy::start(("127.0.0.1", server.port())).unwrap();
-//! let url = format!("redis://{}", proxy.addr());
-//! proxy.drop_replies(true);
-//! // ... a claim through `url` now applies, but its caller gets an error.
-//! proxy.drop_replies(false);
-//! assert!(proxy.dropped() >= 1);
-//! ```
+//! A loopback TCP proxy that can lose replies: the E2 fault ([`ReplyDropProxy`]).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -38,8 +18,26 @@ struct Shared {
     stop: AtomicBool,
 }
 
-/// A TCP proxy to one upstream that can drop replies; see the [module docs](self). Stops
-/// accepting when dropped (open connections end with their peers).
+/// A loopback TCP proxy to one upstream server that can lose replies: the E2 fault.
+///
+/// While [`drop_replies`](ReplyDropProxy::drop_replies) is on, requests still reach the
+/// server (so they apply), but whatever the server sends back is thrown away, as when a
+/// network fails after delivering a request: the client times out on a call that took effect
+/// (a claim that "timed out" but applied, E2). When replies flow again, each connection that
+/// lost some is closed and the client reconnects. Plain threads and std sockets, so it runs
+/// beside any runtime. Stops accepting when dropped (open connections end with their peers).
+///
+/// ```no_run
+/// use leadership_testkit::harness::{RedisServer, ReplyDropProxy};
+///
+/// let server = RedisServer::start().unwrap();
+/// let proxy = ReplyDropProxy::start(("127.0.0.1", server.port())).unwrap();
+/// let url = format!("redis://{}", proxy.addr());
+/// proxy.drop_replies(true);
+/// // ... a claim through `url` now applies, but its caller gets an error.
+/// proxy.drop_replies(false);
+/// assert!(proxy.dropped() >= 1);
+/// ```
 #[derive(Debug)]
 pub struct ReplyDropProxy {
     addr: SocketAddr,
