@@ -192,6 +192,17 @@ pub async fn redis_benchmark(bench: &RedisBench, sizes: Sizes, callers: usize) -
     row.with_note("an outside reference for SET at the same concurrency (its own connections and pipelining-free loop)")
 }
 
+/// One rslock cycle on `resource`: lock, then unlock; `false` if the lock failed.
+async fn rslock_cycle(locks: &rslock::LockManager, resource: &str, lease: Duration) -> bool {
+    match locks.lock(resource, lease).await {
+        Ok(lock) => {
+            locks.unlock(&lock).await;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// rslock (Redlock on one server) lock + unlock against our claim + revoke, each on a fresh
 /// application / resource per cycle.
 pub async fn rslock_peer(bench: &RedisBench, sizes: Sizes, callers: usize) -> BenchResult<Row> {
@@ -210,14 +221,7 @@ pub async fn rslock_peer(bench: &RedisBench, sizes: Sizes, callers: usize) -> Be
             let (locks, next, prefix) = (client.clone(), Arc::clone(&theirs), prefix.clone());
             async move {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let resource = format!("{prefix}{i}");
-                match locks.lock(resource.as_str(), lease).await {
-                    Ok(lock) => {
-                        locks.unlock(&lock).await;
-                        true
-                    }
-                    Err(_) => false,
-                }
+                rslock_cycle(&locks, &format!("{prefix}{i}"), lease).await
             }
         },
         move |_| {
@@ -426,14 +430,7 @@ pub async fn fenced_floors(
             let (locks, next, prefix) = (locks.clone(), Arc::clone(&theirs), lock_prefix.clone());
             async move {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let resource = format!("{prefix}{i}");
-                match locks.lock(resource.as_str(), lease).await {
-                    Ok(lock) => {
-                        locks.unlock(&lock).await;
-                        true
-                    }
-                    Err(_) => false,
-                }
+                rslock_cycle(&locks, &format!("{prefix}{i}"), lease).await
             }
         },
         move |_| {

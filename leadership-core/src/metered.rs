@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::watch::{LeaderStream, Watcher};
 use crate::{Checker, Claimer, Error, Fence, Pinner, Reader, Result, Revoker, Token};
 
-/// The operations recorded, in the order of [`Handles`].
+/// The `operation` labels, in the order of [`Op`]: `Op as usize` indexes them and the handles.
 const OPERATIONS: [&str; 10] = [
     "claim",
     "block",

@@ -3,6 +3,8 @@
 //! (installed for the test's thread; the current-thread runtime runs every task on it).
 #![cfg(feature = "metrics")]
 
+mod snapshot;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,41 +12,13 @@ use leadership_core::metered::Metered;
 use leadership_core::{CancellationToken, Checker, Claimer, Leadership, Pinner, Reader, Revoker};
 use leadership_memory::MemoryStore;
 use leadership_testkit::{Fault, FaultyStore};
-use metrics_util::CompositeKey;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use snapshot::Snap;
 
 const LEASE: Duration = Duration::from_secs(60);
 
-/// One drained snapshot: each read is what happened since the previous one.
-struct Snap(Vec<(CompositeKey, DebugValue)>);
-
+/// What these tests read from a snapshot.
 impl Snap {
-    fn take(snapshotter: &Snapshotter) -> Snap {
-        Snap(
-            snapshotter
-                .snapshot()
-                .into_vec()
-                .into_iter()
-                .map(|(key, _, _, value)| (key, value))
-                .collect(),
-        )
-    }
-
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<&DebugValue> {
-        self.0
-            .iter()
-            .find(|(key, _)| {
-                let key = key.key();
-                let mut have: Vec<(&str, &str)> =
-                    key.labels().map(|l| (l.key(), l.value())).collect();
-                let mut want = labels.to_vec();
-                have.sort_unstable();
-                want.sort_unstable();
-                key.name() == name && have == want
-            })
-            .map(|(_, value)| value)
-    }
-
     fn count(&self, operation: &str, outcome: &str) -> u64 {
         let labels = [
             ("store", "memory"),

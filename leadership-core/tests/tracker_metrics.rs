@@ -4,52 +4,23 @@
 //! when spawned.
 #![cfg(feature = "metrics")]
 
+mod snapshot;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use leadership_core::{LeaderTracker, Leadership, Tracker, TrackerWorker};
 use leadership_memory::MemoryStore;
 use leadership_testkit::{Fault, FaultyStore};
-use metrics_util::CompositeKey;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use snapshot::Snap;
 use tokio::time::{sleep, timeout};
 
 const GUARANTEE: Duration = Duration::from_secs(30);
 const LONG: Duration = Duration::from_secs(600);
 
-/// One snapshot of the debugging recorder. Taking it drains the recorder (counters and gauges
-/// are swapped to zero, histogram samples taken), so each check reads what happened since the
-/// previous snapshot: every transition below sets its gauge and counts its counter anew.
-struct Snap(Vec<(CompositeKey, DebugValue)>);
-
+/// What these tests read from a snapshot.
 impl Snap {
-    fn take(snapshotter: &Snapshotter) -> Snap {
-        Snap(
-            snapshotter
-                .snapshot()
-                .into_vec()
-                .into_iter()
-                .map(|(key, _, _, value)| (key, value))
-                .collect(),
-        )
-    }
-
-    /// The value of metric `name` whose labels are exactly `labels`.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<&DebugValue> {
-        self.0
-            .iter()
-            .find(|(key, _)| {
-                let key = key.key();
-                let mut have: Vec<(&str, &str)> =
-                    key.labels().map(|l| (l.key(), l.value())).collect();
-                let mut want = labels.to_vec();
-                have.sort_unstable();
-                want.sort_unstable();
-                key.name() == name && have == want
-            })
-            .map(|(_, value)| value)
-    }
-
     fn gauge(&self, labels: &[(&str, &str)]) -> f64 {
         match self.value("leadership_is_leader", labels) {
             Some(DebugValue::Gauge(v)) => v.into_inner(),
