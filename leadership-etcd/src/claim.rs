@@ -199,7 +199,17 @@ impl EtcdStore {
             // keep-alive renews exactly this unit's term: expiry becomes now + the granted
             // TTL, which is ≥ the old expiry and ≥ now + ttl (C2).
             match self.keep_alive(&held.lease).await? {
-                KeepAlive::Renewed => return Ok(held.fence),
+                // A revoke through this handle may have ended the term, and handed its lease
+                // on to another term, while the keep-alive was in flight: the renewal counts
+                // only if the cache still holds this very term on this lease.
+                KeepAlive::Renewed
+                    if self.cached(application).is_some_and(|now| {
+                        now.fence == held.fence && now.lease.id == held.lease.id
+                    }) =>
+                {
+                    return Ok(held.fence);
+                }
+                KeepAlive::Renewed => {}
                 KeepAlive::Gone => self.forget(application),
             }
         }

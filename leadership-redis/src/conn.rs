@@ -2,6 +2,7 @@
 //! found through Sentinel. Every operation sends its commands and scripts through [`Conn`],
 //! which routes them; the store above does not know which one it talks to.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -89,6 +90,9 @@ struct SentinelInner {
     sentinel: AsyncMutex<SentinelClient>,
     /// The current connection and its generation (so a failed one is dropped only once).
     current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// The next connection's generation: counts up for good, so a late failure of an old
+    /// connection never matches a newer one.
+    generations: AtomicU64,
     config: AsyncConnectionConfig,
 }
 
@@ -98,6 +102,7 @@ impl SentinelConn {
             inner: Arc::new(SentinelInner {
                 sentinel: AsyncMutex::new(sentinel),
                 current: Mutex::new(None),
+                generations: AtomicU64::new(0),
                 // A request on a connection to a primary that stopped answering (paused,
                 // cut off) fails before the retry path abandons it, so that the connection
                 // is dropped and the sentinels are asked again.
@@ -132,7 +137,7 @@ impl SentinelConn {
             .current
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let generation = current.as_ref().map_or(0, |(g, _)| g + 1);
+        let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed);
         *current = Some((generation, conn.clone()));
         Ok((generation, conn))
     }
@@ -156,7 +161,6 @@ impl SentinelConn {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
             if current.as_ref().is_some_and(|(g, _)| *g == generation) {
-                // Keep the generation counting up: a `None` would restart it at 0.
                 *current = None;
             }
         }

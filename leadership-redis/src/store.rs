@@ -94,7 +94,10 @@ impl Connection {
     }
 
     fn saw(&self, fence: Fence) {
-        self.highest_fence.fetch_max(fence.get(), Ordering::Relaxed);
+        // Checks call this on every read: write the shared line only when the fence is new.
+        if fence.get() > self.highest_fence.load(Ordering::Relaxed) {
+            self.highest_fence.fetch_max(fence.get(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -248,7 +251,14 @@ impl Inner {
                         self.shared.hints.refresh(key, fence, started)
                     });
                     if !kept {
-                        self.remember(self.keys.lease(application, unit), fence, started, millis);
+                        // Cleared meanwhile: put the hint back, its commands as they were.
+                        let held = Held {
+                            fence,
+                            verified: started,
+                            ..hint
+                        };
+                        let key = self.keys.lease(application, unit);
+                        self.shared.hints.insert(key, held);
                     }
                     return Ok(fence);
                 }
