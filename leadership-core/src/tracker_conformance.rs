@@ -76,11 +76,14 @@ impl ClaimProbe {
         lock(&self.log).clone()
     }
 
-    /// The first successful claim made at or after `since`.
-    pub fn first_success_since(&self, since: Instant) -> Option<ProbedClaim> {
+    /// The first successful claim that returned at or after `since`. A claim may start
+    /// before `since` (a waiting tracker's retry, or a read-first claim that reads the key
+    /// only after a revoke) and still be the one that begins the next term: what counts is
+    /// when it returned.
+    pub fn first_success_returning_after(&self, since: Instant) -> Option<ProbedClaim> {
         lock(&self.log)
             .iter()
-            .find(|c| c.started >= since && c.result.is_ok())
+            .find(|c| c.ended >= since && c.result.is_ok())
             .cloned()
     }
 
@@ -263,7 +266,7 @@ async fn hand_over(trackers: &[Probed], limit: Duration) -> (usize, Duration, Fe
 /// Checks what every handover must keep: the new term's first claim returned after the old
 /// term's loss signal fired, with a larger fence.
 fn assert_handover_order(trackers: &[Probed], new: usize, old_fence: Fence, killed: Instant) {
-    let first = match trackers[new].probe.first_success_since(killed) {
+    let first = match trackers[new].probe.first_success_returning_after(killed) {
         Some(claim) => claim,
         None => panic!("the new leader has no successful claim after the kill"),
     };
@@ -309,7 +312,7 @@ pub async fn t4_handover_without_release(factory: &dyn StoreFactory) {
             "handover without release took {took:?}, more than {bound:?}"
         );
         let last_old = alive[old].probe.last_success();
-        let first_new = alive[new].probe.first_success_since(killed);
+        let first_new = alive[new].probe.first_success_returning_after(killed);
         if let (Some(last_old), Some(first_new)) = (last_old, first_new) {
             // C4 through the tracker: nobody else can be granted the lease before the claim
             // duration has passed since the old leader's last successful claim was made. A

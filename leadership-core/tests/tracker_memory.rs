@@ -81,7 +81,7 @@ async fn loss_by_deadline_precedes_the_next_leaders_first_claim() {
     assert!(a_term.lost.is_cancelled());
     assert!(a.current_term().is_none());
     let first = probes[next]
-        .first_success_since(failed)
+        .first_success_returning_after(failed)
         .expect("the next leader's claim");
     assert_eq!(
         first.peers_leading_at_return, 0,
