@@ -44,14 +44,20 @@ pub(crate) fn ensure_running(inner: &Arc<Inner>) {
     {
         return;
     }
-    runtime.spawn(run(Arc::downgrade(inner), Arc::clone(shared)));
+    // The guard is made before the spawn and moves into the task: a runtime that is shutting
+    // down refuses the task and drops it unpolled, and the guard then clears the flag (and
+    // wakes everyone), so the next call from a live runtime starts a timer. Callers hold no
+    // store lock here, so the guard may take it even when dropped inside `spawn`.
+    let running = Running {
+        store: Arc::downgrade(inner),
+        shared: Arc::clone(shared),
+    };
+    runtime.spawn(run(running));
 }
 
-async fn run(store: Weak<Inner>, shared: Arc<TimerShared>) {
-    let _running = Running {
-        store: store.clone(),
-        shared: Arc::clone(&shared),
-    };
+async fn run(running: Running) {
+    let store = running.store.clone();
+    let shared = Arc::clone(&running.shared);
     loop {
         let next = match store.upgrade() {
             Some(inner) => inner.expire_due(),

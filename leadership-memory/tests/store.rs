@@ -468,3 +468,56 @@ fn o2_an_expiry_reaches_a_watcher_after_the_timers_runtime_went_away() {
         );
     });
 }
+
+/// O2, C5: a timer spawned onto a runtime that is already shutting down is dropped before it
+/// ever runs (a call made by a task of that runtime while it closes). The store must not go
+/// on believing a timer runs: the next call from a live runtime starts one, and expiries are
+/// reported again. (CI saw three shared-store cases, whose tests each run on their own
+/// runtime, wait in vain for an expiry.)
+#[test]
+fn o2_a_timer_spawned_on_a_closed_runtime_does_not_stop_expiries() {
+    use futures::StreamExt;
+    use leadership_core::{LeaderEvent, Watcher};
+
+    let store = MemoryStore::new();
+    let closed = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let handle = closed.handle().clone();
+    closed.shutdown_background();
+    {
+        // A call made inside the closed runtime's context: its spawn is refused and the
+        // timer's future is dropped unpolled.
+        let _entered = handle.enter();
+        store.start_timer();
+    }
+    let live = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    live.block_on(async {
+        let mut stream = store.watch_leader("a").await.expect("watch");
+        assert!(matches!(
+            stream.next().await,
+            Some(LeaderEvent::Snapshot { leaders }) if leaders.is_empty()
+        ));
+        store
+            .claim_leadership("a", "a/0", Duration::from_millis(100))
+            .await
+            .expect("claim");
+        assert!(matches!(
+            stream.next().await,
+            Some(LeaderEvent::Elected { .. })
+        ));
+        let event = tokio::time::timeout(Duration::from_secs(2), stream.next()).await;
+        assert_eq!(
+            event.expect("the expiry was reported by a timer on the live runtime"),
+            Some(LeaderEvent::Vacated {
+                application: "a".into()
+            })
+        );
+    });
+}
