@@ -270,7 +270,7 @@ pub async fn run(
         .iter()
         .rev()
         .find(|record| record.result.is_ok())
-        .map(|record| record.ended);
+        .map(|record| record.returned);
     units[l1].link.fail(Fault::Unavailable);
     let crashed_at = Instant::now();
     units[l1].tracker.kill();

@@ -6,6 +6,7 @@ mod forward;
 #[cfg(feature = "metrics")]
 pub mod metered;
 pub mod policy;
+pub mod record;
 pub mod retry;
 pub mod tracker;
 mod traits;

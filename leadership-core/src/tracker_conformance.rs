@@ -14,17 +14,14 @@ use tokio::time::{Instant, sleep, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::conformance::{Profile, StoreFactory, unique_namespace};
+use crate::record::ClaimCall;
 use crate::{Claimer, Fence, LeaderTracker, Leadership, Result, Tracker, TrackerWorker};
 
-/// One claim seen by a [`ClaimProbe`].
+/// One claim seen by a [`ClaimProbe`]: the call, and the peers' beliefs around it.
 #[derive(Debug, Clone)]
 pub struct ProbedClaim {
-    /// When the call was made.
-    pub started: Instant,
-    /// When it returned.
-    pub ended: Instant,
-    /// What it returned.
-    pub result: Result<Fence>,
+    /// The call, timed around itself.
+    pub call: ClaimCall,
     /// How many watched peer trackers believed they led when the call was made.
     pub peers_leading: usize,
     /// How many watched peer trackers believed they led when the call returned: a claim that
@@ -83,7 +80,7 @@ impl ClaimProbe {
     pub fn first_success_returning_after(&self, since: Instant) -> Option<ProbedClaim> {
         lock(&self.log)
             .iter()
-            .find(|c| c.ended >= since && c.result.is_ok())
+            .find(|c| c.call.returned >= since && c.call.result.is_ok())
             .cloned()
     }
 
@@ -92,7 +89,7 @@ impl ClaimProbe {
         lock(&self.log)
             .iter()
             .rev()
-            .find(|c| c.result.is_ok())
+            .find(|c| c.call.result.is_ok())
             .cloned()
     }
 
@@ -114,16 +111,17 @@ impl Claimer for ClaimProbe {
         duration: Duration,
     ) -> Result<Fence> {
         let peers_leading = self.peers_leading();
-        let started = Instant::now();
-        let result = self
-            .inner
-            .claim_leadership(application, unit, duration)
-            .await;
+        let call = ClaimCall::time(
+            application,
+            unit,
+            duration,
+            self.inner.claim_leadership(application, unit, duration),
+        )
+        .await;
         let peers_leading_at_return = self.peers_leading();
+        let result = call.result.clone();
         lock(&self.log).push(ProbedClaim {
-            started,
-            ended: Instant::now(),
-            result: result.clone(),
+            call,
             peers_leading,
             peers_leading_at_return,
         });
@@ -317,11 +315,11 @@ pub async fn t4_handover_without_release(factory: &dyn StoreFactory) {
             // C4 through the tracker: nobody else can be granted the lease before the claim
             // duration has passed since the old leader's last successful claim was made. A
             // few milliseconds allow for stores that keep time in whole milliseconds.
-            let earliest = last_old.started + lease - Duration::from_millis(5);
+            let earliest = last_old.call.started + lease - Duration::from_millis(5);
             assert!(
-                first_new.ended >= earliest,
+                first_new.call.returned >= earliest,
                 "the new leader was granted the lease {:?} before the old one's could expire",
-                earliest - first_new.ended
+                earliest - first_new.call.returned
             );
         }
         assert_one_leader_at_a_time(&alive);
@@ -366,7 +364,9 @@ fn assert_one_leader_at_a_time(trackers: &[Probed]) {
     for p in trackers {
         let mut previous: Option<Fence> = None;
         for claim in p.probe.claims() {
-            let Ok(fence) = claim.result else { continue };
+            let Ok(fence) = claim.call.result else {
+                continue;
+            };
             if previous != Some(fence) {
                 assert_eq!(
                     claim.peers_leading_at_return,

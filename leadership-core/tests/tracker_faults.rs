@@ -244,7 +244,7 @@ async fn a_term_carries_its_promoting_claims_call_start_and_return() {
         .collect();
     let promoting = granted.first().expect("a granted claim");
     assert_eq!(term.claim_started, promoting.started);
-    assert_eq!(term.began, promoting.ended);
+    assert_eq!(term.began, promoting.returned);
     assert!(
         term.claim_started > start,
         "the failed first claim did not promote"

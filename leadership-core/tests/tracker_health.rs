@@ -33,7 +33,7 @@ fn last_success(faulty: &FaultyStore) -> Instant {
         .iter()
         .rev()
         .find(|c| c.result.is_ok())
-        .map(|c| c.ended)
+        .map(|c| c.returned)
         .expect("a successful claim")
 }
 

@@ -40,7 +40,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::history::{ClaimCall, ClaimOutcome, History, RevokeCall};
+use crate::history::{History, RevokeCall};
+use leadership_core::record::ClaimCall;
 
 /// The name failures report as their backend.
 const BACKEND: &str = "faulty";
@@ -59,19 +60,6 @@ pub enum Fault {
     Backend,
 }
 
-/// One claim seen by a [`FaultyStore`].
-#[derive(Debug, Clone)]
-pub struct ClaimRecord {
-    /// The unit that claimed.
-    pub unit: String,
-    /// When the call was made.
-    pub started: Instant,
-    /// When it returned.
-    pub ended: Instant,
-    /// What it returned.
-    pub result: Result<Fence>,
-}
-
 #[derive(Debug)]
 struct Injected(Option<Fault>);
 
@@ -79,7 +67,7 @@ struct Injected(Option<Fault>);
 pub struct FaultyStore {
     inner: Arc<dyn Leadership>,
     fault: watch::Sender<Injected>,
-    claims: Mutex<Vec<ClaimRecord>>,
+    claims: Mutex<Vec<ClaimCall>>,
     history: OnceLock<Arc<History>>,
 }
 
@@ -125,11 +113,11 @@ impl FaultyStore {
     }
 
     /// Every claim seen so far, in call order.
-    pub fn claims(&self) -> Vec<ClaimRecord> {
+    pub fn claims(&self) -> Vec<ClaimCall> {
         self.log().clone()
     }
 
-    fn log(&self) -> MutexGuard<'_, Vec<ClaimRecord>> {
+    fn log(&self) -> MutexGuard<'_, Vec<ClaimCall>> {
         self.claims.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -175,36 +163,18 @@ impl Claimer for FaultyStore {
         unit: &str,
         duration: Duration,
     ) -> Result<Fence> {
-        let started = Instant::now();
-        let result = match self.gate("claim").await {
-            Ok(()) => {
-                self.inner
-                    .claim_leadership(application, unit, duration)
-                    .await
-            }
-            Err(err) => Err(err),
-        };
-        let ended = Instant::now();
+        let call = ClaimCall::time(application, unit, duration, async {
+            self.gate("claim").await?;
+            self.inner
+                .claim_leadership(application, unit, duration)
+                .await
+        })
+        .await;
+        let result = call.result.clone();
         if let Some(history) = self.history.get() {
-            history.claim(ClaimCall {
-                application: application.to_owned(),
-                unit: unit.to_owned(),
-                duration,
-                started,
-                returned: ended,
-                outcome: match &result {
-                    Ok(fence) => ClaimOutcome::Granted(*fence),
-                    Err(err) if err.is_claim_denied() => ClaimOutcome::Denied,
-                    Err(_) => ClaimOutcome::Failed,
-                },
-            });
+            history.claim(call.clone());
         }
-        self.log().push(ClaimRecord {
-            unit: unit.to_owned(),
-            started,
-            ended,
-            result: result.clone(),
-        });
+        self.log().push(call);
         result
     }
 

@@ -120,43 +120,7 @@ pub struct WriteRecord {
     pub newer_term_known: bool,
 }
 
-/// How a recorded claim call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClaimOutcome {
-    /// `Ok(fence)`: the unit leads until call start + duration (C4).
-    Granted(Fence),
-    /// `ClaimDenied`.
-    Denied,
-    /// Any other error: the claim may or may not have applied (E2); it promises nothing.
-    Failed,
-}
-
-/// One claim call, timed around the call itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimCall {
-    /// The application claimed.
-    pub application: String,
-    /// The claimant.
-    pub unit: String,
-    /// The duration asked for.
-    pub duration: Duration,
-    /// When the call was made.
-    pub started: Instant,
-    /// When it returned.
-    pub returned: Instant,
-    /// What it returned.
-    pub outcome: ClaimOutcome,
-}
-
-impl ClaimCall {
-    /// The fence granted, if the claim returned `Ok`.
-    pub fn granted(&self) -> Option<Fence> {
-        match self.outcome {
-            ClaimOutcome::Granted(fence) => Some(fence),
-            _ => None,
-        }
-    }
-}
+pub use leadership_core::record::{ClaimCall, ClaimOutcome};
 
 /// One revoke call by a holder, timed around the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,7 +156,7 @@ pub struct FaultRecord {
 }
 
 /// A broken property, with the records that show it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Violation {
     /// Property 1: a later term of the application has a fence that is not greater.
@@ -1226,13 +1190,22 @@ mod tests {
     }
 
     fn call(unit: &str, started: Instant, returned: Instant, outcome: ClaimOutcome) -> ClaimCall {
+        let result = match outcome {
+            ClaimOutcome::Granted(fence) => Ok(fence),
+            ClaimOutcome::Denied => Err(leadership_core::Error::ClaimDenied),
+            ClaimOutcome::Failed => Err(leadership_core::Error::unavailable(
+                "test",
+                "claim",
+                "reply lost",
+            )),
+        };
         ClaimCall {
             application: "web".into(),
             unit: unit.into(),
             duration: ms(100),
             started,
             returned,
-            outcome,
+            result,
         }
     }
 

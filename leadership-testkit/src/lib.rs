@@ -10,7 +10,7 @@ pub mod history;
 pub mod mocks;
 
 #[cfg(feature = "faults")]
-pub use faulty::{ClaimRecord, Fault, FaultyStore};
+pub use faulty::{Fault, FaultyStore};
 #[cfg(feature = "mocks")]
 pub use mockall;
 #[cfg(feature = "mocks")]

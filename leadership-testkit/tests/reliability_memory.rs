@@ -652,7 +652,7 @@ async fn the_checker_catches_a_store_that_shortens_leases() {
 /// call start plus duration is a broken promise (while fences still increase: F1 holds).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_precise_check_catches_a_store_that_shortens_leases() {
-    use leadership_testkit::history::{ClaimCall, ClaimOutcome};
+    use leadership_testkit::history::ClaimCall;
 
     let broken = Shortening(Arc::new(MemoryStore::new().namespace("broken-c4")));
     let history = History::new(CLOCK_BOUND);
@@ -660,20 +660,15 @@ async fn the_precise_check_catches_a_store_that_shortens_leases() {
         let broken = &broken;
         let history = history.clone();
         async move {
-            let started = Instant::now();
-            let result = broken.claim_leadership("web", unit, CLAIM).await;
-            history.claim(ClaimCall {
-                application: "web".into(),
-                unit: unit.into(),
-                duration: CLAIM,
-                started,
-                returned: Instant::now(),
-                outcome: match result {
-                    Ok(fence) => ClaimOutcome::Granted(fence),
-                    Err(ref err) if err.is_claim_denied() => ClaimOutcome::Denied,
-                    Err(_) => ClaimOutcome::Failed,
-                },
-            });
+            history.claim(
+                ClaimCall::time(
+                    "web",
+                    unit,
+                    CLAIM,
+                    broken.claim_leadership("web", unit, CLAIM),
+                )
+                .await,
+            );
         }
     };
     for _ in 0..3 {

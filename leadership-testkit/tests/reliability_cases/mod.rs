@@ -40,7 +40,7 @@ use leadership_core::{
     Claimer, Fence, LeaderTracker, Leadership, Result, Revoker, Tracker, TrackerWorker,
 };
 use leadership_testkit::history::{
-    ClaimCall, ClaimOutcome, History, Report, RevokeCall, WitnessEntry, WriteRecord,
+    ClaimCall, History, Report, RevokeCall, WitnessEntry, WriteRecord,
 };
 use leadership_testkit::{Fault, FaultyStore};
 use tokio::sync::Notify;
@@ -648,26 +648,21 @@ async fn bare_claimer(
     let mut turn: u64 = unit.bytes().map(u64::from).sum();
     while !stop.is_cancelled() {
         turn = turn.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        let started = Instant::now();
-        let result = store.claim_leadership(&application, &unit, claim).await;
-        let returned = Instant::now();
-        let outcome = match &result {
-            Ok(fence) => ClaimOutcome::Granted(*fence),
-            Err(err) if err.is_claim_denied() => ClaimOutcome::Denied,
-            Err(err) if err.is_retryable() => ClaimOutcome::Failed,
-            Err(err) => {
-                counters.unexpected(format!("claim by {unit}: {err:?}"));
-                ClaimOutcome::Failed
-            }
-        };
-        history.claim(ClaimCall {
-            application: application.clone(),
-            unit: unit.clone(),
-            duration: claim,
-            started,
-            returned,
-            outcome,
-        });
+        let call = ClaimCall::time(
+            &application,
+            &unit,
+            claim,
+            store.claim_leadership(&application, &unit, claim),
+        )
+        .await;
+        let (started, result) = (call.started, call.result.clone());
+        if let Err(err) = &result
+            && !err.is_claim_denied()
+            && !err.is_retryable()
+        {
+            counters.unexpected(format!("claim by {unit}: {err:?}"));
+        }
+        history.claim(call);
         let Ok(fence) = result else {
             let pause = Duration::from_millis(5 + (turn >> 33) % 30);
             tokio::select! {
@@ -969,20 +964,15 @@ impl Run {
         unit: &str,
         claim: Duration,
     ) -> Result<Fence> {
-        let started = Instant::now();
-        let result = store.claim_leadership(application, unit, claim).await;
-        self.history.claim(ClaimCall {
-            application: application.to_owned(),
-            unit: unit.to_owned(),
-            duration: claim,
-            started,
-            returned: Instant::now(),
-            outcome: match &result {
-                Ok(fence) => ClaimOutcome::Granted(*fence),
-                Err(err) if err.is_claim_denied() => ClaimOutcome::Denied,
-                Err(_) => ClaimOutcome::Failed,
-            },
-        });
+        let call = ClaimCall::time(
+            application,
+            unit,
+            claim,
+            store.claim_leadership(application, unit, claim),
+        )
+        .await;
+        let result = call.result.clone();
+        self.history.claim(call);
         result
     }
 }
