@@ -200,9 +200,21 @@ pub fn cpu_per_renewal(rows: &[Row]) -> Option<f64> {
     (rate > 0.0).then(|| share / 100.0 / rate)
 }
 
+/// The median of `values` (`None` if empty).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(sorted[n / 2]),
+        _ => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+    }
+}
+
 /// M1's overhead: CPU per renewal without a metrics recorder ÷ with one (target ≥ 0.95), with
-/// the trackers' labels on (the default) or off.
-pub fn metrics_overhead(off: Option<f64>, on: Option<f64>, labelled: bool) -> Row {
+/// the trackers' labels on (the default) or off; each side the median of its rounds.
+pub fn metrics_overhead(off: &[f64], on: &[f64], labelled: bool) -> Row {
     let scenario = if labelled {
         "scale: metrics on vs off (CPU per renewal)"
     } else {
@@ -210,13 +222,25 @@ pub fn metrics_overhead(off: Option<f64>, on: Option<f64>, labelled: bool) -> Ro
     };
     let mut row = Row::new("memory", scenario);
     row.target = Some("off ÷ on ≥ 0.95".into());
-    match (off, on) {
-        (Some(off), Some(on)) if on > 0.0 => {
-            let ratio = off / on;
+    let each = |values: &[f64]| {
+        values
+            .iter()
+            .map(|v| format!("{:.1}", v * 1e6))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (median(off), median(on)) {
+        (Some(off_median), Some(on_median)) if on_median > 0.0 => {
+            let ratio = off_median / on_median;
             row.value = Some(format!(
-                "{:.1} µs without a recorder, {:.1} µs with the Prometheus recorder: ratio {ratio:.2}",
-                off * 1e6,
-                on * 1e6
+                "{:.1} µs without a recorder, {:.1} µs with the Prometheus recorder: ratio \
+                 {ratio:.2} (medians of {} and {} rounds: {} / {} µs)",
+                off_median * 1e6,
+                on_median * 1e6,
+                off.len(),
+                on.len(),
+                each(off),
+                each(on),
             ));
             row.ratio = Some(ratio);
             row.number = Some(ratio);
@@ -233,9 +257,10 @@ pub fn metrics_overhead(off: Option<f64>, on: Option<f64>, labelled: bool) -> Ro
         "labels switched off (metrics_application_label(false): one series per metric)"
     };
     row.note = Some(format!(
-        "two child processes, each 10,000 trackers on memory for the scale window; the \
-         library is built with its metrics feature in both, the first has no recorder, the \
-         second the Prometheus recorder with its 5 s upkeep; {labels}"
+        "child processes, each 10,000 trackers on memory for the scale window, run in \
+         interleaved rounds (three in a full run, one with --quick); the library is built \
+         with its metrics feature in all, one has no recorder, the other the Prometheus recorder as `track --metrics` builds it (latency histograms with \
+         DURATION_BUCKETS) with its 5 s upkeep; {labels}"
     ));
     row
 }

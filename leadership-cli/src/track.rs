@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use leadership::tracker::LeaderTracker;
 use leadership::{Leadership, Tracker, TrackerWorker};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -47,7 +47,15 @@ fn cannot_serve(flag: &str, addr: SocketAddr, err: &dyn std::fmt::Display) -> ! 
 /// connecting: the store and the tracker register their metrics with the recorder installed
 /// at that moment (M1).
 pub fn serve_metrics(addr: SocketAddr) {
-    let installed = PrometheusBuilder::new().with_http_listener(addr).install();
+    // Latencies as histograms with fixed buckets: the exporter's default, a quantile summary
+    // per series, costs far more per renewal once every tracker has its own series (M1).
+    let installed = PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Suffix("_duration_seconds".into()),
+            leadership::metered::DURATION_BUCKETS,
+        )
+        .and_then(PrometheusBuilder::install);
     if let Err(err) = installed {
         cannot_serve("--metrics", addr, &err);
     }

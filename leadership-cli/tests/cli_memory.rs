@@ -289,6 +289,15 @@ fn track_serves_metrics_and_health() {
     let claimed =
         r#"leadership_store_operations_total{store="memory",operation="claim",outcome="ok"} "#;
     assert!(text.lines().any(|l| l.starts_with(claimed)), "{text}");
+    // Latencies are histograms with DURATION_BUCKETS, not the exporter's default summaries:
+    // a claim call (under a millisecond in process) lands in the first bucket.
+    // The latency series are labelled by call alone, whatever the tracker's labels.
+    let first_bucket = r#"leadership_claim_duration_seconds_bucket{call="claim",le="0.0005"} "#;
+    assert!(text.lines().any(|l| l.starts_with(first_bucket)), "{text}");
+    assert!(
+        !text.contains("quantile="),
+        "no latency is exported as a summary: {text}"
+    );
 
     let (status, body) = get(health, "/healthz");
     assert_eq!(status, 200, "{body}");

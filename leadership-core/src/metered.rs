@@ -29,6 +29,33 @@
 //! # Ok(()) }
 //! ```
 
+/// Bucket bounds, in seconds, for the two latency histograms
+/// (`leadership_claim_duration_seconds` and `leadership_store_operation_duration_seconds`):
+/// from half a millisecond (an in-process call) to ten seconds (a store at its timeout).
+///
+/// Give them to an exporter that otherwise keeps quantile summaries. The Prometheus exporter
+/// (`metrics-exporter-prometheus`) does by default, and a summary per series costs far more
+/// CPU and memory than fixed buckets once every tracker has its own series; histograms can
+/// also be aggregated across processes, summaries cannot. `leadership track --metrics` and
+/// leadership-bench's metrics rows use these:
+///
+/// ```
+/// use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+///
+/// let builder = PrometheusBuilder::new()
+///     .set_buckets_for_metric(
+///         Matcher::Suffix("_duration_seconds".into()),
+///         leadership_core::metered::DURATION_BUCKETS,
+///     )
+///     .expect("the bounds are not empty");
+/// // Then `builder.install()` (inside a tokio runtime), before connecting and spawning
+/// // trackers.
+/// # let _ = builder;
+/// ```
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;

@@ -83,13 +83,19 @@ mod on {
                     "leadership_transitions_total",
                     with("transition", "released")
                 ),
+                // Latency is labelled by the kind of call alone, whatever the labels setting:
+                // a histogram per tracker is a series per bucket per application (16 with
+                // DURATION_BUCKETS, so 160,000 for 10,000 trackers), which a Prometheus
+                // server should not be asked to keep, and its exporter's upkeep walks every
+                // series: it cost more CPU than the renewals themselves (leadership-bench,
+                // "scale: metrics on vs off").
                 claim_seconds: metrics::histogram!(
                     "leadership_claim_duration_seconds",
-                    with("call", "claim")
+                    vec![Label::new("call", "claim")]
                 ),
                 renew_seconds: metrics::histogram!(
                     "leadership_claim_duration_seconds",
-                    with("call", "renew")
+                    vec![Label::new("call", "renew")]
                 ),
                 claim_failures: metrics::counter!(
                     "leadership_claim_failures_total",
