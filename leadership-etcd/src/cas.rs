@@ -88,12 +88,16 @@ impl EtcdStore {
                 TxnOp::delete(lead_key, None),
                 TxnOp::delete(keys.clock(application), None),
             ]);
+        // Forgotten before the delete is sent: if its reply is lost after it applied (E2),
+        // the cache must not keep a term that no longer exists on a lease that still lives
+        // (kept for the next term), or the holder's next claim would "renew" it by a
+        // keep-alive while the application is vacant (C4).
+        self.forget_term(application, held);
         let mut kv = self.inner.shared.client.kv_client();
         let response = kv.txn(delete).await.map_err(|e| map_err("revoke", e))?;
         if !response.succeeded() {
             return Ok(false);
         }
-        self.forget(application);
         self.keep_spare(held.lease.clone());
         Ok(true)
     }
@@ -127,13 +131,14 @@ impl EtcdStore {
             TxnOp::delete(lead_key, None),
             TxnOp::delete(clock_key, None),
         ]);
+        // Forgotten before the delete is sent, as in `revoke_cached`.
+        let cached = self.cached(application);
+        self.forget(application);
         let mut kv = self.inner.shared.client.kv_client();
         let response = kv.txn(delete).await.map_err(|e| map_err("revoke", e))?;
         if !response.succeeded() {
             return Ok(false);
         }
-        let cached = self.cached(application);
-        self.forget(application);
         match (lease, cached) {
             (Some(lease), Some(held)) if held.lease.id == lease => self.keep_spare(held.lease),
             (Some(lease), _) => self.revoke_lease(lease).await?,

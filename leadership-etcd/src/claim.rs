@@ -137,6 +137,18 @@ impl EtcdStore {
         self.held().remove(application);
     }
 
+    /// Forgets `held` if the cache still holds that very term on that lease (a newer entry,
+    /// from a concurrent claim through this handle, stays).
+    pub(crate) fn forget_term(&self, application: &str, held: &Held) {
+        let mut cache = self.held();
+        if cache
+            .get(application)
+            .is_some_and(|now| now.fence == held.fence && now.lease.id == held.lease.id)
+        {
+            cache.remove(application);
+        }
+    }
+
     fn spare(&self) -> std::sync::MutexGuard<'_, Vec<Spare>> {
         self.inner
             .spare
@@ -194,8 +206,10 @@ impl EtcdStore {
             && held.unit == unit
             && held.lease.fits(ttl)
         {
-            // A cached lease carries this term until the term ends (a revoke that keeps the
-            // lease forgets the term first, and any other end revokes it), so a successful
+            // A cached lease carries this term until the term ends (every write that may end
+            // the term or move it to another lease forgets it before it is sent, so one whose
+            // reply is lost cannot leave it cached; a revoke that keeps the lease forgets the
+            // term first, and any other end revokes it), so a successful
             // keep-alive renews exactly this unit's term: expiry becomes now + the granted
             // TTL, which is ≥ the old expiry and ≥ now + ttl (C2).
             match self.keep_alive(&held.lease).await? {
@@ -257,6 +271,12 @@ impl EtcdStore {
         unit: &str,
         ttl: i64,
     ) -> Result<Fence> {
+        // Whatever the cache says of this application is not used from here, and the writes
+        // below may end or move a cached term (an extension moves it to another lease): it
+        // is forgotten before any of them is sent, and what succeeds is remembered. A write
+        // whose reply is lost (E2) then cannot leave a term cached that the store no longer
+        // has on that lease, which a later keep-alive would "renew" (C4).
+        self.forget(application);
         // A lease in hand for a new term, kept across lost races.
         let mut lease: Option<Lease> = None;
         let mut found = self.read_term(application, "claim").await?;

@@ -204,3 +204,80 @@ async fn an_unreachable_store_reads_as_one_short_line() {
         "{causes:?}"
     );
 }
+
+/// E2 for revokes: a holder's revoke whose reply was lost after etcd applied it ended the
+/// term, but the handle never heard so. Its next claim must not "renew" the ended term
+/// through the cached lease (which a revoke keeps alive for the handle's next term): the
+/// claim either starts a new term that the store really holds, or fails. Before the fix the
+/// claim returned the old fence while the application was vacant, so another unit could
+/// claim it within the promised duration (C4), and both believed they led.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e2_a_revoke_whose_reply_was_lost_leaves_no_phantom_term() {
+    use leadership_core::Checker;
+    use leadership_testkit::harness::ReplyDropProxy;
+
+    let server = server();
+    let upstream = server.endpoints().remove(0);
+    let proxy = ReplyDropProxy::start(upstream.as_str()).expect("proxy");
+    let open = |url: String| async move {
+        match EtcdStore::builder(&url)
+            .expect("a valid etcd URL")
+            .namespace("lost-revoke")
+            .operation_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+        {
+            Ok(store) => store,
+            Err(err) => panic!("cannot connect: {err}"),
+        }
+    };
+    let holder = open(format!("etcd://{}", proxy.addr())).await;
+    let direct = open(server.url()).await;
+    let leads = |store: &EtcdStore, unit: &str| {
+        let token = store.leadership_check("app", unit);
+        async move { token.check().await.ok() }
+    };
+    let minute = Duration::from_secs(60);
+
+    let first = holder
+        .claim_leadership("app", "app/0", minute)
+        .await
+        .unwrap();
+    assert_eq!(leads(&direct, "app/0").await, Some(first));
+    proxy.drop_replies(true);
+    let revoked = holder.revoke_leadership("app", "app/0").await;
+    proxy.drop_replies(false);
+    // The fault happened: the caller got an error, and etcd applied the revoke.
+    assert!(revoked.is_err(), "the revoke's reply was lost: {revoked:?}");
+    assert!(proxy.dropped() >= 1);
+    assert_eq!(
+        leads(&direct, "app/0").await,
+        None,
+        "the lost revoke applied"
+    );
+
+    // The holder claims again: whatever it is told must be what the store holds.
+    let deadline = Instant::now() + LONG;
+    let again = loop {
+        match holder.claim_leadership("app", "app/0", minute).await {
+            Ok(fence) => break fence,
+            Err(err) if err.is_retryable() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("the claim failed: {err}"),
+        }
+    };
+    assert_eq!(
+        leads(&direct, "app/0").await,
+        Some(again),
+        "the holder's claim returned a term the store holds"
+    );
+    assert!(
+        again > first,
+        "a new term after the revoke: {again} > {first}"
+    );
+    assert!(matches!(
+        direct.claim_leadership("app", "app/1", minute).await,
+        Err(Error::ClaimDenied)
+    ));
+}
