@@ -185,6 +185,28 @@ async fn watch_app(
     Ok(seen)
 }
 
+/// Waits, up to `limit`, until the watcher has shown the term with `fence`. The tour moves on
+/// only then, as a router would follow one change before the next: delivery is latest-state
+/// wins (O3), so a change made a moment later could otherwise supersede this one before the
+/// watcher read it. False if it never showed within `limit`.
+async fn watcher_shows(watched: &Mutex<Vec<LeaderEvent>>, fence: Fence, limit: Duration) -> bool {
+    let shown = || {
+        watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|event| matches!(event, LeaderEvent::Elected { fence: f, .. } if *f == fence))
+    };
+    let deadline = Instant::now() + limit;
+    while !shown() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    true
+}
+
 /// Opens the store for the tour: on `memory://` the store itself, so the tour can show its
 /// guarded write; elsewhere through [`leadership::connect`].
 ///
@@ -286,6 +308,7 @@ pub async fn run(
             .map(|p| format!(" ({p} the crashed leader's lease ran out)"))
             .unwrap_or_default()
     ));
+    let saw_failover = watcher_shows(&watched, f2, limit).await;
     // The crashed process restarts as a new minion (with a healthy link).
     let restarted = spawn_unit(&store, units[l1].name.clone(), g);
     let crashed = std::mem::replace(&mut units[l1], restarted);
@@ -307,6 +330,7 @@ pub async fn run(
         units[l3].name,
         ms(handover)
     ));
+    let saw_handover = watcher_shows(&watched, f3, limit).await;
     units[l2].tracker.wait().await?;
     let replacement = spawn_unit(&store, units[l2].name.clone(), g);
     units[l2] = replacement;
@@ -404,15 +428,6 @@ pub async fn run(
         ));
         stale_refused &= stale.is_err();
     }
-
-    let saw = |fence: Fence| {
-        watched
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .any(|event| matches!(event, LeaderEvent::Elected { fence: f, .. } if *f == fence))
-    };
-    let (saw_failover, saw_handover) = (saw(f2), saw(f3));
 
     // Stop everything, releasing leases.
     for unit in fleets.iter().flatten() {
