@@ -76,6 +76,13 @@ pub(crate) struct Held {
     pub(crate) lease: Lease,
 }
 
+impl Held {
+    /// The same term on the same lease.
+    fn same_as(&self, other: &Held) -> bool {
+        self.fence == other.fence && self.lease.id == other.lease.id
+    }
+}
+
 pub(crate) enum KeepAlive {
     Renewed,
     Gone,
@@ -141,10 +148,7 @@ impl EtcdStore {
     /// from a concurrent claim through this handle, stays).
     pub(crate) fn forget_term(&self, application: &str, held: &Held) {
         let mut cache = self.held();
-        if cache
-            .get(application)
-            .is_some_and(|now| now.fence == held.fence && now.lease.id == held.lease.id)
-        {
+        if cache.get(application).is_some_and(|now| now.same_as(held)) {
             cache.remove(application);
         }
     }
@@ -217,9 +221,9 @@ impl EtcdStore {
                 // on to another term, while the keep-alive was in flight: the renewal counts
                 // only if the cache still holds this very term on this lease.
                 KeepAlive::Renewed
-                    if self.cached(application).is_some_and(|now| {
-                        now.fence == held.fence && now.lease.id == held.lease.id
-                    }) =>
+                    if self
+                        .cached(application)
+                        .is_some_and(|now| now.same_as(&held)) =>
                 {
                     return Ok(held.fence);
                 }

@@ -15,6 +15,15 @@ use leadership_memory::MemoryStore;
 const MINUTE: Duration = Duration::from_secs(60);
 const BOUND: Duration = Duration::from_secs(5);
 
+/// A runtime of its own (one worker), for the cases about a store outliving runtimes.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c6_one_of_many_concurrent_claimants_wins() {
     let ns = MemoryStore::new().namespace("c6");
@@ -142,13 +151,6 @@ async fn the_timer_task_ends_when_the_store_is_dropped() {
 fn a_store_made_outside_a_runtime_works_in_one_runtime_after_another() {
     let store = MemoryStore::new();
     let ns = store.namespace("runtimes");
-    let runtime = || {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap()
-    };
     let first = runtime();
     first
         .block_on(ns.claim_leadership("a", "a/0", Duration::from_millis(300)))
@@ -425,20 +427,12 @@ fn o2_an_expiry_reaches_a_watcher_after_the_timers_runtime_went_away() {
     use leadership_core::{LeaderEvent, Watcher};
 
     let store = MemoryStore::new();
-    let first = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let first = runtime();
     // The claim starts the store's timer on the first runtime.
     let fence = first
         .block_on(store.claim_leadership("a", "a/0", Duration::from_millis(400)))
         .expect("claim");
-    let second = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let second = runtime();
     second.block_on(async {
         let mut stream = store.watch_leader("a").await.expect("watch");
         assert!(matches!(
@@ -480,11 +474,7 @@ fn o2_a_timer_spawned_on_a_closed_runtime_does_not_stop_expiries() {
     use leadership_core::{LeaderEvent, Watcher};
 
     let store = MemoryStore::new();
-    let closed = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let closed = runtime();
     let handle = closed.handle().clone();
     closed.shutdown_background();
     {
@@ -493,11 +483,7 @@ fn o2_a_timer_spawned_on_a_closed_runtime_does_not_stop_expiries() {
         let _entered = handle.enter();
         store.start_timer();
     }
-    let live = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let live = runtime();
     live.block_on(async {
         let mut stream = store.watch_leader("a").await.expect("watch");
         assert!(matches!(
