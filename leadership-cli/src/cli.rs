@@ -300,9 +300,27 @@ fn table(rows: &BTreeMap<String, String>) -> String {
 }
 
 /// A token cancelled on Ctrl-C.
+///
+/// The listener is registered before this returns, so a Ctrl-C that comes after anything the
+/// caller prints next is never lost. Registered inside the spawned task instead (as
+/// `tokio::signal::ctrl_c()` does on its first poll), a SIGINT that came before the task first
+/// ran was missed, and `track` ran on (seen in CI: the test's SIGINT after "promoted to
+/// leader" went unanswered).
 pub fn ctrl_c_token() -> CancellationToken {
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut interrupt) = signal(SignalKind::interrupt()) {
+            tokio::spawn(async move {
+                if interrupt.recv().await.is_some() {
+                    on_ctrl_c.cancel();
+                }
+            });
+        }
+    }
+    #[cfg(not(unix))]
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             on_ctrl_c.cancel();
