@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::time::{Instant, sleep_until};
 
 use super::metrics::{Call, Ended};
-use super::state::Shared;
+use super::state::{Action, Shared};
 use crate::retry::Backoff;
 use crate::{Claimer, Error, Result, Revoker};
 
@@ -23,32 +23,6 @@ pub(super) struct Task {
     pub(super) may_hold: AtomicBool,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Phase {
-    /// Not leader: claim (T4 after a release, or first claim, or re-contention after T7).
-    Claim,
-    /// Minion: wait until the lease is released (T4).
-    Block,
-    /// Leader: wait until the renewal is due (T2) or a ticket asks for one (T3).
-    Hold,
-    /// Leader: renew, retrying until the loss deadline (T7).
-    Renew,
-}
-
-/// A claim call: a claimant's, or the holder's renewal, which must succeed before the
-/// term's loss deadline (T7).
-#[derive(Debug, Clone, Copy)]
-enum Attempt {
-    Claim,
-    Renew { deadline: Instant },
-}
-
-/// How a phase ended.
-enum Step {
-    Next(Phase),
-    Stop(Result<()>),
-}
-
 impl Task {
     pub(super) async fn run(mut self) -> Result<()> {
         let outcome = match self.invalid.take() {
@@ -59,41 +33,44 @@ impl Task {
         outcome
     }
 
-    /// The state machine; returns when killed (`Ok`) or on a fatal error (T9).
+    /// Carries out what the state machine ([`Shared::next_action`]) asks, and reports every
+    /// answer back to it; returns when killed (`Ok`) or on a fatal error (T9).
     async fn contend(&self) -> Result<()> {
+        let shared = &*self.shared;
+        // Consecutive failures, for the backoff; any answer from the store resets it.
         let mut failures: u32 = 0;
-        let mut phase = Phase::Claim;
         loop {
-            if self.shared.kill.is_cancelled() {
+            if shared.kill.is_cancelled() {
                 return Ok(());
             }
-            let step = match phase {
-                Phase::Claim => self.claim(&mut failures).await,
-                Phase::Block => self.block(&mut failures).await,
-                Phase::Hold => self.hold().await,
-                Phase::Renew => self.renew(&mut failures).await,
-            };
-            match step {
-                Step::Next(next) => phase = next,
-                Step::Stop(outcome) => return outcome,
+            match shared.next_action() {
+                Action::Stop => return Ok(()),
+                Action::Claim { at } | Action::Renew { at, .. } if Instant::now() < at => {
+                    // Asleep until the claim or renewal is due; a ticket that needs a fresh
+                    // guarantee (T3) wakes it to look again.
+                    tokio::select! {
+                        biased;
+                        () = shared.kill.cancelled() => return Ok(()),
+                        () = shared.renew_now.notified() => {}
+                        () = sleep_until(at) => {}
+                    }
+                }
+                Action::Claim { .. } => self.attempt(None, &mut failures).await?,
+                Action::Renew { deadline, .. } => {
+                    self.attempt(Some(deadline), &mut failures).await?;
+                }
+                Action::Block => self.block(&mut failures).await,
             }
         }
     }
 
-    async fn claim(&self, failures: &mut u32) -> Step {
-        self.attempt(Attempt::Claim, failures).await
-    }
-
-    /// One claim call, a first claim or the holder's renewal, and what follows from its
-    /// answer.
-    async fn attempt(&self, attempt: Attempt, failures: &mut u32) -> Step {
+    /// One claim call, a claimant's or the holder's renewal (which must succeed before the
+    /// term's loss `deadline`, T7), reported to the state machine. Errs only with a fatal
+    /// error.
+    async fn attempt(&self, deadline: Option<Instant>, failures: &mut u32) -> Result<()> {
         let shared = &*self.shared;
         let call_start = Instant::now();
         self.may_hold.store(true, Ordering::Relaxed);
-        let deadline = match attempt {
-            Attempt::Claim => None,
-            Attempt::Renew { deadline } => Some(deadline),
-        };
         let loss = async {
             match deadline {
                 Some(deadline) => sleep_until(deadline).await,
@@ -102,12 +79,14 @@ impl Task {
         };
         let result = tokio::select! {
             biased;
-            () = shared.kill.cancelled() => return Step::Stop(Ok(())),
+            () = shared.kill.cancelled() => return Ok(()),
             // T7: a renewal still in flight at the deadline cannot be trusted to have
             // applied; turn minion now and re-contend.
             () = loss => {
-                shared.minion("no renewal succeeded within the guaranteed window", Ended::Lost);
-                return Step::Next(Phase::Claim);
+                if let Some(deadline) = deadline {
+                    shared.deadline_passed(deadline);
+                }
+                return Ok(());
             }
             result = self.claimer.claim_leadership(
                 &shared.application, &shared.unit, shared.claim_length) => result,
@@ -122,51 +101,28 @@ impl Task {
         match result {
             Ok(fence) => {
                 *failures = 0;
-                if shared.claimed(fence, call_start) {
-                    Step::Next(Phase::Hold)
-                } else if renewing {
-                    shared.minion(
-                        "the renewal answered after its guaranteed window ended",
-                        Ended::Lost,
-                    );
-                    Step::Next(Phase::Claim)
-                } else {
-                    // The answer came after the claim's own window ended: claim again.
-                    shared.minion(
-                        "the claim answered after its guaranteed window ended",
-                        Ended::Lost,
-                    );
-                    Step::Next(Phase::Claim)
-                }
+                shared.claimed(fence, call_start);
             }
             Err(Error::ClaimDenied) => {
                 *failures = 0;
                 self.may_hold.store(false, Ordering::Relaxed);
-                shared.minion(
-                    if renewing {
-                        "leadership renewal denied"
-                    } else {
-                        "leadership claim denied"
-                    },
-                    Ended::Demoted,
-                );
-                Step::Next(Phase::Block)
-            }
-            // A leader keeps renewing until the loss deadline (T7); a claimant is no leader.
-            Err(err) if err.is_retryable() && renewing => {
-                self.retry_after(failures, &err, "renew failed", deadline, Phase::Renew)
-                    .await
+                shared.denied();
             }
             Err(err) if err.is_retryable() => {
-                shared.minion("leadership claim failed", Ended::Demoted);
-                self.retry_after(failures, &err, "claim failed", None, Phase::Claim)
-                    .await
+                let what = if renewing {
+                    "renew failed"
+                } else {
+                    "claim failed"
+                };
+                shared.claim_failed(self.backoff_after(failures, &err, what));
             }
-            Err(err) => Step::Stop(Err(err)),
+            Err(err) => return Err(err),
         }
+        Ok(())
     }
 
-    async fn block(&self, failures: &mut u32) -> Step {
+    /// Waits until the lease is released (T4), reported to the state machine.
+    async fn block(&self, failures: &mut u32) {
         let shared = &*self.shared;
         tracing::debug!(
             application = %shared.application,
@@ -175,64 +131,23 @@ impl Task {
         );
         let result = tokio::select! {
             biased;
-            () = shared.kill.cancelled() => return Step::Stop(Ok(())),
+            () = shared.kill.cancelled() => return,
             result = self.claimer.block_until_leadership_released(
                 &shared.application, shared.kill.child_token()) => result,
         };
         match result {
             Ok(()) => {
                 *failures = 0;
-                Step::Next(Phase::Claim)
+                shared.block_ended(Instant::now());
             }
-            Err(Error::BlockCancelled) if shared.kill.is_cancelled() => Step::Stop(Ok(())),
-            // Like juju, any error ends the wait and the tracker claims: a claim tells it
-            // what is going on (denied, vacant, unreachable or fatal). The backoff keeps a
-            // store that fails blocks at once from being hammered.
-            Err(err) => {
-                self.retry_after(failures, &err, "block failed", None, Phase::Claim)
-                    .await
-            }
+            Err(Error::BlockCancelled) if shared.kill.is_cancelled() => {}
+            // The backoff keeps a store that fails blocks at once from being hammered.
+            Err(err) => shared.block_ended(self.backoff_after(failures, &err, "block failed")),
         }
     }
 
-    async fn hold(&self) -> Step {
-        let shared = &*self.shared;
-        let Some(renew_at) = shared.renew_at() else {
-            return Step::Next(Phase::Claim);
-        };
-        tokio::select! {
-            biased;
-            () = shared.kill.cancelled() => Step::Stop(Ok(())),
-            () = shared.renew_now.notified() => Step::Next(Phase::Renew),
-            () = sleep_until(renew_at) => Step::Next(Phase::Renew),
-        }
-    }
-
-    async fn renew(&self, failures: &mut u32) -> Step {
-        let shared = &*self.shared;
-        let Some(deadline) = shared.deadline() else {
-            return Step::Next(Phase::Claim);
-        };
-        if Instant::now() >= deadline {
-            shared.minion(
-                "no renewal succeeded within the guaranteed window",
-                Ended::Lost,
-            );
-            return Step::Next(Phase::Claim);
-        }
-        self.attempt(Attempt::Renew { deadline }, failures).await
-    }
-
-    /// Logs a retryable failure and sleeps a jittered backoff, cut short by `wake_by` (the
-    /// loss deadline while leader); then goes on to phase `then`, unless killed meanwhile.
-    async fn retry_after(
-        &self,
-        failures: &mut u32,
-        err: &Error,
-        what: &'static str,
-        wake_by: Option<Instant>,
-        then: Phase,
-    ) -> Step {
+    /// Logs a retryable failure and returns when to try again: after a jittered backoff.
+    fn backoff_after(&self, failures: &mut u32, err: &Error, what: &'static str) -> Instant {
         let shared = &*self.shared;
         *failures = failures.saturating_add(1);
         let delay = self.backoff.delay_after(*failures);
@@ -246,15 +161,7 @@ impl Task {
             retry_in = ?delay,
             "leadership {what}"
         );
-        let mut wake = Instant::now() + delay;
-        if let Some(deadline) = wake_by {
-            wake = wake.min(deadline);
-        }
-        tokio::select! {
-            biased;
-            () = shared.kill.cancelled() => Step::Stop(Ok(())),
-            () = sleep_until(wake) => Step::Next(then),
-        }
+        Instant::now() + delay
     }
 
     /// Fires the loss signal, answers every ticket `false`, waits for the terms' work to end

@@ -23,15 +23,42 @@ use crate::{Error, Fence, Term};
 pub(super) type Runner =
     Arc<dyn Fn(Term) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// What the tracker believes about its unit.
+/// The tracker's one state machine: what it believes about its unit and, from that, what its
+/// task does next ([`Shared::next_action`]). The task only performs the store calls an
+/// [`Action`] names and reports each answer back through one of the transitions below; the
+/// handle answers tickets from the same state. Time drives one transition of its own: a
+/// lease whose loss deadline has passed is demoted by [`Shared::settle`], which every entry
+/// point applies before it reads or changes anything, so no one ever sees a lease past its
+/// window as held.
 #[derive(Debug)]
-enum Belief {
-    /// Before the first claim has answered.
-    Unknown,
-    /// Not leader.
-    Minion,
-    /// Leader of the current term.
-    Leader(Lease),
+enum Stage {
+    /// Not leader: claim at `at` (at once, or after a backoff). `decided` is false until a
+    /// claim has answered (juju's undecided tracker).
+    Claiming { decided: bool, at: Instant },
+    /// Denied: wait until the lease is released, then claim (T4).
+    Blocked,
+    /// Leader: renew at the lease's renewal time (T2), at once if a ticket needs a fresh
+    /// guarantee (T3), or at `retry_at` after a failed renewal; always before the deadline
+    /// (T7).
+    Leading {
+        lease: Lease,
+        retry_at: Option<Instant>,
+    },
+    /// Stopped (T6): every ticket is answered `false`.
+    Stopped,
+}
+
+/// What the tracker's task does next, as the state machine decides.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Action {
+    /// Claim at `at`.
+    Claim { at: Instant },
+    /// Block until the lease is released.
+    Block,
+    /// Renew at `at`, which must succeed before `deadline` (T7).
+    Renew { at: Instant, deadline: Instant },
+    /// Nothing more: the tracker has stopped.
+    Stop,
 }
 
 /// A leadership as the tracker sees it.
@@ -76,8 +103,7 @@ struct Tickets {
 }
 
 struct State {
-    role: Belief,
-    stopped: bool,
+    stage: Stage,
     tickets: Tickets,
     /// When the last claim or renewal succeeded (H1).
     last_renewal: Option<Instant>,
@@ -89,11 +115,24 @@ struct State {
     work: Vec<JoinHandle<()>>,
 }
 
+impl State {
+    fn is_stopped(&self) -> bool {
+        matches!(self.stage, Stage::Stopped)
+    }
+
+    /// The lease, if leader. After [`Shared::settle`], a lease here is within its window.
+    fn lease(&self) -> Option<&Lease> {
+        match &self.stage {
+            Stage::Leading { lease, .. } => Some(lease),
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State")
-            .field("role", &self.role)
-            .field("stopped", &self.stopped)
+            .field("stage", &self.stage)
             .field("last_renewal", &self.last_renewal)
             .field("failure", &self.failure)
             .field("runners", &self.runners.len())
@@ -112,7 +151,8 @@ pub(super) struct Shared {
     pub(super) safety_margin: Duration,
     /// Fired by `kill()` (and on drop).
     pub(super) kill: CancellationToken,
-    /// Asks the task to renew now: a `claim_leader` ticket needs a fresh guarantee (T3).
+    /// Wakes the task to look at the state again: a `claim_leader` ticket needs a fresh
+    /// guarantee (T3).
     pub(super) renew_now: Notify,
     /// How much older than the guarantee the last renewal of a leader may be before the
     /// tracker reports itself unhealthy (H1).
@@ -149,8 +189,10 @@ impl Shared {
             stop_bound: Arc::new(OnceLock::new()),
             metrics,
             state: Mutex::new(State {
-                role: Belief::Unknown,
-                stopped: false,
+                stage: Stage::Claiming {
+                    decided: false,
+                    at: Instant::now(),
+                },
                 tickets: Tickets::default(),
                 last_renewal: None,
                 failure: None,
@@ -173,22 +215,74 @@ impl Shared {
         });
     }
 
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-changed in a way that
+        // matters more than stopping would; keep serving rather than propagate the poison.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock, with the time-driven transition applied: a lease past its loss deadline is
+    /// demoted now, even if the task has not woken yet (T7).
+    fn settled(&self, now: Instant) -> MutexGuard<'_, State> {
+        let mut state = self.lock();
+        self.settle(&mut state, now);
+        state
+    }
+
+    /// T7: the loss deadline of the lease has passed without a renewal: demote and claim
+    /// again at once.
+    fn settle(&self, state: &mut State, now: Instant) {
+        if state.lease().is_some_and(|lease| now >= lease.deadline) {
+            self.to_minion(
+                state,
+                "no renewal succeeded within the guaranteed window",
+                Ended::Lost,
+                Stage::Claiming {
+                    decided: true,
+                    at: now,
+                },
+            );
+        }
+    }
+
+    /// What the task does next.
+    pub(super) fn next_action(&self) -> Action {
+        let now = Instant::now();
+        let state = self.settled(now);
+        match &state.stage {
+            Stage::Claiming { at, .. } => Action::Claim { at: *at },
+            Stage::Blocked => Action::Block,
+            Stage::Leading { lease, retry_at } => {
+                // T3: a pending claim ticket asks for a renewal now, unless one just failed
+                // and its retry is waiting out the backoff.
+                let at = match retry_at {
+                    Some(at) => *at,
+                    None if state.tickets.claims.iter().any(|(_, r)| !r.is_abandoned()) => now,
+                    None => lease.renew_at,
+                };
+                Action::Renew {
+                    at: at.min(lease.deadline),
+                    deadline: lease.deadline,
+                }
+            }
+            Stage::Stopped => Action::Stop,
+        }
+    }
+
     /// H1: unhealthy when it believes it leads but its last successful renewal is older than
     /// the guarantee plus the tolerance, or when it stopped with an error.
     pub(super) fn health(&self) -> Health {
         let now = Instant::now();
-        let state = self.lock();
+        let state = self.settled(now);
         if let Some(err) = &state.failure {
             return Health::Failed(err.clone());
         }
         let allowed = self.guarantee + self.health_tolerance;
-        match (&state.role, state.last_renewal) {
-            (Belief::Leader(_), Some(last)) if now.duration_since(last) > allowed => {
-                Health::Stale {
-                    since_renewal: now.duration_since(last),
-                    allowed,
-                }
-            }
+        match (state.lease(), state.last_renewal) {
+            (Some(_), Some(last)) if now.duration_since(last) > allowed => Health::Stale {
+                since_renewal: now.duration_since(last),
+                allowed,
+            },
             _ => Health::Healthy,
         }
     }
@@ -200,13 +294,11 @@ impl Shared {
 
     /// Registers leader-only work (W2) and starts it at once if the tracker leads.
     pub(super) fn run_as_leader(&self, runner: Runner) {
-        let now = Instant::now();
-        let mut state = self.lock();
-        if state.stopped {
+        let mut state = self.settled(Instant::now());
+        if state.is_stopped() {
             return;
         }
-        let term = Self::live_lease(&state, now).map(Lease::term);
-        if let Some(term) = term {
+        if let Some(term) = state.lease().map(Lease::term) {
             let handle = self.spawn_work(&runner, term);
             state.work.retain(|h| !h.is_finished());
             state.work.push(handle);
@@ -239,43 +331,21 @@ impl Shared {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the state half-changed in a way that
-        // matters more than stopping would; keep serving rather than propagate the poison.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The lease while it is still within its deadline; fires the loss signal of a lease
-    /// whose deadline has passed, even if the task has not woken yet (T7).
-    fn live_lease(state: &State, now: Instant) -> Option<&Lease> {
-        match &state.role {
-            Belief::Leader(lease) if now < lease.deadline => Some(lease),
-            Belief::Leader(lease) => {
-                lease.lost.cancel();
-                None
-            }
-            _ => None,
-        }
-    }
-
     /// T3: true at once if leadership is guaranteed for the guarantee from now; pending until
     /// a renewal (asked for at once) if the renewal is due; false if minion.
     pub(super) fn claim_leader(&self) -> WatchTicket {
         let now = Instant::now();
-        let mut state = self.lock();
-        if state.stopped {
-            return ticket::resolved(false);
-        }
-        match &state.role {
-            Belief::Minion => return ticket::resolved(false),
-            Belief::Leader(_) => match Self::live_lease(&state, now) {
-                None => return ticket::resolved(false),
-                Some(lease) if now + self.guarantee <= lease.deadline => {
-                    return ticket::resolved(true);
-                }
-                Some(_) => self.renew_now.notify_one(),
-            },
-            Belief::Unknown => {}
+        let mut state = self.settled(now);
+        match &state.stage {
+            Stage::Stopped | Stage::Blocked | Stage::Claiming { decided: true, .. } => {
+                return ticket::resolved(false);
+            }
+            Stage::Leading { lease, .. } if now + self.guarantee <= lease.deadline => {
+                return ticket::resolved(true);
+            }
+            // The task looks at the state again and renews now.
+            Stage::Leading { .. } => self.renew_now.notify_one(),
+            Stage::Claiming { decided: false, .. } => {}
         }
         let (ticket, resolver) = ticket::pending();
         state.tickets.claims.retain(|(_, r)| !r.is_abandoned());
@@ -285,40 +355,38 @@ impl Shared {
 
     /// T5: true once leader.
     pub(super) fn wait_leader(&self) -> WatchTicket {
-        let now = Instant::now();
-        let mut state = self.lock();
-        if state.stopped {
-            return ticket::resolved(false);
+        let mut state = self.settled(Instant::now());
+        match &state.stage {
+            Stage::Stopped => ticket::resolved(false),
+            Stage::Leading { .. } => ticket::resolved(true),
+            _ => {
+                let (ticket, resolver) = ticket::pending();
+                ticket::prune(&mut state.tickets.leader);
+                state.tickets.leader.push(resolver);
+                ticket
+            }
         }
-        if Self::live_lease(&state, now).is_some() {
-            return ticket::resolved(true);
-        }
-        let (ticket, resolver) = ticket::pending();
-        ticket::prune(&mut state.tickets.leader);
-        state.tickets.leader.push(resolver);
-        ticket
     }
 
     /// T5: true on losing leadership; ready at once with false if already minion (juju).
     pub(super) fn wait_minion(&self) -> WatchTicket {
         let now = Instant::now();
         let mut state = self.lock();
-        if state.stopped {
-            return ticket::resolved(false);
+        if state.lease().is_some_and(|lease| now >= lease.deadline) {
+            // The window has just ended: that is the loss this ticket waits for.
+            self.settle(&mut state, now);
+            return ticket::resolved(true);
         }
         let (ticket, resolver) = ticket::pending();
-        match &state.role {
-            Belief::Minion => return ticket::resolved(false),
-            Belief::Unknown => {
+        match &state.stage {
+            Stage::Stopped | Stage::Blocked | Stage::Claiming { decided: true, .. } => {
+                return ticket::resolved(false);
+            }
+            Stage::Claiming { decided: false, .. } => {
                 ticket::prune(&mut state.tickets.undecided_minion);
                 state.tickets.undecided_minion.push(resolver);
             }
-            Belief::Leader(_) => {
-                if Self::live_lease(&state, now).is_none() {
-                    // The window ended and the task is about to demote: that is the loss
-                    // this ticket waits for.
-                    return ticket::resolved(true);
-                }
+            Stage::Leading { .. } => {
                 ticket::prune(&mut state.tickets.minion);
                 state.tickets.minion.push(resolver);
             }
@@ -328,54 +396,51 @@ impl Shared {
 
     /// The current term while leader (T7).
     pub(super) fn current_term(&self) -> Option<Term> {
-        let state = self.lock();
-        Self::live_lease(&state, Instant::now()).map(Lease::term)
-    }
-
-    /// When the current lease is due for renewal, or `None` if not leader.
-    pub(super) fn renew_at(&self) -> Option<Instant> {
-        match &self.lock().role {
-            Belief::Leader(lease) => Some(lease.renew_at),
-            _ => None,
-        }
-    }
-
-    /// The current lease's loss deadline, or `None` if not leader.
-    pub(super) fn deadline(&self) -> Option<Instant> {
-        match &self.lock().role {
-            Belief::Leader(lease) => Some(lease.deadline),
-            _ => None,
-        }
+        self.settled(Instant::now()).lease().map(Lease::term)
     }
 
     /// The loss deadline of a claim whose call started at `call_start` (T7): the store keeps
     /// the lease for at least the claim duration from the call (C4), so no other unit can be
     /// granted it before `call_start + claim_length`; the margin is kept on top of that.
-    pub(super) fn deadline_for(&self, call_start: Instant) -> Instant {
+    fn deadline_for(&self, call_start: Instant) -> Instant {
         call_start + self.claim_length - self.safety_margin
     }
 
-    /// A claim that started at `call_start` succeeded with `fence`. Returns false if the
-    /// tracker did not become (or stay) leader: it is stopping, or the answer came so late
-    /// that the claim's own window has already ended.
-    pub(super) fn claimed(&self, fence: Fence, call_start: Instant) -> bool {
+    /// A claim that started at `call_start` succeeded with `fence`: the tracker becomes (or
+    /// stays) leader, unless it is stopping or the answer came so late that the claim's own
+    /// window has already ended, in which case it claims again at once.
+    pub(super) fn claimed(&self, fence: Fence, call_start: Instant) {
         let now = Instant::now();
         let renew_at = call_start + self.guarantee;
         let deadline = self.deadline_for(call_start);
-        let mut state = self.lock();
-        if state.stopped || now >= deadline {
-            return false;
-        }
+        let mut state = self.settled(now);
         let state = &mut *state;
+        if state.is_stopped() {
+            return;
+        }
+        if now >= deadline {
+            let reason = if state.lease().is_some() {
+                "the renewal answered after its guaranteed window ended"
+            } else {
+                "the claim answered after its guaranteed window ended"
+            };
+            let again = Stage::Claiming {
+                decided: true,
+                at: now,
+            };
+            self.to_minion(state, reason, Ended::Lost, again);
+            return;
+        }
         state.last_renewal = Some(now);
-        match &mut state.role {
-            Belief::Leader(lease) if lease.fence == fence => {
+        match &mut state.stage {
+            Stage::Leading { lease, retry_at } if lease.fence == fence => {
                 // C2: an extension keeps the fence; the window only moves forward.
                 lease.renew_at = lease.renew_at.max(renew_at);
                 lease.deadline = lease.deadline.max(deadline);
+                *retry_at = None;
             }
-            role => {
-                if let Belief::Leader(old) = role {
+            stage => {
+                if let Stage::Leading { lease: old, .. } = stage {
                     self.show(Role::Leader { fence });
                     // The store started a new term under us: the old one is over.
                     self.demoted(old, "the store started a new term", Some(Ended::Demoted));
@@ -397,7 +462,10 @@ impl Shared {
                     "leadership promoted"
                 );
                 let term = lease.term();
-                *role = Belief::Leader(lease);
+                *stage = Stage::Leading {
+                    lease,
+                    retry_at: None,
+                };
                 self.metrics.promoted();
                 self.show(Role::Leader { fence });
                 state.work.retain(|h| !h.is_finished());
@@ -413,7 +481,7 @@ impl Shared {
             }
         }
         // T3: a pending claim is answered true if this renewal guarantees the guarantee from
-        // its request; otherwise it waits for the next renewal, which is due at once.
+        // its request; otherwise it stays, and the next action is a renewal at once.
         let claims = std::mem::take(&mut state.tickets.claims);
         for (asked, resolver) in claims {
             if asked + self.guarantee <= deadline {
@@ -422,23 +490,66 @@ impl Shared {
                 state.tickets.claims.push((asked, resolver));
             }
         }
-        if !state.tickets.claims.is_empty() {
-            self.renew_now.notify_one();
-        }
-        true
     }
 
-    /// The tracker is not leader: denied, window ended, or the first claim failed.
-    pub(super) fn minion(&self, reason: &str, how: Ended) {
-        let mut state = self.lock();
-        let state = &mut *state;
-        // Shown before the loss signal fires, so whoever wakes on the signal sees the new role.
+    /// The claim was denied: another unit holds the lease; wait for its release (T4).
+    pub(super) fn denied(&self) {
+        let mut state = self.settled(Instant::now());
+        if state.is_stopped() {
+            return;
+        }
+        let reason = if state.lease().is_some() {
+            "leadership renewal denied"
+        } else {
+            "leadership claim denied"
+        };
+        self.to_minion(&mut state, reason, Ended::Demoted, Stage::Blocked);
+    }
+
+    /// A claim or renewal failed with a retryable error; the next attempt is at `retry_at`.
+    /// A leader keeps its lease and retries until the loss deadline (T7); a claimant is no
+    /// leader.
+    pub(super) fn claim_failed(&self, retry_at: Instant) {
+        let mut state = self.settled(Instant::now());
+        match &mut state.stage {
+            Stage::Stopped => {}
+            Stage::Leading { retry_at: at, .. } => *at = Some(retry_at),
+            _ => {
+                let again = Stage::Claiming {
+                    decided: true,
+                    at: retry_at,
+                };
+                self.to_minion(&mut state, "leadership claim failed", Ended::Demoted, again);
+            }
+        }
+    }
+
+    /// The wait for a release ended: claim at `at` (at once if the lease was released, after
+    /// a backoff if the wait failed). Like juju, any error ends the wait and the tracker
+    /// claims: a claim tells it what is going on.
+    pub(super) fn block_ended(&self, at: Instant) {
+        let mut state = self.settled(Instant::now());
+        if let Stage::Blocked = state.stage {
+            state.stage = Stage::Claiming { decided: true, at };
+        }
+    }
+
+    /// The task's loss timer fired (T7): the same transition as [`Shared::settle`], applied by
+    /// the task at the deadline.
+    pub(super) fn deadline_passed(&self, deadline: Instant) {
+        drop(self.settled(Instant::now().max(deadline)));
+    }
+
+    /// Demotes to minion (if leader) and moves to `next`: the role is shown before the loss
+    /// signal fires, so whoever wakes on the signal sees the new role; tickets waiting for
+    /// the loss are answered true, pending claims and undecided waits false.
+    fn to_minion(&self, state: &mut State, reason: &str, how: Ended, next: Stage) {
         self.show(Role::Minion);
-        if let Belief::Leader(old) = &state.role {
-            self.demoted(old, reason, Some(how));
+        if let Stage::Leading { lease, .. } = &state.stage {
+            self.demoted(lease, reason, Some(how));
             resolve_all(&mut state.tickets.minion, true);
         }
-        state.role = Belief::Minion;
+        state.stage = next;
         resolve_all(&mut state.tickets.undecided_minion, false);
         for (_, resolver) in state.tickets.claims.drain(..) {
             resolver.resolve(false);
@@ -452,13 +563,12 @@ impl Shared {
     /// now.
     pub(super) fn stop(&self, reason: &str) -> Stopped {
         let now = Instant::now();
-        let mut state = self.lock();
-        state.stopped = true;
+        let mut state = self.settled(now);
         let mut bound = now;
         // Shown before the loss signal fires, so whoever wakes on the signal sees the new role.
         self.show(Role::Stopped);
-        let fence = match &state.role {
-            Belief::Leader(old) => {
+        let fence = match state.lease() {
+            Some(old) => {
                 // Half the margin is left before the lease could pass, as in `spawn_work`.
                 bound = (now + self.guarantee).min(old.deadline + self.safety_margin / 2);
                 // Before the loss signal fires, so the work sees the bound (W2).
@@ -466,9 +576,9 @@ impl Shared {
                 self.demoted(old, reason, None);
                 Some(old.fence)
             }
-            _ => None,
+            None => None,
         };
-        state.role = Belief::Minion;
+        state.stage = Stage::Stopped;
         // Dropping the resolvers answers their tickets false.
         state.tickets = Tickets::default();
         state.runners.clear();
@@ -511,5 +621,134 @@ pub(super) struct Stopped {
 fn resolve_all(resolvers: &mut Vec<Resolver>, answer: bool) {
     for resolver in resolvers.drain(..) {
         resolver.resolve(answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The state machine on its own, with no task to move it: what the task would be told
+    //! to do, and the transitions time applies when anyone looks.
+
+    use super::*;
+    use crate::Ticket;
+
+    const GUARANTEE: Duration = Duration::from_secs(10);
+    const MARGIN: Duration = Duration::from_secs(2);
+
+    fn shared() -> Shared {
+        Shared::new(
+            "app/0".to_owned(),
+            "app".to_owned(),
+            GUARANTEE,
+            GUARANTEE * 2,
+            MARGIN,
+            GUARANTEE / 4,
+            Metrics::new("app", "app/0", true),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn t2_t7_a_new_term_renews_at_the_guarantee_and_must_by_its_deadline() {
+        let shared = shared();
+        let start = Instant::now();
+        assert!(matches!(shared.next_action(), Action::Claim { at } if at <= start));
+        assert_eq!(*shared.view().borrow(), Role::Undecided);
+        shared.claimed(Fence(7), start);
+        assert_eq!(*shared.view().borrow(), Role::Leader { fence: Fence(7) });
+        match shared.next_action() {
+            Action::Renew { at, deadline } => {
+                assert_eq!(at, start + GUARANTEE);
+                assert_eq!(deadline, start + GUARANTEE * 2 - MARGIN);
+            }
+            other => panic!("a leader renews, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn t7_a_lease_past_its_deadline_is_demoted_whole_by_whoever_looks_first() {
+        let shared = shared();
+        let view = shared.view();
+        let start = Instant::now();
+        shared.claimed(Fence(1), start);
+        let term = shared.current_term().expect("leader");
+        let loss = shared.wait_minion();
+        tokio::time::advance(GUARANTEE * 2 - MARGIN).await;
+        // No task runs here: the read itself applies the transition, all of it at once.
+        assert!(shared.current_term().is_none());
+        assert!(term.lost.is_cancelled(), "the loss signal fired");
+        assert_eq!(*view.borrow(), Role::Minion, "the role shows it too");
+        assert!(loss.wait().await, "a wait for the loss is answered");
+        assert!(
+            matches!(shared.next_action(), Action::Claim { at } if at <= Instant::now()),
+            "the task is told to claim again at once"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn t3_a_claim_ticket_needing_a_fresh_guarantee_asks_for_a_renewal_now() {
+        let shared = shared();
+        let start = Instant::now();
+        shared.claimed(Fence(1), start);
+        // Past the point where the current window still covers a guarantee from now.
+        tokio::time::advance(GUARANTEE - MARGIN + Duration::from_secs(1)).await;
+        let ticket = shared.claim_leader();
+        let now = Instant::now();
+        assert!(matches!(shared.next_action(), Action::Renew { at, .. } if at == now));
+        shared.claimed(Fence(1), now);
+        assert!(ticket.wait().await);
+        assert!(matches!(
+            shared.next_action(),
+            Action::Renew { at, .. } if at == now + GUARANTEE
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn t7_a_failed_renewal_retries_after_its_backoff_but_never_past_the_deadline() {
+        let shared = shared();
+        let start = Instant::now();
+        shared.claimed(Fence(1), start);
+        tokio::time::advance(GUARANTEE).await;
+        let now = Instant::now();
+        shared.claim_failed(now + Duration::from_millis(300));
+        assert!(matches!(
+            shared.next_action(),
+            Action::Renew { at, .. } if at == now + Duration::from_millis(300)
+        ));
+        assert_eq!(*shared.view().borrow(), Role::Leader { fence: Fence(1) });
+        shared.claim_failed(now + GUARANTEE * 5);
+        assert!(matches!(
+            shared.next_action(),
+            Action::Renew { at, deadline } if at == deadline
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn t4_a_denied_claim_blocks_and_a_release_claims_at_once() {
+        let shared = shared();
+        let undecided = shared.wait_minion();
+        shared.denied();
+        assert!(!undecided.wait().await, "juju: false once known minion");
+        assert_eq!(*shared.view().borrow(), Role::Minion);
+        assert!(matches!(shared.next_action(), Action::Block));
+        let now = Instant::now();
+        shared.block_ended(now);
+        assert!(matches!(shared.next_action(), Action::Claim { at } if at == now));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn t6_a_stopped_tracker_answers_false_and_asks_for_nothing() {
+        let shared = shared();
+        shared.claimed(Fence(3), Instant::now());
+        let stopped = shared.stop("test");
+        assert_eq!(stopped.fence, Some(Fence(3)));
+        assert!(matches!(shared.next_action(), Action::Stop));
+        assert!(!shared.claim_leader().wait().await);
+        assert!(!shared.wait_leader().wait().await);
+        shared.claimed(Fence(4), Instant::now());
+        assert_eq!(
+            *shared.view().borrow(),
+            Role::Stopped,
+            "no claim revives it"
+        );
     }
 }
