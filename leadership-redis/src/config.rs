@@ -180,9 +180,11 @@ impl RedisStoreBuilder {
     /// applied; retrying is safe, E2). Default 0: replication stays asynchronous and a
     /// failover can lose a lease that was granted (C4).
     ///
-    /// This narrows that window to claims whose acknowledgement was lost with the primary;
-    /// it is not a consensus protocol. It costs one more round trip per claim and renewal,
-    /// plus the replica's lag. Supported on one server and behind Sentinel; a cluster
+    /// The claim and its `WAIT` travel in one pipeline on one connection, so the count is
+    /// for that claim's own write, even across a reconnect. This narrows the window to
+    /// claims whose acknowledgement was lost with the primary; it is not a consensus
+    /// protocol. It costs the replica's lag on every claim and renewal, and renewals run the
+    /// claim script instead of the one-command fast path. Supported on one server and behind Sentinel; a cluster
     /// refuses it at connect for now.
     pub fn wait_for_replicas(mut self, replicas: u32) -> Self {
         self.wait_replicas = replicas;

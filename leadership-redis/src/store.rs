@@ -13,7 +13,7 @@ use leadership_core::{
     CancellationToken, Checker, Claimer, Error, Fence, Pinner, Policy, Reader, Result, Revoker,
     Token,
 };
-use redis::{FromRedisValue, RedisResult, Script, ScriptInvocation};
+use redis::{ErrorKind, FromRedisValue, RedisResult, Script, ScriptInvocation, ServerErrorKind};
 
 use crate::config::RedisStoreBuilder;
 use crate::conn::Conn;
@@ -183,37 +183,83 @@ impl Inner {
     }
 
     async fn claim(&self, application: &str, unit: &str, duration: Duration) -> Result<Fence> {
-        let fence = self.claim_unreplicated(application, unit, duration).await?;
         if self.shared.wait_replicas > 0 {
-            Box::pin(self.wait_for_replicas()).await?;
+            // Boxed, so that the unreplicated path, the hot one, stays a small future.
+            return Box::pin(self.claim_replicated(application, unit, duration)).await;
         }
-        Ok(fence)
+        self.claim_unreplicated(application, unit, duration).await
     }
 
-    /// `WAIT replicas timeout` on the connection the claim was written on: it counts the
-    /// replicas that have acknowledged every write of this connection so far.
-    async fn wait_for_replicas(&self) -> Result<()> {
+    /// A claim that returns `Ok` only once `wait_replicas` replicas acknowledged it: the claim
+    /// script and `WAIT` go in one pipeline, so they travel down one connection in order and
+    /// the `WAIT` counts this very write. (`WAIT` counts the replicas that acknowledged every
+    /// write *of its connection*; sent on its own after a reconnect, it would ask about a
+    /// connection that wrote nothing and succeed at once.) Every claim runs the script here,
+    /// renewals too: the one-command fast paths of [`Self::claim_unreplicated`] are for
+    /// unreplicated claims.
+    async fn claim_replicated(
+        &self,
+        application: &str,
+        unit: &str,
+        duration: Duration,
+    ) -> Result<Fence> {
+        let started = Instant::now();
+        self.shared
+            .policy
+            .check_claim(application, unit, duration)?;
+        let millis = lease_millis(duration)?;
+        let key = self.keys.lease(application, unit);
         let wanted = self.shared.wait_replicas;
         // Within one attempt of the retry path and the response timeout behind Sentinel
         // (a quarter of the operation timeout), so the count comes back and says why.
         let wait_for = (self.shared.timeout / 5).max(Duration::from_millis(100));
-        let millis = u64::try_from(wait_for.as_millis()).unwrap_or(u64::MAX);
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(wanted).arg(millis);
-        let wait = &wait;
-        let acked: u32 = self
+        let script = &self.shared.scripts.claim;
+        let mut pipe = redis::pipe();
+        // The claim script's EVALSHA, as `claim_script` sends it through its invocation.
+        pipe.cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(2)
+            .arg(&key)
+            .arg(&self.keys.owners)
+            .arg(millis)
+            .arg(&self.keys.prefix)
+            .arg(application)
+            .arg(unit)
+            .arg(self.shared.highest_fence.load(Ordering::Relaxed));
+        pipe.cmd("WAIT")
+            .arg(wanted)
+            .arg(u64::try_from(wait_for.as_millis()).unwrap_or(u64::MAX));
+        let pipe = &pipe;
+        let (fence, acked): (u64, u32) = self
             .within("claim", Retry::Idempotent, |mut conn| async move {
-                wait.query_async(&mut conn).await
+                match pipe.query_async(&mut conn).await {
+                    // A server that lost its scripts (a restart, SCRIPT FLUSH) ran nothing
+                    // of the claim; load it and send the pipeline again.
+                    Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                        script.load_async(&mut conn).await?;
+                        pipe.query_async(&mut conn).await
+                    }
+                    answer => answer,
+                }
             })
             .await?;
+        if fence == 0 {
+            self.shared.hints.remove(&key);
+            return Err(Error::ClaimDenied);
+        }
+        let fence = Fence(fence);
+        self.shared.saw(fence);
         if acked < wanted {
+            // It applied on the primary (E2: retrying is safe), but a failover now could lose
+            // it.
             return Err(Error::unavailable(
                 BACKEND,
                 "claim",
                 crate::error::NotReplicated { wanted, acked },
             ));
         }
-        Ok(())
+        self.remember(key, fence, started, millis);
+        Ok(fence)
     }
 
     async fn claim_unreplicated(

@@ -1,0 +1,96 @@
+//! `wait_for_replicas` (issue 18.5): a claim returns `Ok` only once the replicas acknowledged
+//! that claim's own write, even when its connection is lost between the write and the wait.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use leadership_core::{Checker, Claimer};
+use leadership_redis::RedisStore;
+use leadership_testkit::harness::{RedisServer, ReplyDropProxy};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// A primary and a replica in sync.
+fn primary_and_replica() -> (RedisServer, RedisServer) {
+    let primary = RedisServer::start().expect("start the primary");
+    let replica = RedisServer::start().expect("start the replica");
+    replica
+        .command(&["REPLICAOF", "127.0.0.1", &primary.port().to_string()])
+        .expect("REPLICAOF");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info = primary
+            .command(&["INFO", "replication"])
+            .expect("INFO replication");
+        if info.contains("connected_slaves:1") && info.contains("state=online") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the replica never synced: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (primary, replica)
+}
+
+/// The claim's reply gets through and the connection is lost before the `WAIT`'s answer,
+/// while the replica is frozen and acknowledges nothing. A `WAIT` sent again on the new
+/// connection, which wrote nothing, would count the frozen replica at once; the claim must
+/// instead stay unacknowledged: `Unavailable` (retryable, E2), never `Ok`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_waits_for_the_replicas_of_its_own_write_across_a_reconnect() {
+    let (primary, replica) = primary_and_replica();
+    let proxy = Arc::new(ReplyDropProxy::start(("127.0.0.1", primary.port())).expect("proxy"));
+    let store = RedisStore::builder(&format!("redis://{}", proxy.addr()))
+        .expect("url")
+        .wait_for_replicas(1)
+        .operation_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .expect("connect");
+    let fence = store
+        .claim_leadership("app", "app/0", LONG)
+        .await
+        .expect("acknowledged by the replica");
+
+    replica.pause().expect("freeze the replica");
+    // The next reply (the claim's) passes; the one after it (the WAIT's) is lost, and when
+    // replies flow again the proxy closes that connection, so the client reconnects.
+    proxy.drop_replies_after(true, 1);
+    let restore = std::thread::spawn({
+        let proxy = proxy.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            proxy.drop_replies(false);
+        }
+    });
+    let answer = store.claim_leadership("app", "app/0", LONG).await;
+    restore.join().expect("restore thread");
+    replica.resume().expect("thaw the replica");
+
+    assert!(
+        proxy.dropped() >= 1,
+        "the fault happened: a connection lost a reply"
+    );
+    let err = answer.expect_err("the frozen replica acknowledged nothing");
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.one_line().contains("replicas"), "{}", err.one_line());
+    // It applied on the primary (E2): the lease is still this unit's, in the same term.
+    assert_eq!(
+        store
+            .leadership_check("app", "app/0")
+            .check()
+            .await
+            .expect("held"),
+        fence
+    );
+    // With the replica back, the retry is acknowledged.
+    assert_eq!(
+        store
+            .claim_leadership("app", "app/0", LONG)
+            .await
+            .expect("acknowledged again"),
+        fence
+    );
+}
