@@ -65,9 +65,30 @@ struct Args {
     /// Use this etcd endpoint instead of starting a member (http://host:port).
     #[arg(long, value_name = "URL")]
     etcd_url: Option<String>,
+    /// Run only the scenarios whose name contains TEXT (e.g. `revoke delivery`, `first
+    /// claim`, `peer`, `scale`): for re-measuring one row in full without the rest.
+    #[arg(long, value_name = "TEXT")]
+    only: Option<String>,
     /// Internal: run one scenario in this process and print its rows as JSON.
     #[arg(long, value_enum, hide = true)]
     child: Option<ChildScenario>,
+}
+
+/// `--only`: which scenarios run.
+#[derive(Debug, Clone, Copy)]
+struct Only<'a>(Option<&'a str>);
+
+impl Only<'_> {
+    fn wants(self, scenario: &str) -> bool {
+        self.0.is_none_or(|only| scenario.contains(only))
+    }
+
+    /// The peer and reference rows (`peer: …`, `ref: …`) run for an `--only` that starts
+    /// with `peer` or `ref`.
+    fn wants_peers(self) -> bool {
+        self.0
+            .is_none_or(|only| only.starts_with("peer") || only.starts_with("ref"))
+    }
 }
 
 fn main() -> ExitCode {
@@ -265,7 +286,7 @@ fn progress(row: &Row) {
 async fn run_store(
     bench: &dyn Bench,
     sizes: Sizes,
-    quick: bool,
+    (quick, only): (bool, Only<'_>),
     rows: &mut Vec<Row>,
     extra: Vec<Row>,
 ) {
@@ -275,10 +296,14 @@ async fn run_store(
         progress(&row);
         rows.push(row);
     };
-    for callers in [1, 64] {
-        push(scenarios::renewal(bench, sizes, callers).await, "renewal");
+    if only.wants("renewal") {
+        for callers in [1, 64] {
+            push(scenarios::renewal(bench, sizes, callers).await, "renewal");
+        }
     }
-    if let Some(target) = bench.cadence_renew_ratio() {
+    if let Some(target) = bench.cadence_renew_ratio()
+        && only.wants("renewal, real cadence")
+    {
         for callers in [1, 64] {
             push(
                 cadence::renewal(bench, sizes, callers, target).await,
@@ -286,55 +311,73 @@ async fn run_store(
             );
         }
     }
-    for callers in [1, 64] {
+    if only.wants("first claim") {
+        for callers in [1, 64] {
+            push(
+                scenarios::first_claim(bench, sizes, callers).await,
+                "first claim",
+            );
+        }
+    }
+    if only.wants("token check") {
+        for callers in [1, 64] {
+            push(
+                scenarios::check(bench, sizes, callers, false).await,
+                "token check",
+            );
+        }
+    }
+    if only.wants("check, new token per call") {
         push(
-            scenarios::first_claim(bench, sizes, callers).await,
-            "first claim",
+            scenarios::check(bench, sizes, 1, true).await,
+            "check, new token per call",
         );
     }
-    for callers in [1, 64] {
+    if only.wants("handover after revoke") {
         push(
-            scenarios::check(bench, sizes, callers, false).await,
-            "token check",
+            scenarios::handover_revoke(bench, sizes).await,
+            "handover after revoke",
         );
     }
-    push(
-        scenarios::check(bench, sizes, 1, true).await,
-        "check, new token per call",
-    );
-    push(
-        scenarios::handover_revoke(bench, sizes).await,
-        "handover after revoke",
-    );
-    push(
-        scenarios::handover_crash(bench, sizes).await,
-        "handover after crash",
-    );
-    push(
-        watching::revoke_delivery(bench, sizes).await,
-        "watch: revoke delivery",
-    );
-    match in_child("idle-watchers", quick, bench.child_args()).await {
-        Ok(child_rows) => child_rows
-            .into_iter()
-            .for_each(|r| push(Ok(r), "watch: idle watchers")),
-        Err(e) => push(Err(e), "watch: idle watchers"),
+    if only.wants("handover after crash") {
+        push(
+            scenarios::handover_crash(bench, sizes).await,
+            "handover after crash",
+        );
+    }
+    if only.wants("watch: revoke delivery") {
+        push(
+            watching::revoke_delivery(bench, sizes).await,
+            "watch: revoke delivery",
+        );
+    }
+    if only.wants("watch: idle watchers") {
+        match in_child("idle-watchers", quick, bench.child_args()).await {
+            Ok(child_rows) => child_rows
+                .into_iter()
+                .for_each(|r| push(Ok(r), "watch: idle watchers")),
+            Err(e) => push(Err(e), "watch: idle watchers"),
+        }
     }
     for row in extra {
         push(Ok(row), "peers");
     }
-    let plain = match in_child("scale", quick, bench.child_args()).await {
-        Ok(child_rows) => {
-            let cost = scale::cpu_per_renewal(&child_rows);
-            child_rows.into_iter().for_each(|r| push(Ok(r), "scale"));
-            cost
+    let plain = if only.wants("scale") {
+        match in_child("scale", quick, bench.child_args()).await {
+            Ok(child_rows) => {
+                let cost = scale::cpu_per_renewal(&child_rows);
+                child_rows.into_iter().for_each(|r| push(Ok(r), "scale"));
+                cost
+            }
+            Err(e) => {
+                push(Err(e), "scale");
+                None
+            }
         }
-        Err(e) => {
-            push(Err(e), "scale");
-            None
-        }
+    } else {
+        None
     };
-    if name == "memory" {
+    if name == "memory" && only.wants("scale: metrics overhead") {
         // M1's cost: the same scale run with the Prometheus recorder installed, in its own
         // process (a recorder is process-wide). Memory only: there the tracker's own work is
         // the whole cost of a renewal, so any recording overhead shows most. CPU per renewal
@@ -346,12 +389,14 @@ async fn run_store(
         let mut labelled: Vec<f64> = Vec::new();
         let mut unlabelled: Vec<f64> = Vec::new();
         let mut failed: Vec<String> = Vec::new();
+        // Without the plain scale run above (`--only`), each round measures its own.
+        let measure_off = off.is_empty();
         for round in 0..rounds {
             let mut children = vec![
                 ("scale-metrics", &mut labelled),
                 ("scale-metrics-unlabelled", &mut unlabelled),
             ];
-            if round > 0 {
+            if round > 0 || measure_off {
                 children.insert(0, ("scale", &mut off));
             }
             for (child, into) in children {
@@ -372,7 +417,7 @@ async fn run_store(
             push(Err(failed.join("; ")), "scale: metrics overhead");
         }
     }
-    if name == "memory" {
+    if name == "memory" && only.wants("memory per lease") {
         match in_child("footprint", quick, bench.child_args()).await {
             Ok(child_rows) => child_rows
                 .into_iter()
@@ -383,11 +428,21 @@ async fn run_store(
 }
 
 /// Every etcd scenario on one member, with etcd's peer and reference rows.
-async fn run_etcd(bench: &etcd_store::EtcdBench, sizes: Sizes, quick: bool, rows: &mut Vec<Row>) {
+async fn run_etcd(
+    bench: &etcd_store::EtcdBench,
+    sizes: Sizes,
+    (quick, only): (bool, Only<'_>),
+    rows: &mut Vec<Row>,
+) {
     let name = bench.name();
     sys::watch_server(bench.server_pid());
     let mut extra = Vec::new();
-    for callers in [1, 64] {
+    let peers = if only.wants_peers() {
+        &[1, 64][..]
+    } else {
+        &[]
+    };
+    for &callers in peers {
         extra.push(
             etcd_store::election_peer(bench, sizes, callers)
                 .await
@@ -414,7 +469,7 @@ async fn run_etcd(bench: &etcd_store::EtcdBench, sizes: Sizes, quick: bool, rows
                 .unwrap_or_else(|e| Row::error(name, "ref: lease grant + put", e)),
         );
     }
-    run_store(bench, sizes, quick, rows, extra).await;
+    run_store(bench, sizes, (quick, only), rows, extra).await;
 }
 
 fn command_line() -> String {
@@ -449,18 +504,31 @@ async fn run(args: Args) -> ExitCode {
         report.command, report.cores, report.date
     );
     let wanted = |s: StoreArg| args.store == s || args.store == StoreArg::All;
+    let only = Only(args.only.as_deref());
     let mut failed = false;
     if wanted(StoreArg::Memory) {
         let bench = memory::MemoryBench::new();
         sys::watch_server(None);
-        run_store(&bench, sizes, args.quick, &mut report.rows, Vec::new()).await;
+        run_store(
+            &bench,
+            sizes,
+            (args.quick, only),
+            &mut report.rows,
+            Vec::new(),
+        )
+        .await;
     }
     if wanted(StoreArg::Redis) {
         match redis_store::RedisBench::start(args.redis_url.clone()) {
             Ok(bench) => {
                 sys::watch_server(bench.server_pid());
                 let mut extra = Vec::new();
-                for callers in [1, 64] {
+                let peers = if only.wants_peers() {
+                    &[1, 64][..]
+                } else {
+                    &[]
+                };
+                for &callers in peers {
                     extra.push(redis_store::redis_benchmark(&bench, sizes, callers).await);
                     extra.push(
                         redis_store::pexpire_floor(&bench, sizes, callers)
@@ -477,7 +545,7 @@ async fn run(args: Args) -> ExitCode {
                         Err(e) => extra.push(Row::error("redis", "ref: fenced floors", e)),
                     }
                 }
-                run_store(&bench, sizes, args.quick, &mut report.rows, extra).await;
+                run_store(&bench, sizes, (args.quick, only), &mut report.rows, extra).await;
             }
             Err(e) => {
                 let row = Row::error("redis", "all scenarios", e);
@@ -496,7 +564,7 @@ async fn run(args: Args) -> ExitCode {
         }
         for bench in releases {
             match bench {
-                Ok(bench) => run_etcd(&bench, sizes, args.quick, &mut report.rows).await,
+                Ok(bench) => run_etcd(&bench, sizes, (args.quick, only), &mut report.rows).await,
                 Err(e) => {
                     let row = Row::error("etcd", "all scenarios", e);
                     progress(&row);
