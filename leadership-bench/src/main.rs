@@ -5,6 +5,7 @@ mod driver;
 mod etcd_store;
 mod footprint;
 mod memory;
+mod redis_cluster;
 mod redis_store;
 mod report;
 mod scale;
@@ -29,6 +30,8 @@ use crate::target::{Bench, BenchResult};
 enum StoreArg {
     Memory,
     Redis,
+    /// A private three-master Redis Cluster: renewal and check over every master.
+    RedisCluster,
     Etcd,
     All,
 }
@@ -207,6 +210,7 @@ async fn open_bench(args: &Args) -> BenchResult<Box<dyn Bench>> {
             Some(url) => Ok(Box::new(etcd_store::EtcdBench::start(Some(url.clone()))?)),
             None => Err("an etcd child needs --etcd-url".to_owned()),
         },
+        StoreArg::RedisCluster => Err("the cluster rows run no child scenario".to_owned()),
         StoreArg::All => Err("a child runs one store, not all".to_owned()),
     }
 }
@@ -472,6 +476,36 @@ async fn run_etcd(
     run_store(bench, sizes, (quick, only), rows, extra).await;
 }
 
+/// Issue 18.6's rows: renewal and token check over a three-master cluster, the namespaces
+/// spread over every master, against SET and GET through the same cluster client.
+async fn run_redis_cluster(sizes: Sizes, only: Only<'_>, rows: &mut Vec<Row>) {
+    let mut push = |row: BenchResult<Row>, scenario: &str| {
+        let row = row.unwrap_or_else(|e| Row::error("redis cluster", scenario, e));
+        progress(&row);
+        rows.push(row);
+    };
+    let bench = match redis_cluster::RedisClusterBench::start() {
+        Ok(bench) => bench,
+        Err(e) => return push(Err(e), "all scenarios"),
+    };
+    if only.wants("renewal over 3 masters") {
+        for callers in [1, 64] {
+            push(
+                redis_cluster::renewal(&bench, sizes, callers).await,
+                "renewal over 3 masters",
+            );
+        }
+    }
+    if only.wants("token check over 3 masters") {
+        for callers in [1, 64] {
+            push(
+                redis_cluster::check(&bench, sizes, callers).await,
+                "token check over 3 masters",
+            );
+        }
+    }
+}
+
 fn command_line() -> String {
     let mut args = std::env::args();
     let program = args
@@ -553,6 +587,11 @@ async fn run(args: Args) -> ExitCode {
                 report.rows.push(row);
             }
         }
+    }
+    if wanted(StoreArg::RedisCluster)
+        && (only.wants("renewal over 3 masters") || only.wants("token check over 3 masters"))
+    {
+        run_redis_cluster(sizes, only, &mut report.rows).await;
     }
     if wanted(StoreArg::Etcd) {
         // etcd 3.4 (PATH or LEADERSHIP_ETCD, or --etcd-url) and, on a private member, 3.5.1

@@ -66,25 +66,53 @@ impl Sizes {
 /// Applications the renewal and check scenarios spread their calls over.
 pub const APPLICATIONS: usize = 1_000;
 /// Claims in the throughput scenarios last this long: the runs end well before.
-const LEASE: Duration = Duration::from_secs(60);
+pub(crate) const LEASE: Duration = Duration::from_secs(60);
 
-/// Application, its unit, and the baseline's key for it.
-struct Names {
-    app: String,
-    unit: String,
-    key: String,
+/// Application, its unit, the baseline's key for it, and which of a spread's handles holds
+/// it (0 without a spread).
+pub(crate) struct Names {
+    pub(crate) app: String,
+    pub(crate) unit: String,
+    pub(crate) key: String,
+    pub(crate) handle: usize,
 }
 
 fn names(prefix: &str, namespace: &str, count: usize) -> Arc<Vec<Names>> {
+    spread_names_of(prefix, namespace, count, 1)
+}
+
+/// [`APPLICATIONS`] names dealt round-robin over `handles` handles.
+pub(crate) fn spread_names(prefix: &str, namespace: &str, handles: usize) -> Arc<Vec<Names>> {
+    spread_names_of(prefix, namespace, APPLICATIONS, handles)
+}
+
+fn spread_names_of(prefix: &str, namespace: &str, count: usize, handles: usize) -> Arc<Vec<Names>> {
     Arc::new(
         (0..count)
             .map(|i| Names {
                 app: format!("{prefix}{i}"),
                 unit: format!("{prefix}{i}/0"),
                 key: format!("bench:{namespace}:{prefix}{i}"),
+                handle: i % handles.max(1),
             })
             .collect(),
     )
+}
+
+/// [`lead_all`] over a spread: each name claimed through its handle.
+pub(crate) async fn lead_all_spread(
+    handles: &[Arc<dyn Leadership>],
+    base: &Baseline,
+    names: &[Names],
+) -> BenchResult<()> {
+    for n in names {
+        handles[n.handle]
+            .claim_leadership(&n.app, &n.unit, LEASE)
+            .await
+            .map_err(|e| format!("setup claim of {}: {e}", n.app))?;
+        base.write(&n.key, &n.unit).await;
+    }
+    Ok(())
 }
 
 /// Unmeasured setup: each unit 0 leads its application, and the baseline holds each key.
@@ -99,12 +127,12 @@ async fn lead_all(store: &dyn Leadership, base: &Baseline, names: &[Names]) -> B
     Ok(())
 }
 
-fn pick(names: &[Names], seq: u64) -> &Names {
+pub(crate) fn pick(names: &[Names], seq: u64) -> &Names {
     &names[(seq % names.len() as u64) as usize]
 }
 
 /// A throughput row from a baseline/subject pair.
-fn throughput_row(
+pub(crate) fn throughput_row(
     bench: &dyn Bench,
     scenario: &str,
     callers: usize,

@@ -24,6 +24,8 @@ pub enum Baseline {
     Map(Arc<Mutex<HashMap<String, String>>>),
     /// Redis `SET` / `GET` over the redis crate's `ConnectionManager`, as the store uses.
     Redis(redis::aio::ConnectionManager),
+    /// The same through the redis crate's cluster client, as a `redis+cluster://` store uses.
+    RedisCluster(redis::cluster_async::ClusterConnection),
     /// etcd `put` / range over the store's own etcd-client.
     Etcd(crate::etcd_store::KvClient),
 }
@@ -38,7 +40,7 @@ impl Baseline {
     pub fn write_label(&self) -> &'static str {
         match self {
             Baseline::Map(_) => "HashMap insert",
-            Baseline::Redis(_) => "SET",
+            Baseline::Redis(_) | Baseline::RedisCluster(_) => "SET",
             Baseline::Etcd(_) => "etcd put",
         }
     }
@@ -47,7 +49,7 @@ impl Baseline {
     pub fn read_label(&self) -> &'static str {
         match self {
             Baseline::Map(_) => "HashMap get",
-            Baseline::Redis(_) => "GET",
+            Baseline::Redis(_) | Baseline::RedisCluster(_) => "GET",
             Baseline::Etcd(_) => "etcd range",
         }
     }
@@ -69,6 +71,15 @@ impl Baseline {
                     .await
                     .is_ok()
             }
+            Baseline::RedisCluster(conn) => {
+                let mut conn = conn.clone();
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .is_ok()
+            }
             Baseline::Etcd(kv) => kv.clone().put(key, value, None).await.is_ok(),
         }
     }
@@ -76,7 +87,7 @@ impl Baseline {
     /// What [`Baseline::prepare_expiring`] writes, for the table.
     pub fn expiring_label(&self) -> &'static str {
         match self {
-            Baseline::Redis(_) => "SET PX",
+            Baseline::Redis(_) | Baseline::RedisCluster(_) => "SET PX",
             _ => self.write_label(),
         }
     }
@@ -86,7 +97,7 @@ impl Baseline {
     /// renewal commands; the memory and etcd baselines write as [`Baseline::write`] does.
     pub fn prepare_expiring(&self, key: &str, value: &str, ttl: Duration) -> Prepared {
         match self {
-            Baseline::Redis(_) => {
+            Baseline::Redis(_) | Baseline::RedisCluster(_) => {
                 let mut set = redis::cmd("SET");
                 set.arg(key)
                     .arg(value)
@@ -105,6 +116,10 @@ impl Baseline {
                 let mut conn = conn.clone();
                 set.query_async::<()>(&mut conn).await.is_ok()
             }
+            (Baseline::RedisCluster(conn), Prepared::Redis(set)) => {
+                let mut conn = conn.clone();
+                set.query_async::<()>(&mut conn).await.is_ok()
+            }
             (_, Prepared::Write(key, value)) => self.write(key, value).await,
             _ => false,
         }
@@ -119,6 +134,14 @@ impl Baseline {
                 true
             }
             Baseline::Redis(conn) => {
+                let mut conn = conn.clone();
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async::<Option<String>>(&mut conn)
+                    .await
+                    .is_ok()
+            }
+            Baseline::RedisCluster(conn) => {
                 let mut conn = conn.clone();
                 redis::cmd("GET")
                     .arg(key)
