@@ -25,7 +25,8 @@ pub(super) enum Call {
 #[cfg(feature = "metrics")]
 mod on {
     use super::{Call, Duration, Ended};
-    use metrics::{Counter, Gauge, Histogram, Label};
+    use metrics::{Counter, Gauge, Histogram, Label, SharedString};
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     /// Handles registered once per tracker, so a renewal costs no key building or lookup.
@@ -49,10 +50,13 @@ mod on {
 
     impl Metrics {
         pub(in crate::tracker) fn new(application: &str, unit: &str, labelled: bool) -> Self {
+            // One copy of each name, shared by the tracker's seven series (a label value is
+            // reference-counted), instead of fourteen.
             let labels = if labelled {
+                let (application, unit): (Arc<str>, Arc<str>) = (application.into(), unit.into());
                 vec![
-                    Label::new("application", application.to_owned()),
-                    Label::new("unit", unit.to_owned()),
+                    Label::new("application", SharedString::from(application)),
+                    Label::new("unit", SharedString::from(unit)),
                 ]
             } else {
                 Vec::new()
