@@ -1,13 +1,15 @@
-//! Failover safety behind Redis Sentinel, measured (issue 18.5).
+//! Failover safety behind Redis Sentinel and in a Redis Cluster, measured (issue 18.5).
 //!
 //! ```text
-//! cargo run -p leadership-redis --example failover_safety -- [ROUNDS] [--wait]
+//! cargo run -p leadership-redis --example failover_safety -- [ROUNDS] [--wait] [--cluster]
 //! ```
 //!
-//! Starts a private Sentinel setup (a primary, a replica, three sentinels). Each round, a
-//! unit claims a lease (a new term) and renews it at once, the primary is killed with
-//! SIGKILL right after the renewal's `Ok`, the sentinels promote the replica, and a rival
-//! on the same connection and one on a fresh connection try to claim. It counts:
+//! Starts a private Sentinel setup (a primary, a replica, three sentinels), or with
+//! `--cluster` a private Redis Cluster of three masters with a replica each. Each round, a
+//! unit claims a lease (a new term) and renews it at once, the primary (in a cluster: the
+//! master of the namespace's slot) is killed with SIGKILL right after the renewal's `Ok`,
+//! the sentinels (or the cluster) promote the replica, and a rival on the same connection
+//! and one on a fresh connection try to claim. It counts:
 //!
 //! - C4 violations: a rival granted the lease while the first unit's claim still
 //!   guaranteed it (the term or the renewal was lost with the primary: asynchronous
@@ -16,14 +18,15 @@
 //! - lost terms: the first unit's lease gone after the failover.
 //!
 //! `--wait` opens the stores with `wait_for_replicas(1)`: every claim waits for the replica's
-//! acknowledgement (`WAIT 1`) before it returns `Ok`. The former primary is started again
-//! (it rejoins as a replica) before the next round.
+//! acknowledgement (`WAIT 1`, in one pipeline with the claim) before it returns `Ok`
+//! (Sentinel only: a cluster refuses it). The former primary is started again (it rejoins
+//! as a replica) before the next round.
 
 use std::time::{Duration, Instant};
 
 use leadership_core::{Checker, Claimer, Revoker};
 use leadership_redis::RedisStore;
-use leadership_testkit::harness::RedisSentinel;
+use leadership_testkit::harness::{RedisCluster, RedisSentinel};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -48,18 +51,108 @@ async fn store(url: &str, namespace: &str, wait: bool) -> RedisStore {
     builder.connect().await.expect("connect through sentinel")
 }
 
+/// The deployment under test.
+enum Setup {
+    Sentinel(RedisSentinel),
+    Cluster(RedisCluster),
+}
+
+impl Setup {
+    fn url(&self) -> String {
+        match self {
+            Setup::Sentinel(setup) => setup.url(),
+            Setup::Cluster(cluster) => cluster.url(),
+        }
+    }
+
+    /// The node that holds `store`'s keys now.
+    fn primary(&self, store: &RedisStore) -> usize {
+        match self {
+            Setup::Sentinel(setup) => setup.primary().expect("a primary"),
+            Setup::Cluster(cluster) => {
+                let slot = cluster.slot_of(store.key_prefix()).expect("the slot");
+                cluster.master_of(slot).expect("the slot's master")
+            }
+        }
+    }
+
+    fn kill9(&mut self, node: usize) {
+        match self {
+            Setup::Sentinel(setup) => setup.kill9(node).expect("kill the primary"),
+            Setup::Cluster(cluster) => cluster.kill9(node).expect("kill the master"),
+        }
+    }
+
+    /// Waits until another node serves `store`'s keys as a master.
+    fn wait_for_failover(&self, store: &RedisStore, old: usize) {
+        match self {
+            Setup::Sentinel(setup) => setup
+                .wait_for_failover(Some(setup.server(old).port()))
+                .expect("the sentinels promote the replica"),
+            Setup::Cluster(cluster) => {
+                let slot = cluster.slot_of(store.key_prefix()).expect("the slot");
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while cluster.master_of(slot).ok().is_none_or(|node| node == old) {
+                    assert!(Instant::now() < deadline, "the cluster promoted no replica");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
+    /// Starts the former primary again and waits until it has rejoined as an in-sync
+    /// replica.
+    fn restore(&mut self, node: usize) {
+        match self {
+            Setup::Sentinel(setup) => {
+                setup.start_again(node).expect("restart the former primary");
+                setup.wait_in_sync().expect("it rejoins as a replica");
+            }
+            Setup::Cluster(cluster) => {
+                cluster
+                    .start_again(node)
+                    .expect("restart the former master");
+                cluster
+                    .wait_healthy()
+                    .expect("the cluster is healthy again");
+                let deadline = Instant::now() + Duration::from_secs(40);
+                while !cluster
+                    .node(node)
+                    .command(&["INFO", "replication"])
+                    .is_ok_and(|info| {
+                        info.contains("role:slave") && info.contains("master_link_status:up")
+                    })
+                {
+                    assert!(Instant::now() < deadline, "the former master never synced");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args = std::env::args().skip(1);
     let mut rounds = 20;
     let mut wait = false;
+    let mut cluster = false;
     for arg in args.by_ref() {
         match arg.as_str() {
             "--wait" => wait = true,
+            "--cluster" => cluster = true,
             n => rounds = n.parse().expect("ROUNDS is a number"),
         }
     }
-    let mut setup = RedisSentinel::start("leaders").expect("sentinel setup");
+    assert!(
+        !(wait && cluster),
+        "--wait is for Sentinel: a cluster refuses wait_for_replicas"
+    );
+    let mut setup = if cluster {
+        Setup::Cluster(RedisCluster::start(3, 1).expect("cluster setup"))
+    } else {
+        Setup::Sentinel(RedisSentinel::start("leaders").expect("sentinel setup"))
+    };
     let url = setup.url();
     let namespace = format!("failover-{:x}", rand::random::<u32>());
     let holder = store(&url, &namespace, wait).await;
@@ -69,8 +162,7 @@ async fn main() {
         let app = format!("app{round}");
         let (unit, rival_unit) = (format!("{app}/0"), format!("{app}/1"));
         // Looked up first, so the kill follows the renewal's `Ok` as closely as possible.
-        let primary = setup.primary().expect("a primary");
-        let old_port = setup.server(primary).port();
+        let primary = setup.primary(&holder);
         let started = Instant::now();
         let claimed = holder.claim_leadership(&app, &unit, LEASE).await;
         let renewed = holder.claim_leadership(&app, &unit, LEASE).await;
@@ -83,11 +175,9 @@ async fn main() {
             }
         };
         let guaranteed_until = started + LEASE;
-        setup.kill9(primary).expect("kill the primary");
+        setup.kill9(primary);
         let killed = Instant::now();
-        setup
-            .wait_for_failover(Some(old_port))
-            .expect("the sentinels promote the replica");
+        setup.wait_for_failover(&holder, primary);
 
         let fresh = store(&url, &namespace, wait).await;
         let same = holder.namespace(&namespace);
@@ -111,10 +201,7 @@ async fn main() {
             }
         }
         let _ = holder.revoke_leadership(&app, &unit).await;
-        setup
-            .start_again(primary)
-            .expect("restart the former primary");
-        setup.wait_in_sync().expect("it rejoins as a replica");
+        setup.restore(primary);
         counts.rounds += 1;
     }
 
@@ -127,7 +214,11 @@ async fn main() {
     println!(
         "mode={} rounds={} claims_refused={} lost_terms={} c4_violations_same_connection={} \
          c4_violations_fresh_connection={} f1_violations={} failover_median_ms={median}",
-        if wait { "wait-for-1-replica" } else { "async" },
+        match (cluster, wait) {
+            (true, _) => "cluster-async",
+            (false, true) => "sentinel-wait-for-1-replica",
+            (false, false) => "sentinel-async",
+        },
         counts.rounds,
         counts.claims_refused,
         counts.lost_terms,
