@@ -51,7 +51,7 @@ impl Lease {
     }
 }
 
-/// A lease kept from a revoked term, for this handle's next term.
+/// A lease kept from a revoked term, for a next term of any handle of the same connection.
 #[derive(Debug)]
 pub(crate) struct Spare {
     lease: Lease,
@@ -155,14 +155,17 @@ impl EtcdStore {
 
     fn spare(&self) -> std::sync::MutexGuard<'_, Vec<Spare>> {
         self.inner
+            .shared
             .spare
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps `lease` for a later term of this handle. Only for a lease that carries no key
-    /// and that no other handle can know of as a term's lease: one whose term this handle
-    /// ended with a transaction that compared the lease, or one that never carried a term.
+    /// Keeps `lease` for a later term of a handle of this connection (any namespace). Only
+    /// for a lease that carries no key and that no handle can know of as a term's lease: one
+    /// whose term this handle ended with a transaction that compared the lease (and forgot),
+    /// or one that never carried a term. Other namespaces' handles never knew it: a lease
+    /// carries terms of the one handle that granted or took it.
     pub(crate) fn keep_spare(&self, lease: Lease) {
         let mut spare = self.spare();
         spare.retain(Spare::may_live);

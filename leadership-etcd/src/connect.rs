@@ -119,6 +119,7 @@ impl EtcdStore {
             key_prefix: builder.key_prefix,
             hub: WatchHub::new(),
             feeds: Feeds::default(),
+            spare: std::sync::Mutex::new(Vec::new()),
         };
         Ok(EtcdStore::from_shared(Arc::new(shared), &builder.namespace))
     }

@@ -25,6 +25,10 @@ pub(crate) struct Shared {
     pub(crate) key_prefix: String,
     pub(crate) hub: WatchHub,
     pub(crate) feeds: Feeds,
+    /// Leases of terms that handles of this connection revoked, for their later terms in any
+    /// namespace (one term at a time each): a controller with many namespaces keeps a few
+    /// spare leases, not a few per namespace.
+    pub(crate) spare: Mutex<Vec<Spare>>,
 }
 
 impl Drop for Shared {
@@ -41,8 +45,6 @@ pub(crate) struct Inner {
     pub(crate) keys: Keys,
     pub(crate) namespace: String,
     pub(crate) held: Mutex<HashMap<String, Held>>,
-    /// Leases of terms this handle revoked, for its later terms (one term at a time each).
-    pub(crate) spare: Mutex<Vec<Spare>>,
 }
 
 impl Inner {
@@ -52,7 +54,6 @@ impl Inner {
             shared,
             namespace: namespace.to_owned(),
             held: Mutex::new(HashMap::new()),
-            spare: Mutex::new(Vec::new()),
         }
     }
 }

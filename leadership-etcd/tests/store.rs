@@ -667,3 +667,67 @@ async fn c4_a_reused_lease_counts_from_the_new_claim() {
             > next
     );
 }
+
+/// S3: a lease kept from a term revoked in one namespace carries the next term of another
+/// namespace's handle on the same connection, instead of a new grant; and that term still
+/// counts its whole duration from its claim (C4: the claim renews the lease first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_namespaces_of_one_connection_share_spare_leases() {
+    let server = leadership_testkit::harness::EtcdServer::start()
+        .unwrap_or_else(|err| panic!("cannot start etcd for the test: {err}"));
+    let first = common::connect(
+        EtcdStore::builder(&server.url())
+            .expect("a valid etcd URL")
+            .namespace("first"),
+    )
+    .await;
+    let second = first.namespace("second");
+    let lease_of = |store: &EtcdStore, application: &str| {
+        let (mut kv, key) = (store.client().kv_client(), store.leader_key(application));
+        async move {
+            let response = kv.get(key, None).await.expect("read the leader key");
+            response.kvs().first().map(|kv| kv.lease())
+        }
+    };
+    let fence = first
+        .claim_leadership("app", "app/0", SECOND * 30)
+        .await
+        .unwrap();
+    let lease = lease_of(&first, "app")
+        .await
+        .expect("the term's leader key");
+    first.revoke_leadership("app", "app/0").await.unwrap();
+    let (_, leases_before) = raft_index_and_leases(&server.url()).await;
+    assert!(
+        leases_before.contains(&lease),
+        "the lease was kept, not revoked"
+    );
+
+    let started = Instant::now();
+    let next = second
+        .claim_leadership("web", "web/0", SECOND * 30)
+        .await
+        .unwrap();
+    assert!(next > fence, "{next} > {fence} (F1)");
+    assert_eq!(
+        lease_of(&second, "web").await,
+        Some(lease),
+        "the other namespace's term went onto the kept lease"
+    );
+    let (_, leases_after) = raft_index_and_leases(&server.url()).await;
+    assert_eq!(leases_before, leases_after, "no lease was granted");
+    let ttl = second
+        .client()
+        .lease_client()
+        .time_to_live(lease, None)
+        .await
+        .unwrap()
+        .ttl();
+    assert!(
+        Duration::from_secs(u64::try_from(ttl).unwrap_or(0)) + started.elapsed() + SECOND
+            >= SECOND * 30,
+        "renewed for the new term: {ttl} s left"
+    );
+    assert_eq!(leads(&second, "web", "web/0").await, Some(next));
+    assert_eq!(leads(&first, "app", "app/0").await, None);
+}
