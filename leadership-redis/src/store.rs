@@ -184,82 +184,39 @@ impl Inner {
 
     async fn claim(&self, application: &str, unit: &str, duration: Duration) -> Result<Fence> {
         if self.shared.wait_replicas > 0 {
-            // Boxed, so that the unreplicated path, the hot one, stays a small future.
-            return Box::pin(self.claim_replicated(application, unit, duration)).await;
+            // Every replicated claim, renewals too, runs the script with its WAIT: the
+            // one-command fast paths of `claim_unreplicated` wait for no replica. Boxed, so
+            // that the unreplicated path, the hot one, stays a small future.
+            return Box::pin(self.claim_by_script(application, unit, duration, Instant::now()))
+                .await;
         }
         self.claim_unreplicated(application, unit, duration).await
     }
 
-    /// A claim that returns `Ok` only once `wait_replicas` replicas acknowledged it: the claim
-    /// script and `WAIT` go in one pipeline, so they travel down one connection in order and
-    /// the `WAIT` counts this very write. (`WAIT` counts the replicas that acknowledged every
-    /// write *of its connection*; sent on its own after a reconnect, it would ask about a
-    /// connection that wrote nothing and succeed at once.) Every claim runs the script here,
-    /// renewals too: the one-command fast paths of [`Self::claim_unreplicated`] are for
-    /// unreplicated claims.
-    async fn claim_replicated(
+    /// Runs `send`, a request that invokes `script` by its hash, through the one retry path;
+    /// a server that lost its scripts (a restart, `SCRIPT FLUSH`) ran none of it, so the
+    /// script is loaded and `send` runs again.
+    async fn with_script<T, F, Fut>(
         &self,
-        application: &str,
-        unit: &str,
-        duration: Duration,
-    ) -> Result<Fence> {
-        let started = Instant::now();
-        self.shared
-            .policy
-            .check_claim(application, unit, duration)?;
-        let millis = lease_millis(duration)?;
-        let key = self.keys.lease(application, unit);
-        let wanted = self.shared.wait_replicas;
-        // Within one attempt of the retry path and the response timeout behind Sentinel
-        // (a quarter of the operation timeout), so the count comes back and says why.
-        let wait_for = (self.shared.timeout / 5).max(Duration::from_millis(100));
-        let script = &self.shared.scripts.claim;
-        let mut pipe = redis::pipe();
-        // The claim script's EVALSHA, as `claim_script` sends it through its invocation.
-        pipe.cmd("EVALSHA")
-            .arg(script.get_hash())
-            .arg(2)
-            .arg(&key)
-            .arg(&self.keys.owners)
-            .arg(millis)
-            .arg(&self.keys.prefix)
-            .arg(application)
-            .arg(unit)
-            .arg(self.shared.highest_fence.load(Ordering::Relaxed));
-        pipe.cmd("WAIT")
-            .arg(wanted)
-            .arg(u64::try_from(wait_for.as_millis()).unwrap_or(u64::MAX));
-        let pipe = &pipe;
-        let (fence, acked): (u64, u32) = self
-            .within("claim", Retry::Idempotent, |mut conn| async move {
-                match pipe.query_async(&mut conn).await {
-                    // A server that lost its scripts (a restart, SCRIPT FLUSH) ran nothing
-                    // of the claim; load it and send the pipeline again.
-                    Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                        script.load_async(&mut conn).await?;
-                        pipe.query_async(&mut conn).await
-                    }
-                    answer => answer,
+        operation: &'static str,
+        script: &Script,
+        send: F,
+    ) -> Result<T>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let send = &send;
+        self.within(operation, Retry::Idempotent, |conn| async move {
+            match send(conn.clone()).await {
+                Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    script.load_async(&mut conn.clone()).await?;
+                    send(conn).await
                 }
-            })
-            .await?;
-        if fence == 0 {
-            self.shared.hints.remove(&key);
-            return Err(Error::ClaimDenied);
-        }
-        let fence = Fence(fence);
-        self.shared.saw(fence);
-        if acked < wanted {
-            // It applied on the primary (E2: retrying is safe), but a failover now could lose
-            // it.
-            return Err(Error::unavailable(
-                BACKEND,
-                "claim",
-                crate::error::NotReplicated { wanted, acked },
-            ));
-        }
-        self.remember(key, fence, started, millis);
-        Ok(fence)
+                answer => answer,
+            }
+        })
+        .await
     }
 
     async fn claim_unreplicated(
@@ -316,13 +273,8 @@ impl Inner {
                 }
             }
         }
-        self.shared
-            .policy
-            .check_claim(application, unit, duration)?;
-        let millis = lease_millis(duration)?;
-        let key = self.keys.lease(application, unit);
         // Boxed, so that the fast path above, the hot one, stays a small future.
-        Box::pin(self.claim_script(key, application, unit, millis, started)).await
+        Box::pin(self.claim_by_script(application, unit, duration, started)).await
     }
 
     /// The holder's renewal when its hint is no longer fresh: `pipe` is `PEXPIRE key ms GT`
@@ -361,44 +313,82 @@ impl Inner {
     }
 
     /// Any claim as one script: a new term (C1), the holder's extension (C2, pinned or not,
-    /// reading the fence), or a denial (C3).
-    async fn claim_script(
+    /// reading the fence), or a denial (C3); with `wait_for_replicas(n)`, `Ok` only once
+    /// `n` replicas acknowledged it. `started`: when the claim call started.
+    async fn claim_by_script(
         &self,
-        key: String,
         application: &str,
         unit: &str,
-        millis: u64,
+        duration: Duration,
         started: Instant,
     ) -> Result<Fence> {
-        let mut invocation = self.shared.scripts.claim.prepare_invoke();
+        self.shared
+            .policy
+            .check_claim(application, unit, duration)?;
+        let millis = lease_millis(duration)?;
+        let key = self.keys.lease(application, unit);
+        let script = &self.shared.scripts.claim;
+        let mut evalsha = redis::cmd("EVALSHA");
         // `owners` is declared, not only named in the script: while a cluster moves the
         // namespace's slot, a claim whose declared keys are all gone from the old master is
         // redirected (ASK) to the new one, and one whose keys are split gets TRYAGAIN
         // (retried); were only the new lease key declared, the claim would be redirected to
         // a new master that has no owner yet and granted beside the holder (C3).
-        invocation
-            .key(&key)
-            .key(&self.keys.owners)
+        evalsha
+            .arg(script.get_hash())
+            .arg(2)
+            .arg(&key)
+            .arg(&self.keys.owners)
             .arg(millis)
             .arg(&self.keys.prefix)
             .arg(application)
             .arg(unit)
             .arg(self.shared.highest_fence.load(Ordering::Relaxed));
-        match self
-            .eval::<u64>("claim", Retry::Idempotent, &invocation)
+        let wanted = self.shared.wait_replicas;
+        let (fence, acked): (u64, u32) = if wanted == 0 {
+            let evalsha = &evalsha;
+            let fence = self
+                .with_script("claim", script, |mut conn| async move {
+                    evalsha.query_async(&mut conn).await
+                })
+                .await?;
+            (fence, 0)
+        } else {
+            // The script and `WAIT` in one pipeline travel down one connection in order, so
+            // the `WAIT` counts this very write. (`WAIT` counts the replicas that
+            // acknowledged every write *of its connection*; sent on its own after a
+            // reconnect, it would ask about a connection that wrote nothing and succeed at
+            // once.) Within one attempt of the retry path and the response timeout behind
+            // Sentinel (a quarter of the operation timeout), so the count comes back.
+            let wait_for = (self.shared.timeout / 5).max(Duration::from_millis(100));
+            let mut pipe = redis::pipe();
+            pipe.add_command(evalsha)
+                .cmd("WAIT")
+                .arg(wanted)
+                .arg(u64::try_from(wait_for.as_millis()).unwrap_or(u64::MAX));
+            let pipe = &pipe;
+            self.with_script("claim", script, |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
             .await?
-        {
-            0 => {
-                self.shared.hints.remove(&key);
-                Err(Error::ClaimDenied)
-            }
-            fence => {
-                let fence = Fence(fence);
-                self.shared.saw(fence);
-                self.remember(key, fence, started, millis);
-                Ok(fence)
-            }
+        };
+        if fence == 0 {
+            self.shared.hints.remove(&key);
+            return Err(Error::ClaimDenied);
         }
+        let fence = Fence(fence);
+        self.shared.saw(fence);
+        if acked < wanted {
+            // It applied on the primary (E2: retrying is safe), but a failover now could lose
+            // it.
+            return Err(Error::unavailable(
+                BACKEND,
+                "claim",
+                crate::error::NotReplicated { wanted, acked },
+            ));
+        }
+        self.remember(key, fence, started, millis);
+        Ok(fence)
     }
 
     /// The holder's renewal while its hint is fresh: one `PEXPIRE key ms GT`, the cheapest

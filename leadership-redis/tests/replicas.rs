@@ -39,7 +39,7 @@ fn primary_and_replica() -> (RedisServer, RedisServer) {
 /// connection, which wrote nothing, would count the frozen replica at once; the claim must
 /// instead stay unacknowledged: `Unavailable` (retryable, E2), never `Ok`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claim_waits_for_the_replicas_of_its_own_write_across_a_reconnect() {
+async fn c4_e2_a_claim_waits_for_the_replicas_of_its_own_write_across_a_reconnect() {
     let (primary, replica) = primary_and_replica();
     let proxy = Arc::new(ReplyDropProxy::start(("127.0.0.1", primary.port())).expect("proxy"));
     let store = RedisStore::builder(&format!("redis://{}", proxy.addr()))
