@@ -5,15 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use leadership_core::{Leadership, Token};
+use leadership_core::Leadership;
 use leadership_redis::RedisStore;
 use leadership_testkit::harness::RedisCluster;
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 
-use crate::driver::pair;
 use crate::report::Row;
-use crate::scenarios::{self, Names, Sizes};
+use crate::scenarios::{self, Sizes};
 use crate::target::{Baseline, Bench, BenchResult, Targets, fresh_namespace};
 
 /// Masters of the benchmarked cluster (no replicas: these rows are about routing, not
@@ -116,14 +115,7 @@ impl Bench for RedisClusterBench {
     }
 
     fn targets(&self) -> Targets {
-        Targets {
-            renew_ratio: 0.8,
-            first_claim_ratio: None,
-            check_ratio: 0.9,
-            ratio_text: |min| format!("≥ {min:.2}"),
-            handover_revoke_p99: Duration::from_millis(20),
-            handover_crash_p99: Duration::from_millis(50),
-        }
+        crate::redis_store::TARGETS
     }
 
     fn crash_lease(&self) -> Duration {
@@ -142,91 +134,36 @@ impl Bench for RedisClusterBench {
 /// The holder renews its lease, over [`scenarios::APPLICATIONS`] applications spread over
 /// every master, against `SET` of as many keys (which the cluster spreads by their slots).
 pub async fn renewal(bench: &RedisClusterBench, sizes: Sizes, callers: usize) -> BenchResult<Row> {
-    let handles = Arc::new(bench.spread("crenew").await?);
-    let base = bench.baseline().await?;
-    let names = scenarios::spread_names("r", &fresh_namespace("crenew"), handles.len());
-    scenarios::lead_all_spread(&handles, &base, &names).await?;
-    let labels = ("claim (renew)", base.write_label());
-    let (b, ns1, ns2) = (base, Arc::clone(&names), names);
-    let samples = pair(
-        callers,
-        sizes.round,
-        move |seq| {
-            let (b, names) = (b.clone(), Arc::clone(&ns2));
-            async move {
-                let n = scenarios::pick(&names, seq);
-                b.write(&n.key, &n.unit).await
-            }
-        },
-        move |seq| {
-            let (handles, names) = (Arc::clone(&handles), Arc::clone(&ns1));
-            async move {
-                let n: &Names = scenarios::pick(&names, seq);
-                handles[n.handle]
-                    .claim_leadership(&n.app, &n.unit, scenarios::LEASE)
-                    .await
-                    .is_ok()
-            }
-        },
-    )
-    .await;
-    let mut row = scenarios::throughput_row(
+    let handles = bench.spread("crenew").await?;
+    let ns = fresh_namespace("crenew");
+    let row = scenarios::renewal_over(
         bench,
-        "renewal over 3 masters",
+        sizes,
         callers,
-        samples,
-        labels,
-        Some(bench.targets().renew_ratio),
+        &handles,
+        &ns,
+        "renewal over 3 masters",
     );
-    note_spread(&mut row);
-    Ok(row)
+    Ok(note_spread(row.await?))
 }
 
 /// A token check, over the same spread, against `GET`.
 pub async fn check(bench: &RedisClusterBench, sizes: Sizes, callers: usize) -> BenchResult<Row> {
     let handles = bench.spread("ccheck").await?;
-    let base = bench.baseline().await?;
-    let names = scenarios::spread_names("k", &fresh_namespace("ccheck"), handles.len());
-    scenarios::lead_all_spread(&handles, &base, &names).await?;
-    let tokens: Arc<Vec<Box<dyn Token>>> = Arc::new(
-        names
-            .iter()
-            .map(|n| handles[n.handle].leadership_check(&n.app, &n.unit))
-            .collect(),
-    );
-    let labels = ("token.check()", base.read_label());
-    let b = base;
-    let samples = pair(
-        callers,
-        sizes.round,
-        move |seq| {
-            let (b, names) = (b.clone(), Arc::clone(&names));
-            async move { b.read(&scenarios::pick(&names, seq).key).await }
-        },
-        move |seq| {
-            let tokens = Arc::clone(&tokens);
-            async move {
-                tokens[(seq % tokens.len() as u64) as usize]
-                    .check()
-                    .await
-                    .is_ok()
-            }
-        },
-    )
-    .await;
-    let mut row = scenarios::throughput_row(
+    let ns = fresh_namespace("ccheck");
+    let row = scenarios::check_over(
         bench,
-        "token check over 3 masters",
+        sizes,
         callers,
-        samples,
-        labels,
-        Some(bench.targets().check_ratio),
+        false,
+        &handles,
+        &ns,
+        "token check over 3 masters",
     );
-    note_spread(&mut row);
-    Ok(row)
+    Ok(note_spread(row.await?))
 }
 
-fn note_spread(row: &mut Row) {
+fn note_spread(mut row: Row) -> Row {
     let spread = format!(
         "{} namespaces of one connection, {PER_MASTER} on each of {MASTERS} masters",
         MASTERS * PER_MASTER
@@ -235,4 +172,5 @@ fn note_spread(row: &mut Row) {
         Some(note) => format!("{spread}; {note}"),
         None => spread,
     });
+    row
 }

@@ -18,6 +18,16 @@ use crate::scenarios::Sizes;
 use crate::stats::human_rate;
 use crate::target::{Baseline, Bench, BenchResult, Targets, fresh_namespace};
 
+/// The targets for Redis, one server or a cluster.
+pub const TARGETS: Targets = Targets {
+    renew_ratio: 0.8,
+    first_claim_ratio: None,
+    check_ratio: 0.9,
+    ratio_text: |min| format!("≥ {min:.2}"),
+    handover_revoke_p99: Duration::from_millis(20),
+    handover_crash_p99: Duration::from_millis(50),
+};
+
 /// A Redis server (ours, or the one `--redis-url` names) under benchmark.
 pub struct RedisBench {
     url: String,
@@ -100,14 +110,7 @@ impl Bench for RedisBench {
     }
 
     fn targets(&self) -> Targets {
-        Targets {
-            renew_ratio: 0.8,
-            first_claim_ratio: None,
-            check_ratio: 0.9,
-            ratio_text: |min| format!("≥ {min:.2}"),
-            handover_revoke_p99: Duration::from_millis(20),
-            handover_crash_p99: Duration::from_millis(50),
-        }
+        TARGETS
     }
 
     fn crash_lease(&self) -> Duration {

@@ -66,29 +66,21 @@ impl Sizes {
 /// Applications the renewal and check scenarios spread their calls over.
 pub const APPLICATIONS: usize = 1_000;
 /// Claims in the throughput scenarios last this long: the runs end well before.
-pub(crate) const LEASE: Duration = Duration::from_secs(60);
+const LEASE: Duration = Duration::from_secs(60);
 
 /// Application, its unit, the baseline's key for it, and which of a spread's handles holds
 /// it (0 without a spread).
-pub(crate) struct Names {
-    pub(crate) app: String,
-    pub(crate) unit: String,
-    pub(crate) key: String,
-    pub(crate) handle: usize,
-}
-
-fn names(prefix: &str, namespace: &str, count: usize) -> Arc<Vec<Names>> {
-    spread_names_of(prefix, namespace, count, 1)
+struct Names {
+    app: String,
+    unit: String,
+    key: String,
+    handle: usize,
 }
 
 /// [`APPLICATIONS`] names dealt round-robin over `handles` handles.
-pub(crate) fn spread_names(prefix: &str, namespace: &str, handles: usize) -> Arc<Vec<Names>> {
-    spread_names_of(prefix, namespace, APPLICATIONS, handles)
-}
-
-fn spread_names_of(prefix: &str, namespace: &str, count: usize, handles: usize) -> Arc<Vec<Names>> {
+fn spread_names(prefix: &str, namespace: &str, handles: usize) -> Arc<Vec<Names>> {
     Arc::new(
-        (0..count)
+        (0..APPLICATIONS)
             .map(|i| Names {
                 app: format!("{prefix}{i}"),
                 unit: format!("{prefix}{i}/0"),
@@ -99,8 +91,9 @@ fn spread_names_of(prefix: &str, namespace: &str, count: usize, handles: usize) 
     )
 }
 
-/// [`lead_all`] over a spread: each name claimed through its handle.
-pub(crate) async fn lead_all_spread(
+/// Unmeasured setup: each unit 0 leads its application through its handle, and the baseline
+/// holds each key.
+async fn lead_all(
     handles: &[Arc<dyn Leadership>],
     base: &Baseline,
     names: &[Names],
@@ -115,24 +108,12 @@ pub(crate) async fn lead_all_spread(
     Ok(())
 }
 
-/// Unmeasured setup: each unit 0 leads its application, and the baseline holds each key.
-async fn lead_all(store: &dyn Leadership, base: &Baseline, names: &[Names]) -> BenchResult<()> {
-    for n in names {
-        store
-            .claim_leadership(&n.app, &n.unit, LEASE)
-            .await
-            .map_err(|e| format!("setup claim of {}: {e}", n.app))?;
-        base.write(&n.key, &n.unit).await;
-    }
-    Ok(())
-}
-
-pub(crate) fn pick(names: &[Names], seq: u64) -> &Names {
+fn pick(names: &[Names], seq: u64) -> &Names {
     &names[(seq % names.len() as u64) as usize]
 }
 
 /// A throughput row from a baseline/subject pair.
-pub(crate) fn throughput_row(
+fn throughput_row(
     bench: &dyn Bench,
     scenario: &str,
     callers: usize,
@@ -165,11 +146,25 @@ pub(crate) fn throughput_row(
 pub async fn renewal(bench: &dyn Bench, sizes: Sizes, callers: usize) -> BenchResult<Row> {
     let ns = fresh_namespace("renew");
     let store = bench.open(&ns).await?;
+    renewal_over(bench, sizes, callers, &[store], &ns, "renewal").await
+}
+
+/// [`renewal`] with the applications dealt round-robin over `handles` (one namespace each,
+/// for a spread over a cluster's masters); `ns` names the baseline's keys.
+pub(crate) async fn renewal_over(
+    bench: &dyn Bench,
+    sizes: Sizes,
+    callers: usize,
+    handles: &[Arc<dyn Leadership>],
+    ns: &str,
+    scenario: &str,
+) -> BenchResult<Row> {
+    let handles: Arc<Vec<Arc<dyn Leadership>>> = Arc::new(handles.to_vec());
     let base = bench.baseline().await?;
-    let names = names("r", &ns, APPLICATIONS);
-    lead_all(&*store, &base, &names).await?;
+    let names = spread_names("r", ns, handles.len());
+    lead_all(&handles, &base, &names).await?;
     let labels = ("claim (renew)", base.write_label());
-    let (s, b, ns1, ns2) = (store, base, Arc::clone(&names), names);
+    let (b, ns1, ns2) = (base, Arc::clone(&names), names);
     let samples = pair(
         callers,
         sizes.round,
@@ -181,17 +176,20 @@ pub async fn renewal(bench: &dyn Bench, sizes: Sizes, callers: usize) -> BenchRe
             }
         },
         move |seq| {
-            let (s, names) = (Arc::clone(&s), Arc::clone(&ns1));
+            let (handles, names) = (Arc::clone(&handles), Arc::clone(&ns1));
             async move {
                 let n = pick(&names, seq);
-                s.claim_leadership(&n.app, &n.unit, LEASE).await.is_ok()
+                handles[n.handle]
+                    .claim_leadership(&n.app, &n.unit, LEASE)
+                    .await
+                    .is_ok()
             }
         },
     )
     .await;
     Ok(throughput_row(
         bench,
-        "renewal",
+        scenario,
         callers,
         samples,
         labels,
@@ -279,13 +277,32 @@ pub async fn check(
 ) -> BenchResult<Row> {
     let ns = fresh_namespace("check");
     let store = bench.open(&ns).await?;
+    let scenario = if fresh_tokens {
+        "check, new token per call"
+    } else {
+        "token check"
+    };
+    check_over(bench, sizes, callers, fresh_tokens, &[store], &ns, scenario).await
+}
+
+/// [`check`] with the applications dealt round-robin over `handles`, as [`renewal_over`].
+pub(crate) async fn check_over(
+    bench: &dyn Bench,
+    sizes: Sizes,
+    callers: usize,
+    fresh_tokens: bool,
+    handles: &[Arc<dyn Leadership>],
+    ns: &str,
+    scenario: &str,
+) -> BenchResult<Row> {
+    let handles: Arc<Vec<Arc<dyn Leadership>>> = Arc::new(handles.to_vec());
     let base = bench.baseline().await?;
-    let names = names("k", &ns, APPLICATIONS);
-    lead_all(&*store, &base, &names).await?;
+    let names = spread_names("k", ns, handles.len());
+    lead_all(&handles, &base, &names).await?;
     let tokens: Arc<Vec<Box<dyn Token>>> = Arc::new(
         names
             .iter()
-            .map(|n| store.leadership_check(&n.app, &n.unit))
+            .map(|n| handles[n.handle].leadership_check(&n.app, &n.unit))
             .collect(),
     );
     let labels = (
@@ -305,11 +322,16 @@ pub async fn check(
             async move { b.read(&pick(&names, seq).key).await }
         },
         move |seq| {
-            let (s, names, tokens) = (Arc::clone(&store), Arc::clone(&ns1), Arc::clone(&tokens));
+            let (handles, names, tokens) =
+                (Arc::clone(&handles), Arc::clone(&ns1), Arc::clone(&tokens));
             async move {
                 if fresh_tokens {
                     let n = pick(&names, seq);
-                    s.leadership_check(&n.app, &n.unit).check().await.is_ok()
+                    handles[n.handle]
+                        .leadership_check(&n.app, &n.unit)
+                        .check()
+                        .await
+                        .is_ok()
                 } else {
                     tokens[(seq % tokens.len() as u64) as usize]
                         .check()
@@ -320,11 +342,6 @@ pub async fn check(
         },
     )
     .await;
-    let scenario = if fresh_tokens {
-        "check, new token per call"
-    } else {
-        "token check"
-    };
     let target = (!fresh_tokens).then(|| bench.targets().check_ratio);
     Ok(throughput_row(
         bench, scenario, callers, samples, labels, target,

@@ -62,23 +62,10 @@ impl Baseline {
                 black_box(map.insert(key.to_owned(), value.to_owned()));
                 true
             }
-            Baseline::Redis(conn) => {
-                let mut conn = conn.clone();
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .query_async::<()>(&mut conn)
-                    .await
-                    .is_ok()
-            }
-            Baseline::RedisCluster(conn) => {
-                let mut conn = conn.clone();
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(value)
-                    .query_async::<()>(&mut conn)
-                    .await
-                    .is_ok()
+            Baseline::Redis(_) | Baseline::RedisCluster(_) => {
+                let mut set = redis::cmd("SET");
+                set.arg(key).arg(value);
+                self.redis::<()>(&set).await
             }
             Baseline::Etcd(kv) => kv.clone().put(key, value, None).await.is_ok(),
         }
@@ -112,13 +99,8 @@ impl Baseline {
     /// Sends a prepared write; `false` on error.
     pub async fn send(&self, prepared: &Prepared) -> bool {
         match (self, prepared) {
-            (Baseline::Redis(conn), Prepared::Redis(set)) => {
-                let mut conn = conn.clone();
-                set.query_async::<()>(&mut conn).await.is_ok()
-            }
-            (Baseline::RedisCluster(conn), Prepared::Redis(set)) => {
-                let mut conn = conn.clone();
-                set.query_async::<()>(&mut conn).await.is_ok()
+            (Baseline::Redis(_) | Baseline::RedisCluster(_), Prepared::Redis(set)) => {
+                self.redis::<()>(set).await
             }
             (_, Prepared::Write(key, value)) => self.write(key, value).await,
             _ => false,
@@ -133,23 +115,24 @@ impl Baseline {
                 black_box(map.get(key).map(String::len));
                 true
             }
-            Baseline::Redis(conn) => {
-                let mut conn = conn.clone();
-                redis::cmd("GET")
-                    .arg(key)
-                    .query_async::<Option<String>>(&mut conn)
-                    .await
-                    .is_ok()
-            }
-            Baseline::RedisCluster(conn) => {
-                let mut conn = conn.clone();
-                redis::cmd("GET")
-                    .arg(key)
-                    .query_async::<Option<String>>(&mut conn)
-                    .await
-                    .is_ok()
+            Baseline::Redis(_) | Baseline::RedisCluster(_) => {
+                let mut get = redis::cmd("GET");
+                get.arg(key);
+                self.redis::<Option<String>>(&get).await
             }
             Baseline::Etcd(kv) => kv.clone().get(key, None).await.is_ok(),
+        }
+    }
+}
+
+impl Baseline {
+    /// Sends `cmd` over the Redis or cluster connection; `false` on error (or on another
+    /// baseline).
+    async fn redis<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> bool {
+        match self {
+            Baseline::Redis(conn) => cmd.query_async::<T>(&mut conn.clone()).await.is_ok(),
+            Baseline::RedisCluster(conn) => cmd.query_async::<T>(&mut conn.clone()).await.is_ok(),
+            _ => false,
         }
     }
 }
