@@ -15,8 +15,8 @@ use crate::output::{exit_code, print, print_error};
 #[command(name = "leadership", version, about, long_about = None)]
 pub struct Args {
     /// The store: memory://[NAME], redis://[user:pass@]host:port[/db], rediss://…,
-    /// redis+cluster://host:port[,host:port…], redis+sentinel://host:port[,host:port…]/MASTER,
-    /// etcd://host:port[,host:port…], etcds://…; `?namespace=NAME` selects a namespace.
+    /// redis+cluster://host:port[,host:port…], redis+sentinel://host:port[,host:port…]/MASTER
+    /// (rediss+cluster://, rediss+sentinel:// for TLS), etcd://host:port[,host:port…], etcds://…; `?namespace=NAME` selects a namespace.
     #[arg(
         long,
         env = "LEADERSHIP_STORE",

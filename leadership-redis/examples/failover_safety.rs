@@ -19,14 +19,14 @@
 //!
 //! `--wait` opens the stores with `wait_for_replicas(1)`: every claim waits for the replica's
 //! acknowledgement (`WAIT 1`, in one pipeline with the claim) before it returns `Ok`
-//! (Sentinel only: a cluster refuses it). The former primary is started again (it rejoins
-//! as a replica) before the next round.
+//! (behind Sentinel and in a cluster). The former primary is started again (it rejoins as
+//! a replica) before the next round.
 
 use std::time::{Duration, Instant};
 
 use leadership_core::{Checker, Claimer, Revoker};
 use leadership_redis::RedisStore;
-use leadership_testkit::harness::{RedisCluster, RedisSentinel};
+use leadership_testkit::harness::RedisFailover;
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -51,86 +51,6 @@ async fn store(url: &str, namespace: &str, wait: bool) -> RedisStore {
     builder.connect().await.expect("connect through sentinel")
 }
 
-/// The deployment under test.
-enum Setup {
-    Sentinel(RedisSentinel),
-    Cluster(RedisCluster),
-}
-
-impl Setup {
-    fn url(&self) -> String {
-        match self {
-            Setup::Sentinel(setup) => setup.url(),
-            Setup::Cluster(cluster) => cluster.url(),
-        }
-    }
-
-    /// The node that holds `store`'s keys now.
-    fn primary(&self, store: &RedisStore) -> usize {
-        match self {
-            Setup::Sentinel(setup) => setup.primary().expect("a primary"),
-            Setup::Cluster(cluster) => {
-                let slot = cluster.slot_of(store.key_prefix()).expect("the slot");
-                cluster.master_of(slot).expect("the slot's master")
-            }
-        }
-    }
-
-    fn kill9(&mut self, node: usize) {
-        match self {
-            Setup::Sentinel(setup) => setup.kill9(node).expect("kill the primary"),
-            Setup::Cluster(cluster) => cluster.kill9(node).expect("kill the master"),
-        }
-    }
-
-    /// Waits until another node serves `store`'s keys as a master.
-    fn wait_for_failover(&self, store: &RedisStore, old: usize) {
-        match self {
-            Setup::Sentinel(setup) => setup
-                .wait_for_failover(Some(setup.server(old).port()))
-                .expect("the sentinels promote the replica"),
-            Setup::Cluster(cluster) => {
-                let slot = cluster.slot_of(store.key_prefix()).expect("the slot");
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while cluster.master_of(slot).ok().is_none_or(|node| node == old) {
-                    assert!(Instant::now() < deadline, "the cluster promoted no replica");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        }
-    }
-
-    /// Starts the former primary again and waits until it has rejoined as an in-sync
-    /// replica.
-    fn restore(&mut self, node: usize) {
-        match self {
-            Setup::Sentinel(setup) => {
-                setup.start_again(node).expect("restart the former primary");
-                setup.wait_in_sync().expect("it rejoins as a replica");
-            }
-            Setup::Cluster(cluster) => {
-                cluster
-                    .start_again(node)
-                    .expect("restart the former master");
-                cluster
-                    .wait_healthy()
-                    .expect("the cluster is healthy again");
-                let deadline = Instant::now() + Duration::from_secs(40);
-                while !cluster
-                    .node(node)
-                    .command(&["INFO", "replication"])
-                    .is_ok_and(|info| {
-                        info.contains("role:slave") && info.contains("master_link_status:up")
-                    })
-                {
-                    assert!(Instant::now() < deadline, "the former master never synced");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        }
-    }
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -144,14 +64,10 @@ async fn main() {
             n => rounds = n.parse().expect("ROUNDS is a number"),
         }
     }
-    assert!(
-        !(wait && cluster),
-        "--wait is for Sentinel: a cluster refuses wait_for_replicas"
-    );
     let mut setup = if cluster {
-        Setup::Cluster(RedisCluster::start(3, 1).expect("cluster setup"))
+        RedisFailover::cluster(3).expect("cluster setup")
     } else {
-        Setup::Sentinel(RedisSentinel::start("leaders").expect("sentinel setup"))
+        RedisFailover::sentinel("leaders").expect("sentinel setup")
     };
     let url = setup.url();
     let namespace = format!("failover-{:x}", rand::random::<u32>());
@@ -162,7 +78,9 @@ async fn main() {
         let app = format!("app{round}");
         let (unit, rival_unit) = (format!("{app}/0"), format!("{app}/1"));
         // Looked up first, so the kill follows the renewal's `Ok` as closely as possible.
-        let primary = setup.primary(&holder);
+        let primary = setup
+            .primary_for(holder.key_prefix())
+            .expect("the primary of the namespace");
         let started = Instant::now();
         let claimed = holder.claim_leadership(&app, &unit, LEASE).await;
         let renewed = holder.claim_leadership(&app, &unit, LEASE).await;
@@ -175,9 +93,11 @@ async fn main() {
             }
         };
         let guaranteed_until = started + LEASE;
-        setup.kill9(primary);
+        setup.kill9(primary).expect("kill the primary");
         let killed = Instant::now();
-        setup.wait_for_failover(&holder, primary);
+        setup
+            .wait_for_failover(holder.key_prefix(), primary)
+            .expect("a replica promoted");
 
         let fresh = store(&url, &namespace, wait).await;
         let same = holder.namespace(&namespace);
@@ -201,7 +121,9 @@ async fn main() {
             }
         }
         let _ = holder.revoke_leadership(&app, &unit).await;
-        setup.restore(primary);
+        setup
+            .restore(primary)
+            .expect("the former primary rejoins as a replica");
         counts.rounds += 1;
     }
 
@@ -211,14 +133,14 @@ async fn main() {
         .get(counts.failover_ms.len() / 2)
         .copied()
         .unwrap_or(0);
+    let mode = format!(
+        "{}-{}",
+        setup.kind(),
+        if wait { "wait-for-1-replica" } else { "async" }
+    );
     println!(
-        "mode={} rounds={} claims_refused={} lost_terms={} c4_violations_same_connection={} \
+        "mode={mode} rounds={} claims_refused={} lost_terms={} c4_violations_same_connection={} \
          c4_violations_fresh_connection={} f1_violations={} failover_median_ms={median}",
-        match (cluster, wait) {
-            (true, _) => "cluster-async",
-            (false, true) => "sentinel-wait-for-1-replica",
-            (false, false) => "sentinel-async",
-        },
         counts.rounds,
         counts.claims_refused,
         counts.lost_terms,

@@ -18,6 +18,16 @@ use crate::retry::{Retry, retrying};
 use crate::store::{Connection, RedisStore};
 use crate::waiters::Source;
 
+/// The schemes this store opens: one server, a cluster, Sentinel; each with TLS.
+pub(crate) const SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+];
+
 /// Redis's port when the URL names none.
 const DEFAULT_PORT: u16 = 6379;
 /// A sentinel's port when the URL names none.
@@ -64,34 +74,38 @@ impl RedisStoreBuilder {
     /// password percent-decoded, `host[:port]` (default port 6379), `/db` (default 0),
     /// `?namespace=` and `?timeout=`; any other parameter is an error naming it.
     pub(crate) fn from_url(url: &str) -> Result<Self> {
-        let parsed = StoreUrl::parse(url, &["redis", "rediss", "redis+cluster", "redis+sentinel"])?;
+        let parsed = StoreUrl::parse(url, SCHEMES)?;
         parsed.finish()?;
-        let tls = parsed.scheme() == "rediss";
+        let tls = parsed.scheme().starts_with("rediss");
         if tls && cfg!(not(feature = "tls")) {
-            return Err(parsed
-                .error("rediss:// needs the \"tls\" feature of leadership-redis (on by default)"));
+            return Err(parsed.error(format!(
+                "{}:// needs the \"tls\" feature of leadership-redis (on by default)",
+                parsed.scheme()
+            )));
         }
         let (deployment, (host, port), db) = match parsed.scheme() {
-            "redis+cluster" => {
+            "redis+cluster" | "rediss+cluster" => {
                 let nodes = host_list(&parsed)?;
                 if !parsed.path().is_empty() {
                     return Err(parsed.error(format!(
                         "a Redis Cluster has no databases; remove the path {:?} \
-                         (expected redis+cluster://[user:password@]host:port[,host:port…])",
-                        parsed.path()
+                         (expected {}://[user:password@]host:port[,host:port…])",
+                        parsed.path(),
+                        parsed.scheme()
                     )));
                 }
                 let first = nodes[0].clone();
                 (Deployment::Cluster { nodes }, first, 0)
             }
-            "redis+sentinel" => {
+            "redis+sentinel" | "rediss+sentinel" => {
                 let sentinels = host_list(&parsed)?;
                 let master = parsed.path();
                 if master.is_empty() || master.contains('/') {
-                    return Err(parsed.error(
+                    return Err(parsed.error(format!(
                         "no master name; expected \
-                         redis+sentinel://[user:password@]host:port[,host:port…]/MASTER",
-                    ));
+                         {}://[user:password@]host:port[,host:port…]/MASTER",
+                        parsed.scheme()
+                    )));
                 }
                 let first = sentinels[0].clone();
                 let deployment = Deployment::Sentinel {
@@ -184,8 +198,9 @@ impl RedisStoreBuilder {
     /// for that claim's own write, even across a reconnect. This narrows the window to
     /// claims whose acknowledgement was lost with the primary; it is not a consensus
     /// protocol. It costs the replica's lag on every claim and renewal, and renewals run the
-    /// claim script instead of the one-command fast path. Supported on one server and behind Sentinel; a cluster
-    /// refuses it at connect for now.
+    /// claim script instead of the one-command fast path. On one server, behind Sentinel and
+    /// on a cluster (where the pipeline goes to the master of the namespace's slot, so the
+    /// `WAIT` counts that master's replicas).
     pub fn wait_for_replicas(mut self, replicas: u32) -> Self {
         self.wait_replicas = replicas;
         self
@@ -197,7 +212,8 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// A PEM root certificate to trust for `rediss://` instead of the system's roots.
+    /// A PEM root certificate to trust for `rediss://`, `rediss+cluster://` and
+    /// `rediss+sentinel://` (every node, every sentinel) instead of the system's roots.
     #[cfg(feature = "tls")]
     pub fn tls_root_cert_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.tls_root_cert = Some(pem.into());
@@ -218,16 +234,7 @@ impl RedisStoreBuilder {
 
     /// The redis crate's connection settings, built from the parts (no URL is re-parsed).
     fn connection_info(&self) -> Result<ConnectionInfo> {
-        let addr = if self.tls {
-            ConnectionAddr::TcpTls {
-                host: self.host.clone(),
-                port: self.port,
-                insecure: false,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(self.host.clone(), self.port)
-        };
+        let addr = self.addr(&self.host, self.port);
         let mut redis = RedisConnectionInfo::default().set_db(self.db);
         if let Some(username) = &self.username {
             redis = redis.set_username(username);
@@ -244,16 +251,8 @@ impl RedisStoreBuilder {
     fn client(&self) -> Result<Client> {
         let info = self.connection_info()?;
         #[cfg(feature = "tls")]
-        {
-            crate::tls::ensure_crypto_provider();
-            if let Some(root_cert) = &self.tls_root_cert {
-                let certs = redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert.clone()),
-                };
-                return Client::build_with_tls(info, certs)
-                    .map_err(|e| map_redis_error("connect", e));
-            }
+        if let Some(certs) = self.certificates() {
+            return Client::build_with_tls(info, certs).map_err(|e| map_redis_error("connect", e));
         }
         Client::open(info).map_err(|e| map_redis_error("connect", e))
     }
@@ -331,19 +330,9 @@ impl RedisStoreBuilder {
     /// Commands are routed by slot (a namespace's keys share one hash tag, so one slot) and
     /// follow `MOVED`/`ASK`; the subscriber uses sharded pub/sub (see waiters.rs).
     async fn connect_cluster(self, nodes: &[(String, u16)]) -> Result<RedisStore> {
-        if self.tls {
-            return Err(Error::InvalidUrl {
-                url: self.endpoint(),
-                reason: "TLS to a Redis Cluster is not supported yet".into(),
-            });
-        }
-        if self.wait_replicas > 0 {
-            return Err(Error::InvalidUrl {
-                url: self.endpoint(),
-                reason: "wait_for_replicas is not supported on a Redis Cluster yet".into(),
-            });
-        }
         let timeout = self.operation_timeout;
+        #[cfg(feature = "tls")]
+        let certificates = self.certificates();
         let infos = nodes
             .iter()
             .map(|(host, port)| self.node_info(host, *port))
@@ -361,6 +350,11 @@ impl RedisStoreBuilder {
             }
             if let Some(password) = &password {
                 builder = builder.password(password);
+            }
+            // TLS itself comes from the nodes' addresses (`TcpTls`); a private CA from here.
+            #[cfg(feature = "tls")]
+            if let Some(certificates) = &certificates {
+                builder = builder.certs(certificates.clone());
             }
             builder
         };
@@ -400,16 +394,8 @@ impl RedisStoreBuilder {
         sentinels: &[(String, u16)],
         master: &str,
     ) -> Result<RedisStore> {
-        if self.tls {
-            return Err(Error::InvalidUrl {
-                url: self.endpoint(),
-                reason: "TLS behind Sentinel is not supported yet".into(),
-            });
-        }
         let timeout = self.operation_timeout;
-        let addrs = sentinels
-            .iter()
-            .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+        let addrs = sentinels.iter().map(|(host, port)| self.addr(host, *port));
         let mut builder = redis::sentinel::SentinelClientBuilder::new(
             addrs,
             master,
@@ -422,6 +408,18 @@ impl RedisStoreBuilder {
         }
         if let Some(password) = &self.password {
             builder = builder.set_client_to_redis_password(password);
+        }
+        #[cfg(feature = "tls")]
+        if self.tls {
+            // The sentinels and the data servers they name are both spoken to over TLS.
+            builder = builder
+                .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+            if let Some(certificates) = self.certificates() {
+                builder = builder
+                    .set_client_to_redis_certificates(certificates.clone())
+                    .set_client_to_sentinel_certificates(certificates);
+            }
         }
         let sentinel = builder.build().map_err(|e| map_redis_error("connect", e))?;
         let conn = SentinelConn::new(sentinel, timeout);
@@ -454,6 +452,32 @@ impl RedisStoreBuilder {
         Ok(RedisStore::open(connection, &self.namespace))
     }
 
+    /// A node's or a sentinel's address: TLS for the `rediss` schemes.
+    fn addr(&self, host: &str, port: u16) -> ConnectionAddr {
+        if self.tls {
+            ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(host.to_owned(), port)
+        }
+    }
+
+    /// The private CA to trust, if one was given (else the system's roots).
+    #[cfg(feature = "tls")]
+    fn certificates(&self) -> Option<redis::TlsCertificates> {
+        crate::tls::ensure_crypto_provider();
+        self.tls_root_cert
+            .as_ref()
+            .map(|root_cert| redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(root_cert.clone()),
+            })
+    }
+
     /// One cluster node's settings: its address and the login.
     fn node_info(&self, host: &str, port: u16) -> Result<ConnectionInfo> {
         let mut redis = RedisConnectionInfo::default();
@@ -463,7 +487,8 @@ impl RedisStoreBuilder {
         if let Some(password) = &self.password {
             redis = redis.set_password(password);
         }
-        let info = ConnectionAddr::Tcp(host.to_owned(), port)
+        let info = self
+            .addr(host, port)
             .into_connection_info()
             .map_err(|e| map_redis_error("connect", e))?;
         Ok(info.set_redis_settings(redis))
@@ -498,7 +523,7 @@ fn join_nodes(nodes: &[(String, u16)]) -> String {
 /// The comma-separated `host[:port]` list of a cluster's or Sentinel's URL.
 fn host_list(url: &StoreUrl) -> Result<Vec<(String, u16)>> {
     let default_port = match url.scheme() {
-        "redis+sentinel" => DEFAULT_SENTINEL_PORT,
+        "redis+sentinel" | "rediss+sentinel" => DEFAULT_SENTINEL_PORT,
         _ => DEFAULT_PORT,
     };
     url.authority()
@@ -545,14 +570,13 @@ fn host_and_port(url: &StoreUrl, authority: &str, single: bool) -> Result<(Strin
         },
     };
     if host.is_empty() {
-        return Err(url.error(match url.scheme() {
-            "redis+cluster" => {
-                "no host; expected redis+cluster://[user:password@]host:port[,host:port…]"
-            }
-            "redis+sentinel" => {
-                "no host; expected redis+sentinel://[user:password@]host:port[,host:port…]/MASTER"
-            }
-            _ => "no host; expected redis://[user:password@]host[:port][/db]",
+        let scheme = url.scheme();
+        return Err(url.error(if scheme.ends_with("+cluster") {
+            format!("no host; expected {scheme}://[user:password@]host:port[,host:port…]")
+        } else if scheme.ends_with("+sentinel") {
+            format!("no host; expected {scheme}://[user:password@]host:port[,host:port…]/MASTER")
+        } else {
+            format!("no host; expected {scheme}://[user:password@]host[:port][/db]")
         }));
     }
     if single && host.contains(',') {
@@ -680,7 +704,34 @@ mod tests {
             }
         );
         assert_eq!(b.endpoint(), "sentinel s1:26380,s2:26379/leaders");
+        assert!(!b.tls);
         assert_eq!(builder("redis://h:1").deployment, Deployment::Single);
+
+        // The same over TLS: every node, or the sentinels and the servers they name.
+        let b = builder("rediss+cluster://h1:7000,h2");
+        assert!(b.tls);
+        assert_eq!(
+            b.deployment,
+            Deployment::Cluster {
+                nodes: vec![("h1".into(), 7000), ("h2".into(), 6379)]
+            }
+        );
+        let b = builder("rediss+sentinel://s1,s2:26380/leaders");
+        assert!(b.tls);
+        assert_eq!(
+            b.deployment,
+            Deployment::Sentinel {
+                sentinels: vec![("s1".into(), 26379), ("s2".into(), 26380)],
+                master: "leaders".into()
+            }
+        );
+        assert!(matches!(
+            b.addr("s1", 26379),
+            ConnectionAddr::TcpTls {
+                insecure: false,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -705,6 +756,11 @@ mod tests {
             ("redis+cluster://u:topsecret@h1:x", "port \"x\""),
             ("redis+sentinel://u:topsecret@s1:1,s2:2", "no master name"),
             ("redis+sentinel://u:topsecret@s1:1/a/b", "no master name"),
+            (
+                "rediss+sentinel://u:topsecret@s1:1",
+                "expected rediss+sentinel://",
+            ),
+            ("rediss+cluster://u:topsecret@/x", "no host"),
             ("redis+sentinel://u:topsecret@/m", "no host"),
             (
                 "redis+cluster://u:topsecret@h:1?db=2",

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use leadership_core::{Checker, Claimer};
 use leadership_redis::RedisStore;
-use leadership_testkit::harness::{RedisServer, ReplyDropProxy};
+use leadership_testkit::harness::{RedisCluster, RedisServer, ReplyDropProxy};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -92,5 +92,73 @@ async fn c4_e2_a_claim_waits_for_the_replicas_of_its_own_write_across_a_reconnec
             .await
             .expect("acknowledged again"),
         fence
+    );
+}
+
+/// The same promise on a Redis Cluster: the claim script and its `WAIT` travel in one
+/// pipeline, which the cluster connection routes by the script's keys to the master of the
+/// namespace's slot, so the `WAIT` counts that master's replicas and this claim's write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn c4_e2_a_claim_on_a_cluster_waits_for_its_masters_replica() {
+    let cluster = RedisCluster::start(1, 1).unwrap_or_else(|e| panic!("{e:?}"));
+    let store = RedisStore::builder(&cluster.url())
+        .expect("url")
+        .wait_for_replicas(1)
+        .operation_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .expect("connect");
+    let fence = store
+        .claim_leadership("app", "app/0", LONG)
+        .await
+        .expect("acknowledged by the master's replica");
+
+    // Node 1 is the one master's replica: frozen, it acknowledges nothing.
+    cluster.pause(1).expect("freeze the replica");
+    let answer = store.claim_leadership("app", "app/0", LONG).await;
+    let other = store.claim_leadership("other", "other/0", LONG).await;
+    cluster.resume(1).expect("thaw the replica");
+    for (what, answer) in [("renewal", answer), ("new term", other)] {
+        let err = answer.expect_err(what);
+        assert!(err.is_retryable(), "{what}: {err:?}");
+        assert!(
+            err.one_line().contains("reached 0 of 1 replicas"),
+            "{what}: {}",
+            err.one_line()
+        );
+    }
+    // Both applied on the master (E2): the lease is still this unit's, in the same term.
+    assert_eq!(
+        store
+            .leadership_check("app", "app/0")
+            .check()
+            .await
+            .expect("held"),
+        fence
+    );
+    assert_eq!(
+        store
+            .claim_leadership("app", "app/0", LONG)
+            .await
+            .expect("acknowledged again"),
+        fence
+    );
+
+    // Two replicas asked of a master that has one: refused, never `Ok`.
+    let two = RedisStore::builder(&cluster.url())
+        .expect("url")
+        .wait_for_replicas(2)
+        .operation_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .expect("connect");
+    let err = two
+        .claim_leadership("app", "app/0", LONG)
+        .await
+        .expect_err("only one replica");
+    assert!(
+        err.one_line().contains("reached 1 of 2 replicas"),
+        "{}",
+        err.one_line()
     );
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use leadership_core::Leadership;
 use leadership_redis::{GuardedScript, RedisStore};
-use leadership_testkit::harness::{RedisServer, ReplyDropProxy};
+use leadership_testkit::harness::{RedisFailover, RedisServer, ReplyDropProxy};
 use reliability_cases::{Cell, Participant, Run, Settings, Target, Wake, WriteFn};
 use tokio::time::{Instant, sleep};
 
@@ -40,16 +40,27 @@ struct RedisTarget {
     script: GuardedScript,
     /// Kept from the first participant, for reading the downstream log.
     reader: Mutex<Option<RedisStore>>,
+    /// A plain `redis://` URL of the server that holds the namespace's keys as a primary
+    /// now, for reading the downstream log (moved after a failover).
+    raw_url: Mutex<String>,
+    /// `wait_for_replicas` of every client.
+    wait_replicas: u32,
 }
 
 impl RedisTarget {
     fn new(server: &RedisServer, namespace: &str) -> Arc<Self> {
-        Arc::new(RedisTarget {
-            url: server.url(),
+        Arc::new(Self::on(server.url(), server.url(), namespace, 0))
+    }
+
+    fn on(url: String, raw_url: String, namespace: &str, wait_replicas: u32) -> Self {
+        RedisTarget {
+            url,
             namespace: namespace.to_owned(),
             script: GuardedScript::new("return redis.call('RPUSH', KEYS[1], ARGV[1])"),
             reader: Mutex::new(None),
-        })
+            raw_url: Mutex::new(raw_url),
+            wait_replicas,
+        }
     }
 
     async fn connect(&self) -> RedisStore {
@@ -59,6 +70,7 @@ impl RedisTarget {
                 .expect("valid redis URL")
                 .namespace(&self.namespace)
                 .operation_timeout(OPERATION_TIMEOUT)
+                .wait_for_replicas(self.wait_replicas)
                 .connect()
                 .await
             {
@@ -113,7 +125,7 @@ impl Target for RedisTarget {
             return Vec::new();
         };
         let key = downstream_key(&store, application);
-        let url = self.url.clone();
+        let url = self.raw_url.lock().expect("raw url").clone();
         blocking(move || {
             let mut raw = redis::Client::open(url)
                 .and_then(|c| c.get_connection())
@@ -298,6 +310,97 @@ async fn safety_redis_client_pause_and_crash() {
     run.finish_cell(&cell, "").await;
 }
 
+/// Replicated deployments (issue 18.5): the primary that holds the namespace (behind
+/// Sentinel the primary; in a cluster of 3 masters with a replica each, the master of the
+/// namespace's slot) is killed with SIGKILL; the sentinels or the cluster promote its replica;
+/// the former primary is started again and rejoins as a replica before the next round.
+/// Every claim and renewal of the run is checked for C4 against the store's answers, across
+/// the failovers.
+async fn failover_cell(
+    setup: RedisFailover,
+    wait_replicas: u32,
+    tolerated: &'static [&'static str],
+) -> leadership_testkit::history::Report {
+    let _slot = reliability_cases::cell_slot();
+    let mut setup = setup;
+    let namespace = leadership_core::conformance::unique_namespace("safety");
+    let target = Arc::new(RedisTarget::on(
+        setup.url(),
+        String::new(),
+        &namespace,
+        wait_replicas,
+    ));
+    let prefix = target.connect().await.key_prefix().to_owned();
+    let primary = blocking(|| setup.primary_for(&prefix)).expect("the namespace's primary");
+    *target.raw_url.lock().expect("raw url") = setup.server(primary).url();
+    let run = Run::start(target.clone(), settings()).await;
+    let fault = "kill -9 primary, replica promoted";
+    let mut round = 0;
+    while run.more(round, 2) {
+        let primary = blocking(|| setup.primary_for(&prefix)).expect("the namespace's primary");
+        let id = run.history.fault_began(fault);
+        blocking(|| setup.kill9(primary)).expect("kill -9");
+        blocking(|| setup.wait_for_failover(&prefix, primary)).expect("failover");
+        let now = blocking(|| setup.primary_for(&prefix)).expect("the new primary");
+        *target.raw_url.lock().expect("raw url") = setup.server(now).url();
+        blocking(|| setup.restore(primary)).expect("the former primary rejoins");
+        // The fault lasts until the deployment has a replica again: with
+        // `wait_for_replicas(1)` no claim can be acknowledged before (availability, not
+        // safety, is what waiting for replicas costs).
+        run.history.fault_ended(id);
+        run.wait_for_leaders(Duration::from_secs(15)).await;
+        sleep(CLAIM).await;
+        round += 1;
+    }
+    let store = match &setup {
+        RedisFailover::Sentinel(_) => "redis 7.0 Sentinel (1 replica)",
+        _ => "redis 7.0 Cluster (3 masters, 1 replica each)",
+    };
+    let cell = Cell {
+        store,
+        configuration: if wait_replicas == 0 {
+            "asynchronous replication"
+        } else {
+            "wait_for_replicas(1)"
+        },
+        fault,
+        tolerated,
+    };
+    let report = run.finish_cell(&cell, "").await;
+    drop(setup);
+    report
+}
+
+/// A promoted replica may miss the last writes the primary acknowledged (asynchronous
+/// replication): a term or a renewal lost with the primary lets another unit in while the
+/// holder's promise runs. Fences still increase (seeded from server time, carried by the
+/// client) and stale writes are still refused on whatever the new primary has.
+const LOSES_WRITES: &[&str] = &["C4", "T7"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_redis_sentinel_async_failover() {
+    let setup = blocking(|| RedisFailover::sentinel("safety")).unwrap_or_else(|e| panic!("{e}"));
+    failover_cell(setup, 0, LOSES_WRITES).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_redis_sentinel_wait_for_replicas_failover() {
+    let setup = blocking(|| RedisFailover::sentinel("safety")).unwrap_or_else(|e| panic!("{e}"));
+    failover_cell(setup, 1, &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_redis_cluster_async_failover() {
+    let setup = blocking(|| RedisFailover::cluster(3)).unwrap_or_else(|e| panic!("{e}"));
+    failover_cell(setup, 0, LOSES_WRITES).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_redis_cluster_wait_for_replicas_failover() {
+    let setup = blocking(|| RedisFailover::cluster(3)).unwrap_or_else(|e| panic!("{e}"));
+    failover_cell(setup, 1, &[]).await;
+}
+
 /// E2: claims whose replies a proxy drops after Redis applied them, then retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safety_redis_lost_replies() {
@@ -307,12 +410,12 @@ async fn safety_redis_lost_replies() {
     let namespace = leadership_core::conformance::unique_namespace("safety");
     let target = RedisTarget::new(&server, &namespace);
     let run = Run::start(target.clone(), settings()).await;
-    let proxied = RedisTarget {
-        url: format!("redis://{}", proxy.addr()),
-        namespace: namespace.clone(),
-        script: target.script.clone(),
-        reader: Mutex::new(None),
-    };
+    let proxied = RedisTarget::on(
+        format!("redis://{}", proxy.addr()),
+        server.url(),
+        &namespace,
+        0,
+    );
     let proxied: Arc<dyn Leadership> = Arc::new(proxied.connect().await);
     let direct: Arc<dyn Leadership> = Arc::new(target.connect().await);
     let drop_replies = |on: bool, _round: usize| proxy.drop_replies(on);

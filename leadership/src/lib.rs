@@ -44,8 +44,8 @@ pub use leadership_testkit as testkit;
 /// | `memory://` | a new private in-process store | `memory` |
 /// | `memory://NAME` | the in-process store shared by that name | `memory` |
 /// | `redis://[user:pass@]host:port[/db]`, `rediss://…` | Redis (TLS with `rediss`) | `redis` |
-/// | `redis+cluster://[user:pass@]host:port[,host:port…]` | Redis Cluster (any nodes as seeds) | `redis` |
-/// | `redis+sentinel://[user:pass@]host:port[,host:port…]/MASTER` | Redis behind Sentinel (the sentinels' addresses) | `redis` |
+/// | `redis+cluster://[user:pass@]host:port[,host:port…]`, `rediss+cluster://…` | Redis Cluster (any nodes as seeds; TLS with `rediss+cluster`) | `redis` |
+/// | `redis+sentinel://[user:pass@]host:port[,host:port…]/MASTER`, `rediss+sentinel://…` | Redis behind Sentinel (the sentinels' addresses; TLS to sentinels and servers with `rediss+sentinel`) | `redis` |
 /// | `etcd://host:port[,host:port…]`, `etcds://…` | etcd (TLS with `etcds`) | `etcd` |
 ///
 /// Every form takes `?namespace=NAME` (default `default`): handles with different namespaces
@@ -84,16 +84,15 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Leadership>> {
     };
     let (store, name) = match scheme.to_ascii_lowercase().as_str() {
         "memory" => (connect_memory(url).await?, "memory"),
-        "redis" | "rediss" | "redis+cluster" | "redis+sentinel" => {
-            (connect_redis(url).await?, "redis")
-        }
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" | "redis+sentinel"
+        | "rediss+sentinel" => (connect_redis(url).await?, "redis"),
         "etcd" | "etcds" => (connect_etcd(url).await?, "etcd"),
         other => {
             return Err(Error::invalid_url(
                 url,
                 format!(
                     "unknown scheme {other:?}: use memory://, redis://, rediss://, redis+cluster://, \
-                     redis+sentinel://, etcd:// or etcds://"
+                     rediss+cluster://, redis+sentinel://, rediss+sentinel://, etcd:// or etcds://"
                 ),
             ));
         }

@@ -8,6 +8,7 @@ mod process;
 mod proxy;
 mod redis;
 mod redis_cluster;
+mod redis_failover;
 mod redis_sentinel;
 mod tls_ca;
 
@@ -18,5 +19,6 @@ pub use etcd::{EtcdCluster, EtcdServer, EtcdTls};
 pub use proxy::ReplyDropProxy;
 pub use redis::{REDIS_SERVER_ENV, RedisServer, RedisServerBuilder, RedisTls};
 pub use redis_cluster::RedisCluster;
+pub use redis_failover::RedisFailover;
 pub use redis_sentinel::RedisSentinel;
 pub use tls_ca::TestCa;

@@ -77,7 +77,9 @@ impl RedisServerBuilder {
     }
 
     /// Adds a TLS listener on a second port (see [`RedisServer::tls_url`]); the plain port
-    /// stays open for readiness checks and admin commands.
+    /// stays open for readiness checks and admin commands. Replication then goes over TLS
+    /// (`tls-replication yes`: a replica names its primary's TLS port), and so does a
+    /// cluster node's bus (`tls-cluster yes`), which announces the TLS port to TLS clients.
     pub fn tls(mut self, tls: RedisTls) -> Self {
         self.tls = Some(tls);
         self
@@ -179,11 +181,14 @@ impl RedisServerBuilder {
         if let (Some(tls), Some(tls_port)) = (&self.tls, tls_port) {
             config.push_str(&format!(
                 "tls-port {tls_port}\ntls-cert-file {}\ntls-key-file {}\n\
-                 tls-ca-cert-file {}\ntls-auth-clients no\n",
+                 tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
                 tls.cert.display(),
                 tls.key.display(),
                 tls.ca.display()
             ));
+            if cluster_port.is_some() {
+                config.push_str("tls-cluster yes\n");
+            }
         }
         if let Some(cluster_port) = cluster_port {
             config.push_str(&format!(
@@ -262,6 +267,16 @@ impl RedisServer {
     /// The plain TCP port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS port, if the server has a TLS listener (see [`RedisServerBuilder::tls`]).
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// Whether `port` is one of this server's listeners (plain or TLS).
+    pub(crate) fn listens_on(&self, port: u16) -> bool {
+        self.port == port || self.tls_port == Some(port)
     }
 
     /// The cluster bus port of a cluster node (see [`RedisServerBuilder::cluster`]).

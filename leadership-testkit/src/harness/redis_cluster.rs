@@ -49,11 +49,37 @@ impl RedisCluster {
     /// [`HarnessError::MissingBinary`] without `redis-server`; [`HarnessError::NotReady`]
     /// if the nodes do not agree within 30 s.
     pub fn start(masters: usize, replicas: usize) -> Result<Self, HarnessError> {
+        Self::start_with(masters, replicas, None)
+    }
+
+    /// [`RedisCluster::start`] with a TLS listener on every node (its certificate from
+    /// `tls`), the cluster bus and replication over TLS; see [`RedisCluster::tls_url`]. The
+    /// plain ports stay open for the harness's own commands.
+    ///
+    /// # Errors
+    /// As [`RedisCluster::start`].
+    pub fn start_tls(
+        masters: usize,
+        replicas: usize,
+        tls: super::redis::RedisTls,
+    ) -> Result<Self, HarnessError> {
+        Self::start_with(masters, replicas, Some(tls))
+    }
+
+    fn start_with(
+        masters: usize,
+        replicas: usize,
+        tls: Option<super::redis::RedisTls>,
+    ) -> Result<Self, HarnessError> {
         let masters = masters.max(1);
         let total = masters * (1 + replicas);
         let mut nodes = Vec::with_capacity(total);
         for _ in 0..total {
-            nodes.push(RedisServer::builder().cluster(true).start()?);
+            let mut builder = RedisServer::builder().cluster(true);
+            if let Some(tls) = &tls {
+                builder = builder.tls(tls.clone());
+            }
+            nodes.push(builder.start()?);
         }
         let ids = nodes
             .iter()
@@ -87,10 +113,18 @@ impl RedisCluster {
             ids,
             masters,
         };
+        // By id, not by count: a node still in the handshake shows a temporary id, and
+        // `CLUSTER REPLICATE` names a master by its real one.
         cluster.wait("every node to know every other", || {
             cluster.nodes.iter().all(|node| {
-                node.command(&["CLUSTER", "NODES"])
-                    .is_ok_and(|nodes| nodes.lines().count() == total)
+                node.command(&["CLUSTER", "NODES"]).is_ok_and(|nodes| {
+                    nodes.lines().count() == total
+                        && cluster.ids.iter().all(|id| {
+                            nodes.lines().any(|line| {
+                                line.starts_with(id.as_str()) && !line.contains("handshake")
+                            })
+                        })
+                })
             })
         })?;
         for r in 0..masters * replicas {
@@ -154,6 +188,17 @@ impl RedisCluster {
             .map(|node| format!("127.0.0.1:{}", node.port()))
             .collect();
         format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// `rediss+cluster://localhost:T1,localhost:T2,…` (every node's TLS port) for a cluster
+    /// started with [`RedisCluster::start_tls`]; `None` otherwise.
+    pub fn tls_url(&self) -> Option<String> {
+        let seeds = self
+            .nodes
+            .iter()
+            .map(|node| node.tls_port().map(|port| format!("localhost:{port}")))
+            .collect::<Option<Vec<String>>>()?;
+        Some(format!("rediss+cluster://{}", seeds.join(",")))
     }
 
     /// The nodes' ports, in node order.

@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::process::{HarnessError, ServerProcess, find_binary, free_port, wait_until};
-use super::redis::{REDIS_SERVER_ENV, RedisServer, RespConnection};
+use super::redis::{REDIS_SERVER_ENV, RedisServer, RedisTls, RespConnection};
 
 const INSTALL: &str = "sudo apt-get install redis-server";
 /// How long the sentinels may take to find the replica and each other (hello messages every
@@ -20,6 +20,7 @@ const FAILOVER_TIMEOUT: Duration = Duration::from_secs(30);
 struct Sentinel {
     process: ServerProcess,
     port: u16,
+    tls_port: Option<u16>,
     _dir: tempfile::TempDir,
 }
 
@@ -28,6 +29,7 @@ impl Sentinel {
         binary: &std::path::Path,
         name: &str,
         primary_port: u16,
+        tls: Option<&RedisTls>,
     ) -> Result<Self, HarnessError> {
         let dir = tempfile::Builder::new()
             .prefix("leadership-sentinel-")
@@ -36,8 +38,12 @@ impl Sentinel {
         let mut last_error = None;
         for _ in 0..3 {
             let port = free_port()?;
+            let tls_port = match tls {
+                Some(_) => Some(free_port()?),
+                None => None,
+            };
             // The sentinel rewrites its configuration file as it learns: it must be writable.
-            let config = format!(
+            let mut config = format!(
                 "bind 127.0.0.1\nport {port}\ndir {dir}\ndaemonize no\nprotected-mode no\n\
                  logfile \"\"\n\
                  sentinel monitor {name} 127.0.0.1 {primary_port} 2\n\
@@ -46,6 +52,16 @@ impl Sentinel {
                  sentinel parallel-syncs {name} 1\n",
                 dir = dir.path().display(),
             );
+            if let (Some(tls), Some(tls_port)) = (tls, tls_port) {
+                // Its own TLS listener, and TLS to the data servers (`tls-replication`).
+                config.push_str(&format!(
+                    "tls-port {tls_port}\ntls-cert-file {}\ntls-key-file {}\n\
+                     tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+                    tls.cert.display(),
+                    tls.key.display(),
+                    tls.ca.display()
+                ));
+            }
             let path = dir.path().join("sentinel.conf");
             std::fs::write(&path, config)
                 .map_err(|e| HarnessError::io(format!("writing {}", path.display()), e))?;
@@ -72,6 +88,7 @@ impl Sentinel {
                 return Ok(Sentinel {
                     process,
                     port,
+                    tls_port,
                     _dir: dir,
                 });
             }
@@ -127,14 +144,39 @@ impl RedisSentinel {
     /// [`HarnessError::MissingBinary`] without `redis-server`; [`HarnessError::NotReady`]
     /// if the setup does not settle within 40 s.
     pub fn start(name: &str) -> Result<Self, HarnessError> {
+        Self::start_with(name, None)
+    }
+
+    /// [`RedisSentinel::start`] with TLS everywhere: the data servers and the sentinels
+    /// each get a TLS listener (their certificate from `tls`), replication goes over TLS,
+    /// and the sentinels monitor the primary's TLS port, so they name TLS ports to clients;
+    /// see [`RedisSentinel::tls_url`]. The plain ports stay open for the harness's own
+    /// commands, and [`RedisSentinel::primary_port`] still reports the plain one.
+    ///
+    /// # Errors
+    /// As [`RedisSentinel::start`].
+    pub fn start_tls(name: &str, tls: RedisTls) -> Result<Self, HarnessError> {
+        Self::start_with(name, Some(tls))
+    }
+
+    fn start_with(name: &str, tls: Option<RedisTls>) -> Result<Self, HarnessError> {
         let binary = find_binary("redis-server", REDIS_SERVER_ENV, INSTALL)?;
-        let primary = RedisServer::start()?;
-        let replica = RedisServer::builder()
-            .config("replicaof", format!("127.0.0.1 {}", primary.port()))
+        let builder = || {
+            let builder = RedisServer::builder();
+            match &tls {
+                Some(tls) => builder.tls(tls.clone()),
+                None => builder,
+            }
+        };
+        let primary = builder().start()?;
+        // Over TLS, replicas and sentinels speak to the primary's TLS port.
+        let primary_port = primary.tls_port().unwrap_or(primary.port());
+        let replica = builder()
+            .config("replicaof", format!("127.0.0.1 {primary_port}"))
             .start()?;
         let mut sentinels = Vec::new();
         for _ in 0..3 {
-            sentinels.push(Sentinel::start(&binary, name, primary.port())?);
+            sentinels.push(Sentinel::start(&binary, name, primary_port, tls.as_ref())?);
         }
         let setup = RedisSentinel {
             name: name.to_owned(),
@@ -200,6 +242,21 @@ impl RedisSentinel {
         format!("redis+sentinel://{}/{}", sentinels.join(","), self.name)
     }
 
+    /// `rediss+sentinel://localhost:T1,localhost:T2,localhost:T3/NAME` (the sentinels' TLS
+    /// ports) for a setup started with [`RedisSentinel::start_tls`]; `None` otherwise.
+    pub fn tls_url(&self) -> Option<String> {
+        let sentinels = self
+            .sentinels
+            .iter()
+            .map(|s| s.tls_port.map(|port| format!("localhost:{port}")))
+            .collect::<Option<Vec<String>>>()?;
+        Some(format!(
+            "rediss+sentinel://{}/{}",
+            sentinels.join(","),
+            self.name
+        ))
+    }
+
     /// The master name the sentinels monitor.
     pub fn master_name(&self) -> &str {
         &self.name
@@ -223,18 +280,19 @@ impl RedisSentinel {
         self.sentinels.iter().map(|s| s.port).collect()
     }
 
-    /// The primary's port as the first answering sentinel reports it.
+    /// The primary's plain port, as the first answering sentinel reports it (over TLS the
+    /// sentinels name its TLS port; this is the same server's plain one).
     pub fn primary_port(&self) -> Option<u16> {
-        self.sentinels.iter().find_map(|s| {
-            let reply = call(s.port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", &self.name]).ok()?;
-            reply.lines().nth(1)?.trim().parse().ok()
-        })
+        self.primary().map(|i| self.servers[i].port())
     }
 
     /// The index of the data server that is the primary now.
     pub fn primary(&self) -> Option<usize> {
-        let port = self.primary_port()?;
-        self.servers.iter().position(|s| s.port() == port)
+        let port: u16 = self.sentinels.iter().find_map(|s| {
+            let reply = call(s.port, &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", &self.name]).ok()?;
+            reply.lines().nth(1)?.trim().parse().ok()
+        })?;
+        self.servers.iter().position(|s| s.listens_on(port))
     }
 
     /// SIGKILL data server `i`; if it was the primary, the sentinels promote the replica
