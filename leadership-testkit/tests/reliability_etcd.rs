@@ -8,7 +8,7 @@
 mod reliability_cases;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use leadership_core::Leadership;
@@ -136,6 +136,24 @@ async fn start_cluster() -> (EtcdCluster, Arc<EtcdTarget>) {
     (cluster, target)
 }
 
+/// The matrix's store name with the version the cluster reports, e.g. `etcd 3.4.23`: the
+/// harness runs the binary `LEADERSHIP_ETCD` names (scripts/safety-matrix runs the rows on
+/// etcd 3.4 and on 3.5).
+async fn store_label(target: &EtcdTarget) -> &'static str {
+    static LABEL: OnceLock<&'static str> = OnceLock::new();
+    if let Some(label) = LABEL.get() {
+        return label;
+    }
+    let store = target.connect().await;
+    let status = store
+        .client()
+        .maintenance_client()
+        .status()
+        .await
+        .expect("the cluster reports its version");
+    LABEL.get_or_init(|| Box::leak(format!("etcd {}", status.version()).into_boxed_str()))
+}
+
 /// The member faults of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MemberFault {
@@ -163,6 +181,7 @@ impl MemberFault {
 async fn member_cell(fault: MemberFault, tolerated: &'static [&'static str]) -> Report {
     let _slot = reliability_cases::cell_slot();
     let (mut cluster, target) = start_cluster().await;
+    let store = store_label(&target).await;
     let run = Run::start(target, settings()).await;
     let mut round = 0;
     let mut mislabelled = 0;
@@ -213,7 +232,7 @@ async fn member_cell(fault: MemberFault, tolerated: &'static [&'static str]) -> 
         round += 1;
     }
     let cell = Cell {
-        store: "etcd 3.4.23",
+        store,
         configuration: "3-member cluster",
         fault: fault.name(),
         tolerated,
@@ -255,6 +274,7 @@ async fn safety_etcd_raft_leader_paused() {
 async fn safety_etcd_client_pause_and_crash() {
     let _slot = reliability_cases::cell_slot();
     let (_cluster, target) = start_cluster().await;
+    let store = store_label(&target).await;
     let run = Run::start(target, settings()).await;
     let mut round = 0;
     while run.more(round, 2) {
@@ -265,7 +285,7 @@ async fn safety_etcd_client_pause_and_crash() {
         round += 1;
     }
     let cell = Cell {
-        store: "etcd 3.4.23",
+        store,
         configuration: "3-member cluster",
         fault: "client paused past its lease (zombie write; careful wake), client crash",
         tolerated: &[],
@@ -278,6 +298,7 @@ async fn safety_etcd_client_pause_and_crash() {
 async fn safety_etcd_lost_replies() {
     let _slot = reliability_cases::cell_slot();
     let (cluster, target) = start_cluster().await;
+    let store = store_label(&target).await;
     let endpoint = cluster.endpoint(0);
     let upstream = endpoint
         .trim_start_matches("http://")
@@ -316,7 +337,7 @@ async fn safety_etcd_lost_replies() {
         round += 1;
     }
     let cell = Cell {
-        store: "etcd 3.4.23",
+        store,
         configuration: "3-member cluster",
         fault: "claim reply dropped after it applied, then retried (E2)",
         tolerated: &[],
