@@ -178,10 +178,30 @@ impl MemberFault {
     }
 }
 
+/// etcd 3.5.0–3.5.2 did not save a member's consistent index atomically with its data, so a
+/// member killed under load could apply entries again after its restart and diverge from the
+/// others (etcd-io/etcd#13766, fixed in 3.5.3; the project's etcd 3.5 is 3.5.1). The killed
+/// rows cannot keep C4, T7, F1 or F2 on those releases; they count them (the matrix shows
+/// them) instead of failing.
+const DIVERGES_AFTER_A_KILL: &[&str] = &["C4", "T7", "F1", "F2"];
+
+fn diverges_after_a_kill(store: &str) -> bool {
+    ["etcd 3.5.0", "etcd 3.5.1", "etcd 3.5.2"].contains(&store)
+}
+
 async fn member_cell(fault: MemberFault, tolerated: &'static [&'static str]) -> Report {
     let _slot = reliability_cases::cell_slot();
     let (mut cluster, target) = start_cluster().await;
     let store = store_label(&target).await;
+    let killed = matches!(
+        fault,
+        MemberFault::KillRaftLeader | MemberFault::KillFollower
+    );
+    let tolerated = if killed && diverges_after_a_kill(store) {
+        DIVERGES_AFTER_A_KILL
+    } else {
+        tolerated
+    };
     let run = Run::start(target, settings()).await;
     let mut round = 0;
     let mut mislabelled = 0;
@@ -291,6 +311,41 @@ async fn safety_etcd_client_pause_and_crash() {
         tolerated: &[],
     };
     run.finish_cell(&cell, "").await;
+}
+
+/// The child process of [`safety_etcd_client_process_sigstopped`]: a no-op in a normal run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_process_leader() {
+    let Some(spec) = reliability_cases::process::ChildSpec::from_env() else {
+        return;
+    };
+    let target = EtcdTarget {
+        endpoints: spec.url.split(',').map(str::to_owned).collect(),
+        namespace: spec.namespace.clone(),
+        reader: Mutex::new(None),
+    };
+    reliability_cases::process::run_child(Arc::new(target), spec).await;
+}
+
+/// A client that is a real process, SIGSTOPped past its lease (see
+/// `reliability_cases/process.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_etcd_client_process_sigstopped() {
+    let _slot = reliability_cases::cell_slot();
+    let (_cluster, target) = start_cluster().await;
+    let store = store_label(&target).await;
+    let endpoints = target.endpoints.join(",");
+    let namespace = target.namespace.clone();
+    let seen = reliability_cases::process::sigstop_rounds(
+        target,
+        &endpoints,
+        &namespace,
+        "child_process_leader",
+        GUARANTEE,
+        reliability_cases::process::rounds(),
+    )
+    .await;
+    reliability_cases::process::finish(store, "3-member cluster", &seen);
 }
 
 /// E2: claims whose replies a proxy in front of one member drops after etcd applied them.

@@ -409,6 +409,36 @@ async fn safety_redis_cluster_wait_for_replicas_failover() {
     failover_cell(setup, 1, &[]).await;
 }
 
+/// The child process of [`safety_redis_client_process_sigstopped`]: a no-op in a normal run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_process_leader() {
+    let Some(spec) = reliability_cases::process::ChildSpec::from_env() else {
+        return;
+    };
+    let target = RedisTarget::on(spec.url.clone(), spec.url.clone(), &spec.namespace, 0);
+    reliability_cases::process::run_child(Arc::new(target), spec).await;
+}
+
+/// A client that is a real process, SIGSTOPped past its lease (see
+/// `reliability_cases/process.rs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safety_redis_client_process_sigstopped() {
+    let _slot = reliability_cases::cell_slot();
+    let server = Persistence::Always.start();
+    let namespace = leadership_core::conformance::unique_namespace("safety");
+    let target = Arc::new(RedisTarget::on(server.url(), server.url(), &namespace, 0));
+    let seen = reliability_cases::process::sigstop_rounds(
+        target,
+        &server.url(),
+        &namespace,
+        "child_process_leader",
+        GUARANTEE,
+        reliability_cases::process::rounds(),
+    )
+    .await;
+    reliability_cases::process::finish("redis 7.0", "AOF always", &seen);
+}
+
 /// E2: claims whose replies a proxy drops after Redis applied them, then retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safety_redis_lost_replies() {

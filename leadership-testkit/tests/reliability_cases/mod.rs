@@ -29,6 +29,8 @@
 
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -603,8 +605,11 @@ impl Run {
             .collect();
         assert!(failing.is_empty(), "{summary}\n{report}");
         assert!(unexpected.is_empty(), "{summary}\n{unexpected:#?}");
+        // A cell that cannot keep F2 (a server whose members' data diverged) counts the
+        // accepted stale writes in its F2 column; the fault must still have happened.
         assert!(
-            stale_attempts >= 10 && stale_refused == stale_attempts,
+            stale_attempts >= 10
+                && (stale_refused == stale_attempts || cell.tolerated.contains(&"F2")),
             "at least 10 stale writes, every one refused: {summary}"
         );
         assert_eq!(
