@@ -38,6 +38,23 @@ impl EtcdStore {
         Ok(found_in(&response))
     }
 
+    /// Whether the application looks vacant to the member that answers, read locally
+    /// (serializable: no round through raft) and counting the leader key only.
+    ///
+    /// Only a vacant answer is acted on, and only by the claim's transaction, which compares
+    /// the leader key itself: a stale "vacant" from a lagging member cannot grant beside a
+    /// holder (C3, C6); the transaction then fails and returns the holder. Any other answer
+    /// is read again linearizably ([`EtcdStore::read_term`]) before it decides anything.
+    pub(crate) async fn looks_vacant(&self, application: &str) -> Result<bool> {
+        let mut kv = self.inner.shared.client.kv_client();
+        let options = GetOptions::new().with_serializable().with_count_only();
+        let response = kv
+            .get(self.inner.keys.leader(application), Some(options))
+            .await
+            .map_err(|e| map_err("claim", e))?;
+        Ok(response.count() == 0)
+    }
+
     pub(crate) async fn revoke_once(&self, application: &str, unit: &str) -> Result<()> {
         if let Some(held) = self.cached(application)
             && held.unit == unit

@@ -271,7 +271,12 @@ impl EtcdStore {
     }
 
     /// A claim without a renewable cached term. The application is read first, so a claim
-    /// that is denied writes nothing: no lease, no transaction through raft (C3).
+    /// that is denied writes nothing: no lease, no transaction through raft (C3). The first
+    /// look is local ([`EtcdStore::looks_vacant`]): a vacant application (a new term, the
+    /// common case) goes straight to its lease and transaction, with no linearizable read;
+    /// a held one is read again linearizably, and only that read can deny. (A lagging member
+    /// that says "vacant" while another unit holds the lease costs this claim a lease that
+    /// is then kept as a spare; the transaction still denies it.)
     pub(crate) async fn claim_slow(
         &self,
         application: &str,
@@ -286,7 +291,11 @@ impl EtcdStore {
         self.forget(application);
         // A lease in hand for a new term, kept across lost races.
         let mut lease: Option<Lease> = None;
-        let mut found = self.read_term(application, "claim").await?;
+        let mut found = if self.looks_vacant(application).await? {
+            None
+        } else {
+            self.read_term(application, "claim").await?
+        };
         let outcome = async {
             for _ in 0..MAX_RACES {
                 let Some(held) = found.take() else {
