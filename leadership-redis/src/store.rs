@@ -25,6 +25,8 @@ use crate::scripts;
 use crate::waiters::{Source, Waiters, WatchRegistration};
 use crate::watch::Watched;
 
+/// How often one request loads its script again after `NOSCRIPT` (see `with_script`).
+const MAX_SCRIPT_LOADS: usize = 3;
 /// A leadership store over Redis 7.
 ///
 /// Cheap to clone: clones, and the handles [`RedisStore::namespace`] derives for other
@@ -194,8 +196,10 @@ impl Inner {
     }
 
     /// Runs `send`, a request that invokes `script` by its hash, through the one retry path;
-    /// a server that lost its scripts (a restart, `SCRIPT FLUSH`) ran none of it, so the
-    /// script is loaded and `send` runs again.
+    /// a server that lost its scripts (a restart, `SCRIPT FLUSH`, a replica just promoted)
+    /// ran none of it, so the script is loaded and `send` runs again. In a cluster the load
+    /// goes to the primaries the client knows of, which may lag a failover by a moment: it
+    /// is tried a few times before the error stands.
     async fn with_script<T, F, Fut>(
         &self,
         operation: &'static str,
@@ -208,12 +212,18 @@ impl Inner {
     {
         let send = &send;
         self.within(operation, Retry::Idempotent, |conn| async move {
-            match send(conn.clone()).await {
-                Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-                    script.load_async(&mut conn.clone()).await?;
-                    send(conn).await
+            let mut loads = 0;
+            loop {
+                match send(conn.clone()).await {
+                    Err(err)
+                        if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript)
+                            && loads < MAX_SCRIPT_LOADS =>
+                    {
+                        loads += 1;
+                        script.load_async(&mut conn.clone()).await?;
+                    }
+                    answer => return answer,
                 }
-                answer => answer,
             }
         })
         .await

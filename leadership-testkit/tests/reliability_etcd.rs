@@ -95,10 +95,23 @@ impl Target for EtcdTarget {
         };
         let mut kv = store.client().kv_client();
         let prefix = downstream_prefix(&self.namespace, application);
-        let response = kv
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await
-            .expect("read the downstream log");
+        // The client spreads calls over the members; one that is down (a member that did
+        // not come back) fails a call, and the next goes to another.
+        let mut attempts = 0;
+        let response = loop {
+            match kv
+                .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+                .await
+            {
+                Ok(response) => break response,
+                Err(err) if attempts < 50 => {
+                    attempts += 1;
+                    eprintln!("reading the downstream log: {err}; again");
+                    sleep(Duration::from_millis(100)).await;
+                }
+                Err(err) => panic!("read the downstream log: {err}"),
+            }
+        };
         let mut entries: Vec<(i64, String, u64)> = response
             .kvs()
             .iter()

@@ -385,10 +385,18 @@ async fn failover_cell(
 /// client) and stale writes are still refused on whatever the new primary has.
 const LOSES_WRITES: &[&str] = &["C4", "T7"];
 
+/// Behind Sentinel, a former primary started again comes back as a primary (empty, without
+/// persistence) until the sentinels make it a replica, and a client that asks a sentinel
+/// still naming it writes there: for that moment two primaries grant, so besides lost
+/// writes (C4, T7) fences can go back and stale guarded writes be accepted (F1, F2). The
+/// writes it took are then discarded. Waiting for replicas closes this too (a restarted
+/// primary has none); so does `min-replicas-to-write` on the servers.
+const SPLIT_BRAIN: &[&str] = &["C4", "T7", "F1", "F2"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn safety_redis_sentinel_async_failover() {
     let setup = blocking(|| RedisFailover::sentinel("safety")).unwrap_or_else(|e| panic!("{e}"));
-    failover_cell(setup, 0, LOSES_WRITES).await;
+    failover_cell(setup, 0, SPLIT_BRAIN).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

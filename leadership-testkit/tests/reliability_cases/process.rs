@@ -124,6 +124,12 @@ pub async fn run_child(target: Arc<dyn Target>, spec: ChildSpec) {
                 println!("LOST {} {}", monotonic_ns(), fence.get());
                 leading = None;
             }
+            // Lost and led again between two looks (a new term has a new fence).
+            (Some(fence), Some(term)) if term.fence != fence => {
+                println!("LOST {} {}", monotonic_ns(), fence.get());
+                leading = Some(term.fence);
+                println!("LEADING {} {}", monotonic_ns(), term.fence.get());
+            }
             _ => {}
         }
         // A careful child writes only while its tracker says the term is current; a zombie
@@ -367,13 +373,14 @@ pub async fn sigstop_rounds(
         child.drain();
 
         // A rival in this process claims until it is granted (the child's lease must run
-        // out first), then writes with its fence.
+        // out first), then writes with its fence. Its lease outlasts the child's waking, so
+        // the child wakes to a term held by another unit.
         let rival_unit = format!("{}/1", spec.application);
         let give_up = tokio::time::Instant::now() + claim * 10;
         let (rival_fence, granted_at) = loop {
             match rival
                 .store
-                .claim_leadership(&spec.application, &rival_unit, claim)
+                .claim_leadership(&spec.application, &rival_unit, claim * 20)
                 .await
             {
                 Ok(fence) => break (fence, monotonic_ns()),
