@@ -167,6 +167,7 @@ enum Line {
     },
     Lost {
         at: u128,
+        fence: u64,
     },
     Write {
         at: u128,
@@ -203,7 +204,13 @@ fn parse(line: &str) -> Option<Line> {
                 fence: u64::try_from(num()?).ok()?,
             }
         }
-        "LOST" => Line::Lost { at: num()? },
+        "LOST" => {
+            let at = num()?;
+            Line::Lost {
+                at,
+                fence: u64::try_from(num()?).ok()?,
+            }
+        }
         "WRITE" => {
             let at = num()?;
             let fence = u64::try_from(num()?).ok()?;
@@ -353,16 +360,6 @@ pub async fn sigstop_rounds(
             });
             child
         });
-        let child_fence = child
-            .seen
-            .iter()
-            .find_map(|l| match l {
-                Line::Leading { fence } => Some(*fence),
-                _ => None,
-            })
-            .expect("leading");
-        seen.new_terms += 1;
-
         child.signal(nix::sys::signal::Signal::SIGSTOP);
         let stopped_at = monotonic_ns();
         let froze = (0..100).any(|_| {
@@ -371,6 +368,22 @@ pub async fn sigstop_rounds(
         });
         assert!(froze, "the child process never stopped (round {round})");
         child.drain();
+        // The term the child led when it stopped: its last lead (on a loaded machine it
+        // may have lost one and led again before the stop).
+        let child_fence = child
+            .seen
+            .iter()
+            .rev()
+            .find_map(|l| match l {
+                Line::Leading { fence } => Some(*fence),
+                _ => None,
+            })
+            .expect("leading");
+        seen.new_terms += child
+            .seen
+            .iter()
+            .filter(|l| matches!(l, Line::Leading { .. }))
+            .count();
 
         // A rival in this process claims until it is granted (the child's lease must run
         // out first), then writes with its fence. Its lease outlasts the child's waking, so
@@ -425,7 +438,7 @@ pub async fn sigstop_rounds(
         tokio::task::block_in_place(|| {
             child.until(Duration::from_secs(10), "report its loss", |seen| {
                 seen.iter()
-                    .any(|l| matches!(l, Line::Lost { at } if *at >= woke_at))
+                    .any(|l| matches!(l, Line::Lost { fence, .. } if *fence == child_fence))
             });
             if spec.zombie {
                 child.until(Duration::from_secs(10), "write as a zombie", |seen| {
@@ -440,10 +453,10 @@ pub async fn sigstop_rounds(
             .seen
             .iter()
             .find_map(|l| match l {
-                Line::Lost { at } if *at >= woke_at => Some(*at),
+                Line::Lost { at, fence } if *fence == child_fence => Some(*at),
                 _ => None,
             })
-            .expect("a loss after waking");
+            .expect("the loss of the term it was stopped in");
         for line in &child.seen {
             let Line::Write { at, fence, outcome } = line else {
                 continue;
