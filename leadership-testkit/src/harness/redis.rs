@@ -28,6 +28,21 @@ pub struct RedisTls {
     pub ca: PathBuf,
 }
 
+impl RedisTls {
+    /// The `redis.conf` (or `sentinel.conf`) lines of a TLS listener on `port` with these
+    /// files, clients not asked for certificates, and replication (a sentinel's links to the
+    /// servers, too) over TLS.
+    pub(crate) fn directives(&self, port: u16) -> String {
+        format!(
+            "tls-port {port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+             tls-auth-clients no\ntls-replication yes\n",
+            self.cert.display(),
+            self.key.display(),
+            self.ca.display()
+        )
+    }
+}
+
 /// Options for [`RedisServer`]; start with [`RedisServer::builder`].
 #[derive(Clone, Default)]
 pub struct RedisServerBuilder {
@@ -179,13 +194,7 @@ impl RedisServerBuilder {
             ));
         }
         if let (Some(tls), Some(tls_port)) = (&self.tls, tls_port) {
-            config.push_str(&format!(
-                "tls-port {tls_port}\ntls-cert-file {}\ntls-key-file {}\n\
-                 tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
-                tls.cert.display(),
-                tls.key.display(),
-                tls.ca.display()
-            ));
+            config.push_str(&tls.directives(tls_port));
             if cluster_port.is_some() {
                 config.push_str("tls-cluster yes\n");
             }

@@ -54,13 +54,7 @@ impl Sentinel {
             );
             if let (Some(tls), Some(tls_port)) = (tls, tls_port) {
                 // Its own TLS listener, and TLS to the data servers (`tls-replication`).
-                config.push_str(&format!(
-                    "tls-port {tls_port}\ntls-cert-file {}\ntls-key-file {}\n\
-                     tls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
-                    tls.cert.display(),
-                    tls.key.display(),
-                    tls.ca.display()
-                ));
+                config.push_str(&tls.directives(tls_port));
             }
             let path = dir.path().join("sentinel.conf");
             std::fs::write(&path, config)
