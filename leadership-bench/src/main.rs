@@ -385,10 +385,14 @@ async fn run_store(
         // M1's cost: the same scale run with the Prometheus recorder installed, in its own
         // process (a recorder is process-wide). Memory only: there the tracker's own work is
         // the whole cost of a renewal, so any recording overhead shows most. CPU per renewal
-        // of one 60 s window varies by a third from run to run on a shared 2-core machine, so
-        // a full run takes the median of three interleaved rounds (the first round's recorder-
-        // less figure is the scale run above); `--quick` takes one.
-        let rounds = if quick { 1 } else { 3 };
+        // of one 60 s window varies by ±10 % from process to process on a shared 2-core
+        // machine (most of it is the runtime's wake-ups, which the recorder does not touch),
+        // and drifts with the machine's load, while the recording itself is about 2 % of the
+        // samples in a profile. So a full run measures five rounds of the three settings,
+        // each round in a rotated order (drift weighs on each setting alike), and the verdict
+        // is the median of the rounds' ratios; `--quick` runs one round. The first round's
+        // recorder-less figure is the scale run above, measured just before.
+        let rounds = if quick { 1 } else { 5 };
         let mut off: Vec<f64> = plain.into_iter().collect();
         let mut labelled: Vec<f64> = Vec::new();
         let mut unlabelled: Vec<f64> = Vec::new();
@@ -397,15 +401,20 @@ async fn run_store(
         let measure_off = off.is_empty();
         for round in 0..rounds {
             let mut children = vec![
+                ("scale", &mut off),
                 ("scale-metrics", &mut labelled),
                 ("scale-metrics-unlabelled", &mut unlabelled),
             ];
-            if round > 0 || measure_off {
-                children.insert(0, ("scale", &mut off));
-            }
+            children.rotate_left(round % 3);
             for (child, into) in children {
+                if round == 0 && child == "scale" && !measure_off {
+                    continue;
+                }
                 match in_child(child, quick, bench.child_args()).await {
-                    Ok(child_rows) => into.extend(scale::cpu_per_renewal(&child_rows)),
+                    Ok(child_rows) => match scale::cpu_per_renewal(&child_rows) {
+                        Some(cost) => into.push(cost),
+                        None => failed.push(format!("{child}: no CPU or renewal figure")),
+                    },
                     Err(e) => failed.push(format!("{child}: {e}")),
                 }
             }
