@@ -5,7 +5,7 @@
 //! says that its names are valid for this handle's (fixed) policy.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use leadership_core::Fence;
@@ -28,16 +28,24 @@ const SHARDS: usize = 16;
 
 /// What a handle knows of a lease it holds: the term's fence, read from the server by a
 /// call that started at `verified` and extended the lease to at least `verified + millis`;
-/// and that call's renewal commands, built once per lease and duration (building a command
-/// costs the client more than the rest of a fast renewal): `PEXPIRE <key> <millis> GT`, and
-/// the verifying renewal, `PEXPIRE <key> <millis> GT` + `GET <key>` as one pipeline.
+/// and the holder's renewal commands for this lease and duration ([`Commands`]), built by
+/// the first renewal that needs them and kept for the next (building a command costs the
+/// client more than the rest of a fast renewal; a claim whose lease is never renewed, such
+/// as a one-off claim of a new application, does not pay for them).
 #[derive(Debug, Clone)]
 pub(crate) struct Held {
     pub(crate) fence: Fence,
     pub(crate) verified: Instant,
     pub(crate) millis: u64,
-    pub(crate) pexpire: Arc<redis::Cmd>,
-    pub(crate) renew: Arc<redis::Pipeline>,
+    commands: Arc<OnceLock<Commands>>,
+}
+
+/// A held lease's renewal commands: `PEXPIRE <key> <millis> GT`, and the verifying
+/// renewal, `PEXPIRE <key> <millis> GT` + `GET <key>` as one pipeline.
+#[derive(Debug)]
+pub(crate) struct Commands {
+    pub(crate) pexpire: redis::Cmd,
+    pub(crate) renew: redis::Pipeline,
 }
 
 /// `PEXPIRE key millis GT` and `GET key` in one round trip: extends the lease and reads its
@@ -58,6 +66,36 @@ pub(crate) fn pexpire_gt(key: &str, millis: u64) -> redis::Cmd {
 }
 
 impl Held {
+    /// A lease held with `fence`, read by a call that started at `verified` and extended the
+    /// lease by `millis`.
+    pub(crate) fn new(fence: Fence, verified: Instant, millis: u64) -> Self {
+        Held {
+            fence,
+            verified,
+            millis,
+            commands: Arc::default(),
+        }
+    }
+
+    /// The same hint, its fence read again by a call that started at `verified`; its
+    /// commands as they were.
+    pub(crate) fn verified_again(self, fence: Fence, verified: Instant) -> Self {
+        Held {
+            fence,
+            verified,
+            ..self
+        }
+    }
+
+    /// The lease's renewal commands; `key` is its lease key (the one the hint is kept
+    /// under). Built on first use, then shared by every copy of this hint.
+    pub(crate) fn commands(&self, key: &str) -> &Commands {
+        self.commands.get_or_init(|| Commands {
+            pexpire: pexpire_gt(key, self.millis),
+            renew: renew_pipeline(key, self.millis),
+        })
+    }
+
     /// Whether a renewal starting at `now` may skip reading the fence: the lease key was
     /// read recently enough that it cannot have expired since (C4 of the verifying call),
     /// and any term change through another handle of the same unit shows within
@@ -136,13 +174,7 @@ mod tests {
     #[test]
     fn a_hint_is_fresh_within_the_window_and_the_lease() {
         let verified = Instant::now();
-        let hint = |millis| Held {
-            fence: Fence(7),
-            verified,
-            millis,
-            pexpire: Arc::new(pexpire_gt("k", millis)),
-            renew: Arc::new(renew_pipeline("k", millis)),
-        };
+        let hint = |millis| Held::new(Fence(7), verified, millis);
         let long = hint(30_000);
         assert!(long.fresh(verified));
         assert!(long.fresh(verified + REVERIFY_AFTER - Duration::from_millis(1)));
@@ -164,13 +196,7 @@ mod tests {
     #[test]
     fn hints_are_kept_removed_and_bounded() {
         let hints = Hints::new();
-        let held = Held {
-            fence: Fence(1),
-            verified: Instant::now(),
-            millis: 1_000,
-            pexpire: Arc::new(pexpire_gt("a", 1_000)),
-            renew: Arc::new(renew_pipeline("a", 1_000)),
-        };
+        let held = Held::new(Fence(1), Instant::now(), 1_000);
         hints.insert("a".to_owned(), held.clone());
         assert_eq!(hints.get("a").map(|h| h.fence), Some(Fence(1)));
         hints.remove("a");
@@ -180,5 +206,26 @@ mod tests {
         }
         let total: usize = hints.shards.iter().map(|s| s.0.lock().unwrap().len()).sum();
         assert!(total <= SHARDS * MAX_PER_SHARD, "{total} hints kept");
+    }
+
+    #[test]
+    fn renewal_commands_are_built_once_on_first_use_and_shared_by_copies() {
+        let held = Held::new(Fence(3), Instant::now(), 2_500);
+        assert!(
+            held.commands.get().is_none(),
+            "a new hint builds no command"
+        );
+        let copy = held.clone();
+        let built = copy.commands("lease:k");
+        assert_eq!(
+            built.pexpire.get_packed_command(),
+            pexpire_gt("lease:k", 2_500).get_packed_command()
+        );
+        assert_eq!(
+            built.renew.get_packed_pipeline(),
+            renew_pipeline("lease:k", 2_500).get_packed_pipeline()
+        );
+        // The original sees the copy's commands: built once per hint, not per call.
+        assert!(std::ptr::eq(held.commands("lease:k"), built));
     }
 }

@@ -246,7 +246,10 @@ impl Inner {
             let millis = lease_millis(duration)?;
             if hint.fresh(started) {
                 let extended = if hint.millis == millis {
-                    self.extend(&hint.pexpire).await?
+                    let commands = self
+                        .keys
+                        .with_lease(application, unit, |key| hint.commands(key));
+                    self.extend(&commands.pexpire).await?
                 } else {
                     let pexpire = self
                         .keys
@@ -259,17 +262,16 @@ impl Inner {
             } else if hint.millis == millis {
                 // The tracker's steady state: a renewal once per guarantee finds the hint
                 // stale; the lease's prebuilt pipeline extends it and reads the fence.
-                if let Some(fence) = Box::pin(self.renew(&hint.renew)).await? {
+                let commands = self
+                    .keys
+                    .with_lease(application, unit, |key| hint.commands(key));
+                if let Some(fence) = Box::pin(self.renew(&commands.renew)).await? {
                     let kept = self.keys.with_lease(application, unit, |key| {
                         self.shared.hints.refresh(key, fence, started)
                     });
                     if !kept {
                         // Cleared meanwhile: put the hint back, its commands as they were.
-                        let held = Held {
-                            fence,
-                            verified: started,
-                            ..hint
-                        };
+                        let held = hint.verified_again(fence, started);
                         let key = self.keys.lease(application, unit);
                         self.shared.hints.insert(key, held);
                     }
@@ -308,18 +310,9 @@ impl Inner {
     /// Remembers that `key`'s lease is held with `fence`, as read by a call that started at
     /// `verified` and extended the lease by `millis`.
     fn remember(&self, key: String, fence: Fence, verified: Instant, millis: u64) {
-        let pexpire = Arc::new(pexpire_gt(&key, millis));
-        let renew = Arc::new(renew_pipeline(&key, millis));
-        self.shared.hints.insert(
-            key,
-            Held {
-                fence,
-                verified,
-                millis,
-                pexpire,
-                renew,
-            },
-        );
+        self.shared
+            .hints
+            .insert(key, Held::new(fence, verified, millis));
     }
 
     /// Any claim as one script: a new term (C1), the holder's extension (C2, pinned or not,
