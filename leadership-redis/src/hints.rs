@@ -87,6 +87,12 @@ impl Held {
         }
     }
 
+    /// The lease's renewal commands if a renewal built them already: the steady state,
+    /// which needs no lease key.
+    pub(crate) fn built(&self) -> Option<&Commands> {
+        self.commands.get()
+    }
+
     /// The lease's renewal commands; `key` is its lease key (the one the hint is kept
     /// under). Built on first use, then shared by every copy of this hint.
     pub(crate) fn commands(&self, key: &str) -> &Commands {
@@ -211,10 +217,7 @@ mod tests {
     #[test]
     fn renewal_commands_are_built_once_on_first_use_and_shared_by_copies() {
         let held = Held::new(Fence(3), Instant::now(), 2_500);
-        assert!(
-            held.commands.get().is_none(),
-            "a new hint builds no command"
-        );
+        assert!(held.built().is_none(), "a new hint builds no command");
         let copy = held.clone();
         let built = copy.commands("lease:k");
         assert_eq!(
@@ -226,6 +229,7 @@ mod tests {
             renew_pipeline("lease:k", 2_500).get_packed_pipeline()
         );
         // The original sees the copy's commands: built once per hint, not per call.
+        assert!(held.built().is_some_and(|seen| std::ptr::eq(seen, built)));
         assert!(std::ptr::eq(held.commands("lease:k"), built));
     }
 }

@@ -18,7 +18,7 @@ use redis::{ErrorKind, FromRedisValue, RedisResult, Script, ScriptInvocation, Se
 use crate::config::RedisStoreBuilder;
 use crate::conn::Conn;
 use crate::error::{BACKEND, BadReply, map_redis_error};
-use crate::hints::{Held, Hints, pexpire_gt, renew_pipeline};
+use crate::hints::{Commands, Held, Hints, pexpire_gt, renew_pipeline};
 use crate::keys::Keys;
 use crate::retry::{Retry, background_backoff, retrying};
 use crate::scripts;
@@ -246,9 +246,7 @@ impl Inner {
             let millis = lease_millis(duration)?;
             if hint.fresh(started) {
                 let extended = if hint.millis == millis {
-                    let commands = self
-                        .keys
-                        .with_lease(application, unit, |key| hint.commands(key));
+                    let commands = self.renewal_commands(&hint, application, unit);
                     self.extend(&commands.pexpire).await?
                 } else {
                     let pexpire = self
@@ -262,9 +260,7 @@ impl Inner {
             } else if hint.millis == millis {
                 // The tracker's steady state: a renewal once per guarantee finds the hint
                 // stale; the lease's prebuilt pipeline extends it and reads the fence.
-                let commands = self
-                    .keys
-                    .with_lease(application, unit, |key| hint.commands(key));
+                let commands = self.renewal_commands(&hint, application, unit);
                 if let Some(fence) = Box::pin(self.renew(&commands.renew)).await? {
                     let kept = self.keys.with_lease(application, unit, |key| {
                         self.shared.hints.refresh(key, fence, started)
@@ -287,6 +283,16 @@ impl Inner {
         }
         // Boxed, so that the fast path above, the hot one, stays a small future.
         Box::pin(self.claim_by_script(application, unit, duration, started)).await
+    }
+
+    /// `hint`'s renewal commands; the lease key is built only if no renewal built them yet.
+    fn renewal_commands<'h>(&self, hint: &'h Held, application: &str, unit: &str) -> &'h Commands {
+        match hint.built() {
+            Some(commands) => commands,
+            None => self
+                .keys
+                .with_lease(application, unit, |key| hint.commands(key)),
+        }
     }
 
     /// The holder's renewal when its hint is no longer fresh: `pipe` is `PEXPIRE key ms GT`
