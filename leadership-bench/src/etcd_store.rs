@@ -606,6 +606,126 @@ pub async fn new_term_floor(bench: &EtcdBench, sizes: Sizes, callers: usize) -> 
     Ok(row)
 }
 
+/// One raw new term on fresh keys, as [`new_term_floor`]'s baseline makes it (a lease grant,
+/// then the claim's transaction), first looking for a leader key as our claim does if `look`.
+/// Granted leases are kept in `granted`, to be revoked after the run.
+fn raw_new_term(
+    client: &etcd_client::Client,
+    ns: &str,
+    tag: &'static str,
+    look: bool,
+    granted: &Arc<std::sync::Mutex<Vec<i64>>>,
+) -> impl Fn(u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
++ Clone
++ Send
++ Sync
++ 'static {
+    let (client, ns, granted) = (client.clone(), ns.to_owned(), Arc::clone(granted));
+    let next = Arc::new(AtomicU64::new(0));
+    move |_| {
+        let (mut leases, mut kv) = (client.lease_client(), client.kv_client());
+        let (next, granted, ns) = (Arc::clone(&next), Arc::clone(&granted), ns.clone());
+        Box::pin(async move {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let keys = RawKeys::new(&format!("{ns}{tag}"), i);
+            if look && !keys.looks_vacant(&mut kv).await {
+                return false;
+            }
+            let Ok(lease) = leases.grant(60, None).await else {
+                return false;
+            };
+            granted
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(lease.id());
+            matches!(kv.txn(keys.claim(&format!("a{i}/0"), lease.id())).await, Ok(r) if r.succeeded())
+        })
+    }
+}
+
+/// Reference (issue 17): the floor of a new term in any design where a denied claim writes
+/// nothing (DESIGN.md: no grant for a denied claim). On etcd a lease must exist before a key
+/// can be put on it, and a grant is a write, so such a claim must learn that the application
+/// is vacant before it grants: a look for a leader key, then the grant, then the claim's
+/// transaction. Two rows, same run, same client: that raw sequence against the raw grant +
+/// txn (the floor that the look costs, which [`new_term_floor`]'s target does not allow
+/// for), and our first claim against that raw sequence (how close ours comes to it).
+pub async fn no_write_term_floor(
+    bench: &EtcdBench,
+    sizes: Sizes,
+    callers: usize,
+) -> BenchResult<Vec<Row>> {
+    let ns = fresh_namespace("ref-look");
+    let store = bench.open(&ns).await?;
+    let client = bench.store(&ns).await?.client();
+    let version = server_version(&client).await;
+    let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
+
+    let (base, subj) = pair(
+        callers,
+        sizes.round,
+        raw_new_term(&client, &ns, "g", false, &granted),
+        raw_new_term(&client, &ns, "l", true, &granted),
+    )
+    .await;
+    let mut floor = Row::pair(
+        bench.name(),
+        "ref: look + grant + txn vs grant + txn",
+        callers,
+        (&base, &subj),
+        ("look + grant + claim txn, raw", "grant + claim txn, raw"),
+    )
+    .noting(
+        ("raw terms with a look", "raw terms"),
+        Some(format!(
+            "{version}: the floor of the first-claim ratio for a design in which a denied claim writes nothing: it must look (a local, serializable count of the leader key) before it grants a lease"
+        )),
+    );
+    floor.verdict = Verdict::Info;
+
+    let claimed = Arc::new(AtomicU64::new(0));
+    let (ours_store, ours_next) = (Arc::clone(&store), Arc::clone(&claimed));
+    let (base, subj) = pair(
+        callers,
+        sizes.round,
+        raw_new_term(&client, &ns, "r", true, &granted),
+        move |_| {
+            let (s, next) = (Arc::clone(&ours_store), Arc::clone(&ours_next));
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (app, unit) = (format!("o{i}"), format!("o{i}/0"));
+                s.claim_leadership(&app, &unit, Duration::from_secs(60))
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+    let leases = std::mem::take(
+        &mut *granted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    revoke_leases(&client, leases).await;
+    revoke_claims(store, "o", claimed.load(Ordering::Relaxed)).await;
+    let mut ours = Row::pair(
+        bench.name(),
+        "ref: first claim vs raw look + grant + txn",
+        callers,
+        (&base, &subj),
+        ("claim (new term)", "look + grant + claim txn, raw"),
+    )
+    .noting(
+        ("claims", "raw terms with a look"),
+        Some(format!(
+            "{version}: our first claim against the raw calls it makes (the look, the grant, the claim's transaction), same client"
+        )),
+    );
+    ours.target = Some("≥ 0.90".to_owned());
+    ours.verdict = Verdict::of(ours.ratio.unwrap_or(0.0) >= 0.9 && subj.errors == 0);
+    Ok(vec![floor, ours])
+}
+
 /// Reference (issue 17): our claim + revoke against the raw calls it makes, sent from the
 /// same client: the read, a keep-alive of the caller's lease (a revoked term's lease carries
 /// the handle's next term, renewed first so that C4 counts from the call), the claim's

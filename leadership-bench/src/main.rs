@@ -45,6 +45,10 @@ enum ChildScenario {
     ScaleMetrics,
     /// The same with the trackers' `application` and `unit` labels switched off.
     ScaleMetricsUnlabelled,
+    /// The scale scenario without a recorder, each tracker spawned with as many bytes of
+    /// unrelated allocations as its labelled series take ([`scale::BALLAST`]): what their
+    /// memory alone costs the renewals.
+    ScaleBallast,
     /// 10,000 idle watchers, in a fresh process so its resident memory is theirs alone.
     IdleWatchers,
 }
@@ -152,7 +156,7 @@ async fn run_child(args: &Args, child: ChildScenario) -> ExitCode {
             });
             let labelled = child == ChildScenario::ScaleMetrics;
             match open_bench(args).await {
-                Ok(bench) => scale::scale(&*bench, sizes, labelled)
+                Ok(bench) => scale::scale(&*bench, sizes, labelled, false)
                     .await
                     .unwrap_or_else(|e| vec![Row::error(bench.name(), "scale with metrics", e)]),
                 Err(e) => vec![Row::error("memory", "scale with metrics", e)],
@@ -170,8 +174,8 @@ async fn run_child(args: &Args, child: ChildScenario) -> ExitCode {
                 e,
             )],
         },
-        ChildScenario::Scale => match open_bench(args).await {
-            Ok(bench) => scale::scale(&*bench, sizes, true)
+        ChildScenario::Scale | ChildScenario::ScaleBallast => match open_bench(args).await {
+            Ok(bench) => scale::scale(&*bench, sizes, true, child == ChildScenario::ScaleBallast)
                 .await
                 .unwrap_or_else(|e| vec![Row::error(bench.name(), "scale", e)]),
             Err(e) => vec![Row::error(
@@ -366,51 +370,43 @@ async fn run_store(
     for row in extra {
         push(Ok(row), "peers");
     }
-    let plain = if only.wants("scale") {
+    if only.wants("scale") {
         match in_child("scale", quick, bench.child_args()).await {
-            Ok(child_rows) => {
-                let cost = scale::cpu_per_renewal(&child_rows);
-                child_rows.into_iter().for_each(|r| push(Ok(r), "scale"));
-                cost
-            }
-            Err(e) => {
-                push(Err(e), "scale");
-                None
-            }
+            Ok(child_rows) => child_rows.into_iter().for_each(|r| push(Ok(r), "scale")),
+            Err(e) => push(Err(e), "scale"),
         }
-    } else {
-        None
-    };
+    }
     if name == "memory" && only.wants("scale: metrics overhead") {
-        // M1's cost: the same scale run with the Prometheus recorder installed, in its own
-        // process (a recorder is process-wide). Memory only: there the tracker's own work is
-        // the whole cost of a renewal, so any recording overhead shows most. CPU per renewal
-        // of one 60 s window varies by ±10 % from process to process on a shared 2-core
-        // machine (most of it is the runtime's wake-ups, which the recorder does not touch),
-        // and drifts with the machine's load, while the recording itself is about 2 % of the
-        // samples in a profile. So a full run measures five rounds of the three settings,
-        // each round in a rotated order (drift weighs on each setting alike), and the verdict
-        // is the median of the rounds' ratios; `--quick` runs one round. The first round's
-        // recorder-less figure is the scale run above, measured just before.
+        // M1's cost: the scale run with the Prometheus recorder installed, against the same
+        // run without one, each in its own process (a recorder is process-wide). Memory only:
+        // there the tracker's own work is the whole cost of a renewal, so any recording
+        // overhead shows most. CPU per renewal of one window drifts by ±10 % from one minute
+        // to the next on a shared 2-core machine, while the recording itself is a few per
+        // cent, so the settings of a round run at the same time, side by side (each uses well
+        // under a tenth of a core): every drift of the machine weighs on all of them alike.
+        // Two recorder-less processes measured this way agree within 2 %. A fourth process,
+        // without a recorder, carries as many bytes of unrelated allocations per tracker as
+        // the labelled series take: the control that tells their memory from their recording.
+        // A full run measures five such rounds and each verdict is the median of the rounds'
+        // ratios; `--quick` runs one.
         let rounds = if quick { 1 } else { 5 };
-        let mut off: Vec<f64> = plain.into_iter().collect();
-        let mut labelled: Vec<f64> = Vec::new();
-        let mut unlabelled: Vec<f64> = Vec::new();
+        let settings = [
+            "scale",
+            "scale-metrics",
+            "scale-metrics-unlabelled",
+            "scale-ballast",
+        ];
+        let mut costs: [Vec<f64>; 4] = Default::default();
         let mut failed: Vec<String> = Vec::new();
-        for round in 0..rounds {
-            let mut children = vec![
-                ("scale", &mut off),
-                ("scale-metrics", &mut labelled),
-                ("scale-metrics-unlabelled", &mut unlabelled),
-            ];
-            children.rotate_left(round % 3);
-            for (child, into) in children {
-                // Round 0's recorder-less figure may be the plain scale run above; without
-                // it (`--only`), the round measures its own.
-                if into.len() > round {
-                    continue;
-                }
-                match in_child(child, quick, bench.child_args()).await {
+        for _ in 0..rounds {
+            let (a, b, c, d) = tokio::join!(
+                in_child(settings[0], quick, bench.child_args()),
+                in_child(settings[1], quick, bench.child_args()),
+                in_child(settings[2], quick, bench.child_args()),
+                in_child(settings[3], quick, bench.child_args()),
+            );
+            for ((child, rows), into) in settings.iter().zip([a, b, c, d]).zip(&mut costs) {
+                match rows {
                     Ok(child_rows) => match scale::cpu_per_renewal(&child_rows) {
                         Some(cost) => into.push(cost),
                         None => failed.push(format!("{child}: no CPU or renewal figure")),
@@ -420,9 +416,14 @@ async fn run_store(
             }
         }
         if failed.is_empty() {
-            for (on, labels) in [(&labelled, true), (&unlabelled, false)] {
+            let [off, labelled, unlabelled, ballast] = &costs;
+            for (on, setting) in [
+                (labelled, scale::Setting::Labelled),
+                (unlabelled, scale::Setting::Unlabelled),
+                (ballast, scale::Setting::Ballast),
+            ] {
                 push(
-                    Ok(scale::metrics_overhead(&off, on, labels)),
+                    Ok(scale::metrics_overhead(off, on, setting)),
                     "scale: metrics overhead",
                 );
             }
@@ -471,6 +472,14 @@ async fn run_etcd(
                 .await
                 .unwrap_or_else(|e| Row::error(name, "ref: first claim vs raw grant + txn", e)),
         );
+        match etcd_store::no_write_term_floor(bench, sizes, callers).await {
+            Ok(rows) => extra.extend(rows),
+            Err(e) => extra.push(Row::error(
+                name,
+                "ref: look + grant + txn vs grant + txn",
+                e,
+            )),
+        }
         extra.push(
             etcd_store::keep_alive_floor(bench, sizes, callers)
                 .await
