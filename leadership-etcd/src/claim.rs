@@ -187,13 +187,22 @@ impl EtcdStore {
         Some(spare.swap_remove(at).lease)
     }
 
+    /// A spare lease that fits `ttl`, renewed now (so that a term put on it lasts its
+    /// duration from this call, C4), if this connection keeps one.
+    async fn renewed_spare(&self, ttl: i64) -> Result<Option<Lease>> {
+        while let Some(lease) = self.take_spare(ttl) {
+            if let KeepAlive::Renewed = self.keep_alive(&lease).await? {
+                return Ok(Some(lease));
+            }
+        }
+        Ok(None)
+    }
+
     /// A lease for a new term of `ttl`: a spare one renewed now, so that the term's expiry
     /// counts from this call (C4), else a fresh grant.
     async fn term_lease(&self, ttl: i64) -> Result<Lease> {
-        while let Some(lease) = self.take_spare(ttl) {
-            if let KeepAlive::Renewed = self.keep_alive(&lease).await? {
-                return Ok(lease);
-            }
+        if let Some(lease) = self.renewed_spare(ttl).await? {
+            return Ok(lease);
         }
         let mut leases = self.inner.shared.client.lease_client();
         let grant = leases
@@ -271,7 +280,8 @@ impl EtcdStore {
     }
 
     /// A claim without a renewable cached term. The application is read first, so a claim
-    /// that is denied writes nothing: no lease, no transaction through raft (C3). The first
+    /// that is denied writes nothing: no lease granted, no transaction through raft (C3); at
+    /// most a spare lease of the connection is renewed alongside the look. The first
     /// look is local ([`EtcdStore::looks_vacant`]): a vacant application (a new term, the
     /// common case) goes straight to its lease and transaction, with no linearizable read;
     /// a held one is read again linearizably, and only that read can deny. (A lagging member
@@ -289,12 +299,26 @@ impl EtcdStore {
         // whose reply is lost (E2) then cannot leave a term cached that the store no longer
         // has on that lease, which a later keep-alive would "renew" (C4).
         self.forget(application);
+        // The look goes out together with the renewal of a spare lease, if the connection
+        // keeps one: a keep-alive is no write (no raft entry, no revision), so a denied claim
+        // still writes nothing, and a vacant application's term goes to its transaction one
+        // round trip sooner. Without a spare, the grant (a write) waits for the look.
+        let (vacant, spare) = tokio::join!(self.looks_vacant(application), self.renewed_spare(ttl));
         // A lease in hand for a new term, kept across lost races.
-        let mut lease: Option<Lease> = None;
-        let mut found = if self.looks_vacant(application).await? {
-            None
-        } else {
-            self.read_term(application, "claim").await?
+        let mut lease: Option<Lease> = spare?;
+        let first = match vacant {
+            Ok(true) => Ok(None),
+            Ok(false) => self.read_term(application, "claim").await,
+            Err(err) => Err(err),
+        };
+        let mut found = match first {
+            Ok(found) => found,
+            Err(err) => {
+                if let Some(unused) = lease {
+                    self.keep_spare(unused);
+                }
+                return Err(err);
+            }
         };
         let outcome = async {
             for _ in 0..MAX_RACES {
