@@ -468,6 +468,13 @@ async fn run_etcd(
                 .unwrap_or_else(|e| Row::error(name, "ref: claim+revoke vs its raw calls", e)),
         );
         extra.push(
+            etcd_store::design_floor_vs_election(bench, sizes, callers)
+                .await
+                .unwrap_or_else(|e| {
+                    Row::error(name, "ref: design's raw claim+revoke vs election", e)
+                }),
+        );
+        extra.push(
             etcd_store::new_term_floor(bench, sizes, callers)
                 .await
                 .unwrap_or_else(|e| Row::error(name, "ref: first claim vs raw grant + txn", e)),
@@ -595,6 +602,10 @@ async fn run(args: Args) -> ExitCode {
                     match redis_store::fenced_floors(&bench, sizes, callers).await {
                         Ok(rows) => extra.extend(rows),
                         Err(e) => extra.push(Row::error("redis", "ref: fenced floors", e)),
+                    }
+                    match redis_store::contract_floors(&bench, sizes, callers).await {
+                        Ok(rows) => extra.extend(rows),
+                        Err(e) => extra.push(Row::error("redis", "ref: contract's floors", e)),
                     }
                 }
                 run_store(&bench, sizes, (args.quick, only), &mut report.rows, extra).await;

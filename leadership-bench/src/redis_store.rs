@@ -344,6 +344,207 @@ return 0
     )
 });
 
+/// The least a new term costs under this project's contract on Redis, in the leanest layout
+/// there is: one hash per namespace whose field `app` holds `<fence>:<unit>` (the index of
+/// holders `leaders()` reads, L1, and the last fence, F1) and whose field `p:<app>` marks a
+/// pin waiting on the application (P4), read together by one `HMGET`; a holder's live lease
+/// denies (C3); `TIME` seeds the fence (F1: fences never go back, also without persistence);
+/// the lease key gets the fence with its expiry, or none while pinned (P4); `PUBLISH` tells
+/// watchers (O1). Five calls on a never-held application, against [`FLOOR_CLAIM`]'s three.
+/// KEYS: lease, terms. ARGV: duration ms, app, unit, channel, the application's lease prefix.
+static CONTRACT_CLAIM: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local term = redis.call('HMGET', KEYS[2], ARGV[2], 'p:' .. ARGV[2])
+local last = 0
+if term[1] then
+  local c = string.find(term[1], ':', 1, true)
+  last = tonumber(string.sub(term[1], 1, c - 1))
+  if redis.call('EXISTS', ARGV[5] .. string.sub(term[1], c + 1)) == 1 then return 0 end
+end
+local t = redis.call('TIME')
+local f = string.format('%.0f', math.max(last + 1, tonumber(t[1]) * 1000000 + tonumber(t[2])))
+redis.call('HSET', KEYS[2], ARGV[2], f .. ':' .. ARGV[3])
+if term[2] then
+  redis.call('SET', KEYS[1], f)
+else
+  redis.call('SET', KEYS[1], f, 'PX', ARGV[1])
+end
+redis.call('PUBLISH', ARGV[4], 'E' .. f .. ':' .. ARGV[1] .. ':' .. ARGV[3] .. ARGV[2])
+return tonumber(f)
+",
+    )
+});
+
+/// The least a revoke costs under the contract: delete the lease key if it still holds the
+/// term's fence (R1, R2) and tell watchers (O1). The hash keeps `<fence>:<unit>`: the fence
+/// must outlive the term (F1), and `leaders()` skips a holder whose lease key is gone.
+/// KEYS: lease. ARGV: fence, channel, app.
+static CONTRACT_REVOKE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], 'V' .. ARGV[1] .. ':' .. ARGV[3])
+return 1
+",
+    )
+});
+
+/// The lease key of `app`'s unit `unit`, laid out as the store lays its own.
+fn contract_lease(prefix: &str, app: &str, unit: &str) -> String {
+    format!("{prefix}lease:{}:{app}{unit}", app.len())
+}
+
+/// A new term at the contract's floor ([`CONTRACT_CLAIM`]) for `app`, unit `<app>/0`, sent
+/// raw from the same client; its fence, if granted.
+async fn contract_claim(conn: &mut ConnectionManager, prefix: &str, app: &str) -> Option<u64> {
+    let unit = format!("{app}/0");
+    let lease_prefix = contract_lease(prefix, app, "");
+    CONTRACT_CLAIM
+        .key(format!("{lease_prefix}{unit}"))
+        .key(format!("{prefix}terms"))
+        .arg(30_000)
+        .arg(app)
+        .arg(&unit)
+        .arg(format!("{prefix}released"))
+        .arg(&lease_prefix)
+        .invoke_async::<u64>(conn)
+        .await
+        .ok()
+        .filter(|&fence| fence > 0)
+}
+
+/// Reference rows: the floor of a new term under this project's contract (the fewest server
+/// calls that keep C3, F1, L1, P4 and O1, in the leanest layout: [`CONTRACT_CLAIM`]) against
+/// `SET`, and of a term's start and end ([`CONTRACT_CLAIM`], [`CONTRACT_REVOKE`]) against
+/// rslock's lock + unlock; same run, same callers, sent raw from the same client. Where one
+/// is under its target, no store that keeps the contract reaches that target on this server.
+pub async fn contract_floors(
+    bench: &RedisBench,
+    sizes: Sizes,
+    callers: usize,
+) -> BenchResult<Vec<Row>> {
+    let ns = fresh_namespace("contract");
+    let conn = bench.connection().await?;
+    let prefix = format!("bench:{{{ns}}}:");
+    let next = Arc::new(AtomicU64::new(0));
+
+    let (set_conn, claim_conn) = (conn.clone(), conn.clone());
+    let (set_next, claim_next) = (Arc::clone(&next), Arc::clone(&next));
+    let (set_prefix, claim_prefix) = (prefix.clone(), prefix.clone());
+    let (base, subj) = pair(
+        callers,
+        sizes.round,
+        move |_| {
+            let (mut conn, next, prefix) =
+                (set_conn.clone(), Arc::clone(&set_next), set_prefix.clone());
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                redis::cmd("SET")
+                    .arg(format!("{prefix}s{i}"))
+                    .arg(format!("a{i}/0"))
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .is_ok()
+            }
+        },
+        move |_| {
+            let (mut conn, next, prefix) = (
+                claim_conn.clone(),
+                Arc::clone(&claim_next),
+                claim_prefix.clone(),
+            );
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                contract_claim(&mut conn, &prefix, &format!("a{i}"))
+                    .await
+                    .is_some()
+            }
+        },
+    )
+    .await;
+    let first = Row::pair(
+        "redis",
+        "ref: contract's new-term floor",
+        callers,
+        (&base, &subj),
+        ("HMGET+TIME+HSET+SET PX+PUBLISH script", "SET"),
+    )
+    .noting(
+        ("floor scripts", "SETs"),
+        Some(
+            "the least a new term costs under the contract (C3, F1's time seed, L1's index, \
+             P4, O1) in the leanest layout, raw from the same client: where it is under the \
+             first-claim target, the contract stops that target"
+                .to_owned(),
+        ),
+    );
+
+    let client =
+        redis::Client::open(bench.url.as_str()).map_err(|e| format!("redis client: {e}"))?;
+    let locks = rslock::LockManager::from_clients(vec![client]);
+    let (theirs, ours) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let lock_prefix = format!("bench:{ns}:lock:");
+    let channel = format!("{prefix}released");
+    let lease = Duration::from_secs(30);
+    let (base, subj) = pair(
+        callers,
+        sizes.round,
+        move |_| {
+            let (locks, next, prefix) = (locks.clone(), Arc::clone(&theirs), lock_prefix.clone());
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                rslock_cycle(&locks, &format!("{prefix}{i}"), lease).await
+            }
+        },
+        move |_| {
+            let (mut conn, next, prefix, channel) = (
+                conn.clone(),
+                Arc::clone(&ours),
+                prefix.clone(),
+                channel.clone(),
+            );
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let app = format!("c{i}");
+                let Some(fence) = contract_claim(&mut conn, &prefix, &app).await else {
+                    return false;
+                };
+                CONTRACT_REVOKE
+                    .key(contract_lease(&prefix, &app, &format!("{app}/0")))
+                    .arg(fence)
+                    .arg(&channel)
+                    .arg(&app)
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+                    .is_ok_and(|deleted| deleted == 1)
+            }
+        },
+    )
+    .await;
+    let cycle = Row::pair(
+        "redis",
+        "ref: contract's claim+revoke floor",
+        callers,
+        (&base, &subj),
+        (
+            "contract floor claim + revoke scripts",
+            "rslock lock+unlock",
+        ),
+    )
+    .noting(
+        ("floor cycles", "rslock cycles"),
+        Some(
+            "the least a term's start and end cost under the contract (five calls, then GET, \
+             DEL, PUBLISH), raw from the same client: where it is under the claim+revoke \
+             target, the contract stops that target"
+                .to_owned(),
+        ),
+    );
+    Ok(vec![first, cycle])
+}
+
 /// A fenced new term at its floor ([`FLOOR_CLAIM`]) on fresh keys, sent raw from the same
 /// client.
 async fn floor_claim(conn: &mut ConnectionManager, key: &str, fence_key: &str) -> Option<u64> {

@@ -433,15 +433,16 @@ impl Report {
 
         out.push_str(&releases_table(&self.rows));
 
-        let notes: Vec<String> = self
-            .rows
-            .iter()
-            .filter_map(|r| {
-                r.note
-                    .as_ref()
-                    .map(|n| format!("{} / {}: {n}", r.store, r.scenario))
-            })
-            .collect();
+        // A scenario run at 1 and at 64 callers carries the same note twice: print it once.
+        let mut notes: Vec<String> = Vec::new();
+        for row in &self.rows {
+            if let Some(note) = &row.note {
+                let note = format!("{} / {}: {note}", row.store, row.scenario);
+                if !notes.contains(&note) {
+                    notes.push(note);
+                }
+            }
+        }
         if !notes.is_empty() {
             out.push_str("Notes\n");
             for note in notes {
@@ -586,6 +587,36 @@ mod tests {
             references: Vec::new(),
         };
         assert!(report.table().contains("1 correctness verdict(s) BROKEN"));
+    }
+
+    #[test]
+    fn a_note_shared_by_both_caller_counts_prints_once() {
+        let one = row(figures("claim", None, None), figures("put", None, None))
+            .noting(("claims", "puts"), Some("the floor".to_owned()));
+        let mut many = one.clone();
+        many.callers = Some(1);
+        let mut other = one.clone();
+        other.scenario = "first claim".to_owned();
+        let report = Report {
+            date: String::new(),
+            cores: 2,
+            command: String::new(),
+            load: (String::new(), String::new()),
+            quick: false,
+            rows: vec![one, many, other],
+            references: Vec::new(),
+        };
+        let table = report.table();
+        assert_eq!(
+            table.matches("etcd / renewal: the floor").count(),
+            1,
+            "{table}"
+        );
+        assert_eq!(
+            table.matches("etcd / first claim: the floor").count(),
+            1,
+            "{table}"
+        );
     }
 
     #[test]
