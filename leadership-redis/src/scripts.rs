@@ -104,10 +104,13 @@ return tonumber(f)
 
 /// KEYS: lease(app, unit), owners, pinexp. ARGV: app, lease prefix of app, channel.
 /// Publishes `V<fence>:<app>` when it ends a term. Returns 1 if the application is now vacant, 0 if another unit holds it (R2).
-/// `GETDEL` (Redis 6.2) reads the term's fence and ends it in one call.
+/// `GET` then `DEL`, not `GETDEL` (one call fewer): operators grant the store's commands by
+/// name (leadership-testkit/tests/security_redis.rs lists them), so a command the store did
+/// not send before would fail every revoke under such an ACL after an upgrade.
 const REVOKE_LUA: &str = r#"
-local fence = redis.call('GETDEL', KEYS[1])
+local fence = redis.call('GET', KEYS[1])
 if fence then
+  redis.call('DEL', KEYS[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('PUBLISH', ARGV[3], 'V' .. fence .. ':' .. ARGV[1])
