@@ -672,3 +672,128 @@ pub async fn fenced_floors(
     );
     Ok(vec![first, cycle])
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    /// `CONTRACT_CLAIM` for `app` by `unit` with the same arguments as [`contract_claim`]; 0
+    /// if denied.
+    async fn claim(conn: &mut ConnectionManager, prefix: &str, app: &str, unit: &str) -> u64 {
+        let lease_prefix = contract_lease(prefix, app, "");
+        CONTRACT_CLAIM
+            .key(format!("{lease_prefix}{unit}"))
+            .key(format!("{prefix}terms"))
+            .arg(30_000)
+            .arg(app)
+            .arg(unit)
+            .arg(format!("{prefix}released"))
+            .arg(&lease_prefix)
+            .invoke_async(conn)
+            .await
+            .expect("the contract floor's claim script runs")
+    }
+
+    async fn revoke(conn: &mut ConnectionManager, prefix: &str, app: &str, fence: u64) -> i64 {
+        CONTRACT_REVOKE
+            .key(contract_lease(prefix, app, &format!("{app}/0")))
+            .arg(fence)
+            .arg(format!("{prefix}released"))
+            .arg(app)
+            .invoke_async(conn)
+            .await
+            .expect("the contract floor's revoke script runs")
+    }
+
+    async fn cmd<T: redis::FromRedisValue>(conn: &mut ConnectionManager, args: &[&str]) -> T {
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query_async(conn).await.expect("a plain command runs")
+    }
+
+    /// The contract's floor rows stand for "no store that keeps the contract does better",
+    /// so the floor's scripts must keep it: C3 (a held lease denies another unit), F1 (a
+    /// fence seeded from server time, above the last one kept past the term), L1 (the hash
+    /// names the holder), P4 (a waiting pin leaves the lease without expiry), R1 (the
+    /// holder's revoke ends the term) and O1 (a message when a term starts and ends).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_contract_floor_keeps_what_it_stands_for() {
+        let server = leadership_testkit::harness::RedisServer::start()
+            .expect("redis-server must be installed (scripts/setup installs it)");
+        let client = redis::Client::open(server.url()).expect("a Redis URL");
+        let mut conn = ConnectionManager::new(client.clone())
+            .await
+            .expect("a connection");
+        let prefix = "bench:{t}:";
+        let mut pubsub = client
+            .get_async_pubsub()
+            .await
+            .expect("a pub/sub connection");
+        pubsub
+            .subscribe(format!("{prefix}released"))
+            .await
+            .expect("subscribed");
+
+        let (secs, micros): (u64, u64) = cmd(&mut conn, &["TIME"]).await;
+        let first = claim(&mut conn, prefix, "a", "a/0").await;
+        assert!(
+            first >= secs * 1_000_000 + micros,
+            "F1: seeded from server time"
+        );
+        assert_eq!(claim(&mut conn, prefix, "a", "b/0").await, 0, "C3");
+        let term: String = cmd(&mut conn, &["HGET", "bench:{t}:terms", "a"]).await;
+        assert_eq!(
+            term,
+            format!("{first}:a/0"),
+            "L1: the hash names the holder"
+        );
+        let ttl: i64 = cmd(&mut conn, &["PTTL", "bench:{t}:lease:1:aa/0"]).await;
+        assert!(ttl > 0 && ttl <= 30_000, "the lease expires: {ttl}");
+
+        assert_eq!(
+            revoke(&mut conn, prefix, "a", first + 1).await,
+            0,
+            "a stale fence"
+        );
+        assert_eq!(revoke(&mut conn, prefix, "a", first).await, 1, "R1");
+        let second = claim(&mut conn, prefix, "a", "b/0").await;
+        assert!(second > first, "F1: {second} after {first}");
+
+        // A last fence ahead of the clock (a failover to a server whose clock is behind).
+        let ahead = (secs + 3_600) * 1_000_000;
+        let _: i64 = cmd(
+            &mut conn,
+            &["HSET", "bench:{t}:terms", "d", &format!("{ahead}:x/0")],
+        )
+        .await;
+        assert_eq!(
+            claim(&mut conn, prefix, "d", "d/0").await,
+            ahead + 1,
+            "F1: above the last"
+        );
+
+        let _: i64 = cmd(&mut conn, &["HSET", "bench:{t}:terms", "p:c", "1"]).await;
+        assert!(claim(&mut conn, prefix, "c", "c/0").await > 0);
+        let ttl: i64 = cmd(&mut conn, &["PTTL", "bench:{t}:lease:1:cc/0"]).await;
+        assert_eq!(ttl, -1, "P4: a waiting pin pins the new lease");
+
+        let mut messages = pubsub.on_message();
+        let mut kinds = String::new();
+        for _ in 0..5 {
+            let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
+                .await
+                .expect("O1: a message for each start and end")
+                .expect("the subscription is open");
+            let payload: String = message.get_payload().expect("a text payload");
+            kinds.push_str(&payload[..1]);
+        }
+        assert_eq!(
+            kinds, "EVEEE",
+            "O1: started, ended, started, started, started"
+        );
+    }
+}
