@@ -1,6 +1,7 @@
 //! The etcd store, against `put`/range over the store's own etcd-client, and etcd-client's
 //! election API as the peer.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use leadership_etcd::EtcdStore;
 use leadership_etcd::etcd_client::{self, ResignOptions};
 use leadership_testkit::harness::EtcdServer;
 
-use crate::driver::pair;
+use crate::driver::{Sample, pair};
 use crate::report::{Row, Verdict};
 use crate::scenarios::{APPLICATIONS, Sizes};
 use crate::target::{Baseline, Bench, BenchResult, Targets, fresh_namespace};
@@ -180,6 +181,40 @@ async fn election_cycle(
         .is_ok()
 }
 
+/// `subject` against etcd-client's election `campaign` + `resign` of a fresh election of
+/// namespace `ns` per call, all on one lease granted up front (a Go `concurrency.Session`)
+/// and revoked after: the baseline of the peer row and of the design's raw floor.
+async fn against_election<S, SF>(
+    client: &etcd_client::Client,
+    ns: &str,
+    sizes: Sizes,
+    callers: usize,
+    subject: S,
+) -> BenchResult<(Sample, Sample)>
+where
+    S: Fn(u64) -> SF + Clone + Send + Sync + 'static,
+    SF: Future<Output = bool> + Send,
+{
+    let session = client
+        .lease_client()
+        .grant(120, None)
+        .await
+        .map_err(|e| format!("etcd lease grant: {e}"))?
+        .id();
+    let (election, next) = (client.election_client(), Arc::new(AtomicU64::new(0)));
+    let prefix = format!("bench/{ns}/election/");
+    let campaign = move |_| {
+        let (mut election, next, prefix) = (election.clone(), Arc::clone(&next), prefix.clone());
+        async move {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            election_cycle(&mut election, format!("{prefix}{i}"), session).await
+        }
+    };
+    let samples = pair(callers, sizes.round, campaign, subject).await;
+    let _ = client.lease_client().revoke(session).await;
+    Ok(samples)
+}
+
 /// etcd-client's election `campaign` + `resign` against our claim + revoke, each on a fresh
 /// election / application per cycle. The election side shares one lease granted up front,
 /// as a Go `concurrency.Session` does; our claim makes a lease per term (the store's model).
@@ -190,39 +225,18 @@ pub async fn election_peer(bench: &EtcdBench, sizes: Sizes, callers: usize) -> B
         .store(&fresh_namespace("peer-election"))
         .await?
         .client();
-    let lease = client
-        .lease_client()
-        .grant(120, None)
-        .await
-        .map_err(|e| format!("etcd lease grant: {e}"))?
-        .id();
-    let election = client.election_client();
-    let (ours, theirs) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let prefix = format!("bench/{ns}/election/");
+    let ours = Arc::new(AtomicU64::new(0));
     let claim_for = Duration::from_secs(30);
-    let (base, subj) = pair(
-        callers,
-        sizes.round,
-        move |_| {
-            let (mut election, next, prefix) =
-                (election.clone(), Arc::clone(&theirs), prefix.clone());
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                election_cycle(&mut election, format!("{prefix}{i}"), lease).await
-            }
-        },
-        move |_| {
-            let (s, next) = (Arc::clone(&store), Arc::clone(&ours));
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let (app, unit) = (format!("p{i}"), format!("p{i}/0"));
-                s.claim_leadership(&app, &unit, claim_for).await.is_ok()
-                    && s.revoke_leadership(&app, &unit).await.is_ok()
-            }
-        },
-    )
-    .await;
-    let _ = client.lease_client().revoke(lease).await;
+    let (base, subj) = against_election(&client, &ns, sizes, callers, move |_| {
+        let (s, next) = (Arc::clone(&store), Arc::clone(&ours));
+        async move {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let (app, unit) = (format!("p{i}"), format!("p{i}/0"));
+            s.claim_leadership(&app, &unit, claim_for).await.is_ok()
+                && s.revoke_leadership(&app, &unit).await.is_ok()
+        }
+    })
+    .await?;
     let mut row = Row::pair(
         bench.name(),
         "peer: claim+revoke",
@@ -878,44 +892,22 @@ pub async fn design_floor_vs_election(
     let ns = fresh_namespace("ref-design");
     let client = bench.store(&ns).await?.client();
     let (leases, keepers) = raw_leases(&client, callers).await?;
-    let session = client
-        .lease_client()
-        .grant(120, None)
-        .await
-        .map_err(|e| format!("etcd lease grant: {e}"))?
-        .id();
-    let election = client.election_client();
-    let (theirs, raw_next) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let prefix = format!("bench/{ns}/election/");
-    let (raw_client, raw_ns) = (client.clone(), ns.clone());
-    let (base, subj) = pair(
-        callers,
-        sizes.round,
-        move |_| {
-            let (mut election, next, prefix) =
-                (election.clone(), Arc::clone(&theirs), prefix.clone());
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                election_cycle(&mut election, format!("{prefix}{i}"), session).await
-            }
-        },
-        move |seq| {
-            let (client, next, ns, keepers) = (
-                raw_client.clone(),
-                Arc::clone(&raw_next),
-                raw_ns.clone(),
-                Arc::clone(&keepers),
-            );
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let slot = &keepers[(seq % keepers.len() as u64) as usize];
-                raw_cycle(&client, &ns, i, slot).await
-            }
-        },
-    )
-    .await;
+    let (raw_client, raw_ns, raw_next) = (client.clone(), ns.clone(), Arc::new(AtomicU64::new(0)));
+    let (base, subj) = against_election(&client, &ns, sizes, callers, move |seq| {
+        let (client, next, ns, keepers) = (
+            raw_client.clone(),
+            Arc::clone(&raw_next),
+            raw_ns.clone(),
+            Arc::clone(&keepers),
+        );
+        async move {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let slot = &keepers[(seq % keepers.len() as u64) as usize];
+            raw_cycle(&client, &ns, i, slot).await
+        }
+    })
+    .await?;
     let version = server_version(&client).await;
-    let _ = client.lease_client().revoke(session).await;
     revoke_leases(&client, leases).await;
     Ok(Row::pair(
         bench.name(),

@@ -1,6 +1,7 @@
 //! The Redis store, against `SET`/`GET` over the same client crate, `redis-benchmark`, and
 //! the `rslock` peer.
 
+use std::future::Future;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -12,7 +13,7 @@ use leadership_redis::RedisStore;
 use leadership_testkit::harness::RedisServer;
 use redis::aio::ConnectionManager;
 
-use crate::driver::pair;
+use crate::driver::{Sample, pair};
 use crate::report::Row;
 use crate::scenarios::Sizes;
 use crate::stats::human_rate;
@@ -206,38 +207,80 @@ async fn rslock_cycle(locks: &rslock::LockManager, resource: &str, lease: Durati
     }
 }
 
+/// `subject` against a `SET` of a fresh key under `prefix` per call, from `conn`: the
+/// baseline of the first-claim row and of the new-term floors.
+async fn against_set<S, SF>(
+    conn: &ConnectionManager,
+    prefix: &str,
+    sizes: Sizes,
+    callers: usize,
+    subject: S,
+) -> (Sample, Sample)
+where
+    S: Fn(u64) -> SF + Clone + Send + Sync + 'static,
+    SF: Future<Output = bool> + Send,
+{
+    let (conn, next, prefix) = (conn.clone(), Arc::new(AtomicU64::new(0)), prefix.to_owned());
+    let set = move |_| {
+        let (mut conn, next, prefix) = (conn.clone(), Arc::clone(&next), prefix.clone());
+        async move {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            redis::cmd("SET")
+                .arg(format!("{prefix}s{i}"))
+                .arg(format!("u{i}/0"))
+                .query_async::<()>(&mut conn)
+                .await
+                .is_ok()
+        }
+    };
+    pair(callers, sizes.round, set, subject).await
+}
+
+/// `subject` against rslock's lock + unlock of a fresh resource of namespace `ns` per call:
+/// the baseline of the peer row and of the claim + revoke floors.
+async fn against_rslock<S, SF>(
+    bench: &RedisBench,
+    ns: &str,
+    sizes: Sizes,
+    callers: usize,
+    subject: S,
+) -> BenchResult<(Sample, Sample)>
+where
+    S: Fn(u64) -> SF + Clone + Send + Sync + 'static,
+    SF: Future<Output = bool> + Send,
+{
+    let client =
+        redis::Client::open(bench.url.as_str()).map_err(|e| format!("redis client: {e}"))?;
+    let locks = rslock::LockManager::from_clients(vec![client]);
+    let (next, prefix) = (Arc::new(AtomicU64::new(0)), format!("bench:{ns}:lock:"));
+    let lock = move |_| {
+        let (locks, next, prefix) = (locks.clone(), Arc::clone(&next), prefix.clone());
+        async move {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            rslock_cycle(&locks, &format!("{prefix}{i}"), Duration::from_secs(30)).await
+        }
+    };
+    Ok(pair(callers, sizes.round, lock, subject).await)
+}
+
 /// rslock (Redlock on one server) lock + unlock against our claim + revoke, each on a fresh
 /// application / resource per cycle.
 pub async fn rslock_peer(bench: &RedisBench, sizes: Sizes, callers: usize) -> BenchResult<Row> {
     let ns = fresh_namespace("peer");
     let store = bench.open(&ns).await?;
-    let client =
-        redis::Client::open(bench.url.as_str()).map_err(|e| format!("redis client: {e}"))?;
-    let client = rslock::LockManager::from_clients(vec![client]);
-    let (ours, theirs) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let prefix = format!("bench:{ns}:lock:");
-    let lease = Duration::from_secs(30);
-    let (base, subj) = pair(
-        callers,
-        sizes.round,
-        move |_| {
-            let (locks, next, prefix) = (client.clone(), Arc::clone(&theirs), prefix.clone());
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                rslock_cycle(&locks, &format!("{prefix}{i}"), lease).await
-            }
-        },
-        move |_| {
-            let (s, next) = (Arc::clone(&store), Arc::clone(&ours));
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let (app, unit) = (format!("p{i}"), format!("p{i}/0"));
-                s.claim_leadership(&app, &unit, lease).await.is_ok()
-                    && s.revoke_leadership(&app, &unit).await.is_ok()
-            }
-        },
-    )
-    .await;
+    let ours = Arc::new(AtomicU64::new(0));
+    let (base, subj) = against_rslock(bench, &ns, sizes, callers, move |_| {
+        let (s, next) = (Arc::clone(&store), Arc::clone(&ours));
+        async move {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let (app, unit) = (format!("p{i}"), format!("p{i}/0"));
+            s.claim_leadership(&app, &unit, Duration::from_secs(30))
+                .await
+                .is_ok()
+                && s.revoke_leadership(&app, &unit).await.is_ok()
+        }
+    })
+    .await?;
     Ok(Row::pair(
         "redis",
         "peer: claim+revoke",
@@ -396,23 +439,42 @@ fn contract_lease(prefix: &str, app: &str, unit: &str) -> String {
     format!("{prefix}lease:{}:{app}{unit}", app.len())
 }
 
-/// A new term at the contract's floor ([`CONTRACT_CLAIM`]) for `app`, unit `<app>/0`, sent
-/// raw from the same client; its fence, if granted.
-async fn contract_claim(conn: &mut ConnectionManager, prefix: &str, app: &str) -> Option<u64> {
-    let unit = format!("{app}/0");
+/// A new term at the contract's floor ([`CONTRACT_CLAIM`]) for `app` by `unit`, sent raw
+/// from the same client: its fence, or 0 if denied.
+async fn contract_claim(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    app: &str,
+    unit: &str,
+) -> redis::RedisResult<u64> {
     let lease_prefix = contract_lease(prefix, app, "");
     CONTRACT_CLAIM
         .key(format!("{lease_prefix}{unit}"))
         .key(format!("{prefix}terms"))
         .arg(30_000)
         .arg(app)
-        .arg(&unit)
+        .arg(unit)
         .arg(format!("{prefix}released"))
         .arg(&lease_prefix)
-        .invoke_async::<u64>(conn)
+        .invoke_async(conn)
         .await
-        .ok()
-        .filter(|&fence| fence > 0)
+}
+
+/// The revoke at the contract's floor ([`CONTRACT_REVOKE`]) of `app`'s unit `<app>/0` with
+/// `fence`: 1 if it ended the term, 0 if the fence is not the term's.
+async fn contract_revoke(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    app: &str,
+    fence: u64,
+) -> redis::RedisResult<i64> {
+    CONTRACT_REVOKE
+        .key(contract_lease(prefix, app, &format!("{app}/0")))
+        .arg(fence)
+        .arg(format!("{prefix}released"))
+        .arg(app)
+        .invoke_async(conn)
+        .await
 }
 
 /// Reference rows: the floor of a new term under this project's contract (the fewest server
@@ -428,41 +490,22 @@ pub async fn contract_floors(
     let ns = fresh_namespace("contract");
     let conn = bench.connection().await?;
     let prefix = format!("bench:{{{ns}}}:");
-    let next = Arc::new(AtomicU64::new(0));
-
-    let (set_conn, claim_conn) = (conn.clone(), conn.clone());
-    let (set_next, claim_next) = (Arc::clone(&next), Arc::clone(&next));
-    let (set_prefix, claim_prefix) = (prefix.clone(), prefix.clone());
-    let (base, subj) = pair(
-        callers,
-        sizes.round,
-        move |_| {
-            let (mut conn, next, prefix) =
-                (set_conn.clone(), Arc::clone(&set_next), set_prefix.clone());
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                redis::cmd("SET")
-                    .arg(format!("{prefix}s{i}"))
-                    .arg(format!("a{i}/0"))
-                    .query_async::<()>(&mut conn)
-                    .await
-                    .is_ok()
-            }
-        },
-        move |_| {
-            let (mut conn, next, prefix) = (
-                claim_conn.clone(),
-                Arc::clone(&claim_next),
-                claim_prefix.clone(),
-            );
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                contract_claim(&mut conn, &prefix, &format!("a{i}"))
-                    .await
-                    .is_some()
-            }
-        },
-    )
+    let (claim_conn, claim_prefix, claims) =
+        (conn.clone(), prefix.clone(), Arc::new(AtomicU64::new(0)));
+    let (base, subj) = against_set(&conn, &prefix, sizes, callers, move |_| {
+        let (mut conn, next, prefix) = (
+            claim_conn.clone(),
+            Arc::clone(&claims),
+            claim_prefix.clone(),
+        );
+        async move {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let app = format!("a{i}");
+            contract_claim(&mut conn, &prefix, &app, &format!("{app}/0"))
+                .await
+                .is_ok_and(|fence| fence > 0)
+        }
+    })
     .await;
     let first = Row::pair(
         "redis",
@@ -481,48 +524,21 @@ pub async fn contract_floors(
         ),
     );
 
-    let client =
-        redis::Client::open(bench.url.as_str()).map_err(|e| format!("redis client: {e}"))?;
-    let locks = rslock::LockManager::from_clients(vec![client]);
-    let (theirs, ours) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let lock_prefix = format!("bench:{ns}:lock:");
-    let channel = format!("{prefix}released");
-    let lease = Duration::from_secs(30);
-    let (base, subj) = pair(
-        callers,
-        sizes.round,
-        move |_| {
-            let (locks, next, prefix) = (locks.clone(), Arc::clone(&theirs), lock_prefix.clone());
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                rslock_cycle(&locks, &format!("{prefix}{i}"), lease).await
-            }
-        },
-        move |_| {
-            let (mut conn, next, prefix, channel) = (
-                conn.clone(),
-                Arc::clone(&ours),
-                prefix.clone(),
-                channel.clone(),
-            );
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let app = format!("c{i}");
-                let Some(fence) = contract_claim(&mut conn, &prefix, &app).await else {
-                    return false;
-                };
-                CONTRACT_REVOKE
-                    .key(contract_lease(&prefix, &app, &format!("{app}/0")))
-                    .arg(fence)
-                    .arg(&channel)
-                    .arg(&app)
-                    .invoke_async::<i64>(&mut conn)
+    let cycles = Arc::new(AtomicU64::new(0));
+    let (base, subj) = against_rslock(bench, &ns, sizes, callers, move |_| {
+        let (mut conn, next, prefix) = (conn.clone(), Arc::clone(&cycles), prefix.clone());
+        async move {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let app = format!("c{i}");
+            match contract_claim(&mut conn, &prefix, &app, &format!("{app}/0")).await {
+                Ok(fence) if fence > 0 => contract_revoke(&mut conn, &prefix, &app, fence)
                     .await
-                    .is_ok_and(|deleted| deleted == 1)
+                    .is_ok_and(|ended| ended == 1),
+                _ => false,
             }
-        },
-    )
-    .await;
+        }
+    })
+    .await?;
     let cycle = Row::pair(
         "redis",
         "ref: contract's claim+revoke floor",
@@ -569,41 +585,21 @@ pub async fn fenced_floors(
 ) -> BenchResult<Vec<Row>> {
     let ns = fresh_namespace("fenced");
     let conn = bench.connection().await?;
-    let next = Arc::new(AtomicU64::new(0));
     let prefix = format!("bench:{{{ns}}}:");
-
-    let (set_conn, claim_conn) = (conn.clone(), conn.clone());
-    let (set_next, claim_next) = (Arc::clone(&next), Arc::clone(&next));
-    let (set_prefix, claim_prefix) = (prefix.clone(), prefix.clone());
-    let (base, subj) = pair(
-        callers,
-        sizes.round,
-        move |_| {
-            let (mut conn, next, prefix) =
-                (set_conn.clone(), Arc::clone(&set_next), set_prefix.clone());
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                redis::cmd("SET")
-                    .arg(format!("{prefix}s{i}"))
-                    .arg(format!("f{i}/0"))
-                    .query_async::<()>(&mut conn)
-                    .await
-                    .is_ok()
-            }
-        },
-        move |_| {
-            let (mut conn, next, prefix) = (
-                claim_conn.clone(),
-                Arc::clone(&claim_next),
-                claim_prefix.clone(),
-            );
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let (key, fence_key) = (format!("{prefix}l{i}"), format!("{prefix}f{i}"));
-                floor_claim(&mut conn, &key, &fence_key).await.is_some()
-            }
-        },
-    )
+    let (claim_conn, claim_prefix, claims) =
+        (conn.clone(), prefix.clone(), Arc::new(AtomicU64::new(0)));
+    let (base, subj) = against_set(&conn, &prefix, sizes, callers, move |_| {
+        let (mut conn, next, prefix) = (
+            claim_conn.clone(),
+            Arc::clone(&claims),
+            claim_prefix.clone(),
+        );
+        async move {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let (key, fence_key) = (format!("{prefix}l{i}"), format!("{prefix}f{i}"));
+            floor_claim(&mut conn, &key, &fence_key).await.is_some()
+        }
+    })
     .await;
     let first = Row::pair(
         "redis",
@@ -621,40 +617,24 @@ pub async fn fenced_floors(
         ),
     );
 
-    let client =
-        redis::Client::open(bench.url.as_str()).map_err(|e| format!("redis client: {e}"))?;
-    let locks = rslock::LockManager::from_clients(vec![client]);
-    let (theirs, ours) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let (lock_prefix, floor_prefix) = (format!("bench:{ns}:lock:"), prefix);
-    let lease = Duration::from_secs(30);
-    let (base, subj) = pair(
-        callers,
-        sizes.round,
-        move |_| {
-            let (locks, next, prefix) = (locks.clone(), Arc::clone(&theirs), lock_prefix.clone());
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                rslock_cycle(&locks, &format!("{prefix}{i}"), lease).await
-            }
-        },
-        move |_| {
-            let (mut conn, next, prefix) = (conn.clone(), Arc::clone(&ours), floor_prefix.clone());
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let (key, fence_key) = (format!("{prefix}c{i}"), format!("{prefix}cf{i}"));
-                let Some(fence) = floor_claim(&mut conn, &key, &fence_key).await else {
-                    return false;
-                };
-                FLOOR_REVOKE
-                    .key(&key)
-                    .arg(fence)
-                    .invoke_async::<i64>(&mut conn)
-                    .await
-                    .is_ok_and(|deleted| deleted == 1)
-            }
-        },
-    )
-    .await;
+    let cycles = Arc::new(AtomicU64::new(0));
+    let (base, subj) = against_rslock(bench, &ns, sizes, callers, move |_| {
+        let (mut conn, next, prefix) = (conn.clone(), Arc::clone(&cycles), prefix.clone());
+        async move {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let (key, fence_key) = (format!("{prefix}c{i}"), format!("{prefix}cf{i}"));
+            let Some(fence) = floor_claim(&mut conn, &key, &fence_key).await else {
+                return false;
+            };
+            FLOOR_REVOKE
+                .key(&key)
+                .arg(fence)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .is_ok_and(|deleted| deleted == 1)
+        }
+    })
+    .await?;
     let cycle = Row::pair(
         "redis",
         "ref: fenced claim+revoke floor",
@@ -679,30 +659,14 @@ mod tests {
 
     use super::*;
 
-    /// `CONTRACT_CLAIM` for `app` by `unit` with the same arguments as [`contract_claim`]; 0
-    /// if denied.
     async fn claim(conn: &mut ConnectionManager, prefix: &str, app: &str, unit: &str) -> u64 {
-        let lease_prefix = contract_lease(prefix, app, "");
-        CONTRACT_CLAIM
-            .key(format!("{lease_prefix}{unit}"))
-            .key(format!("{prefix}terms"))
-            .arg(30_000)
-            .arg(app)
-            .arg(unit)
-            .arg(format!("{prefix}released"))
-            .arg(&lease_prefix)
-            .invoke_async(conn)
+        contract_claim(conn, prefix, app, unit)
             .await
             .expect("the contract floor's claim script runs")
     }
 
     async fn revoke(conn: &mut ConnectionManager, prefix: &str, app: &str, fence: u64) -> i64 {
-        CONTRACT_REVOKE
-            .key(contract_lease(prefix, app, &format!("{app}/0")))
-            .arg(fence)
-            .arg(format!("{prefix}released"))
-            .arg(app)
-            .invoke_async(conn)
+        contract_revoke(conn, prefix, app, fence)
             .await
             .expect("the contract floor's revoke script runs")
     }

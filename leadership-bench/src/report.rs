@@ -493,6 +493,18 @@ mod tests {
         }
     }
 
+    fn report(quick: bool, rows: Vec<Row>) -> Report {
+        Report {
+            date: String::new(),
+            cores: 2,
+            command: String::new(),
+            load: (String::new(), String::new()),
+            quick,
+            rows,
+            references: Vec::new(),
+        }
+    }
+
     fn row(subject: Figures, baseline: Figures) -> Row {
         Row {
             callers: Some(64),
@@ -577,15 +589,7 @@ mod tests {
         r.verdict = Verdict::Fail;
         r.broken = true;
         assert_eq!(r.verdict_text(), "BROKEN");
-        let report = Report {
-            date: String::new(),
-            cores: 2,
-            command: String::new(),
-            load: (String::new(), String::new()),
-            quick: true,
-            rows: vec![r],
-            references: Vec::new(),
-        };
+        let report = report(true, vec![r]);
         assert!(report.table().contains("1 correctness verdict(s) BROKEN"));
     }
 
@@ -597,15 +601,7 @@ mod tests {
         many.callers = Some(1);
         let mut other = one.clone();
         other.scenario = "first claim".to_owned();
-        let report = Report {
-            date: String::new(),
-            cores: 2,
-            command: String::new(),
-            load: (String::new(), String::new()),
-            quick: false,
-            rows: vec![one, many, other],
-            references: Vec::new(),
-        };
+        let report = report(false, vec![one, many, other]);
         let table = report.table();
         assert_eq!(
             table.matches("etcd / renewal: the floor").count(),
