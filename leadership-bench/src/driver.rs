@@ -183,3 +183,108 @@ where
     base.absorb(drive(callers, round, baseline).await);
     (base, subj)
 }
+
+/// One operation of [`interleaved`], boxed so that subjects of different types run side by
+/// side.
+pub type Op = Arc<
+    dyn Fn(u64) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'static>> + Send + Sync,
+>;
+
+/// Boxes `op` for [`interleaved`].
+pub fn op<F, Fut>(op: F) -> Op
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    Arc::new(move |seq| Box::pin(op(seq)))
+}
+
+/// Several subjects measured in the same run at the same concurrency, so that every ratio
+/// between two of them comes from the same moments: after a short warm-up of each, `reps`
+/// times the order first to last, then last to first (A B C C B A), so a drift of the
+/// machine weighs on all alike. Ratios of separate [`pair`]s run at different moments, and
+/// on a server whose cost drifts (etcd's disk, its compaction) their products disagree.
+/// One sample per subject, in the order given.
+pub async fn interleaved(
+    callers: usize,
+    round: Duration,
+    reps: usize,
+    subjects: &[Op],
+) -> Vec<Sample> {
+    let run = |subject: &Op, run_for: Duration| {
+        let subject = Arc::clone(subject);
+        drive(callers, run_for, move |seq| subject(seq))
+    };
+    for subject in subjects {
+        run(subject, round / 4).await;
+    }
+    // The first round of each subject starts its sample: an empty one would drop the
+    // server's CPU (absorbing a measured sample into an unmeasured one stays unmeasured).
+    let mut samples: Vec<Option<Sample>> = subjects.iter().map(|_| None).collect();
+    let mut add = |i: usize, sample: Sample| match &mut samples[i] {
+        Some(total) => total.absorb(sample),
+        slot @ None => *slot = Some(sample),
+    };
+    for _ in 0..reps.max(1) {
+        for (i, subject) in subjects.iter().enumerate() {
+            add(i, run(subject, round).await);
+        }
+        for (i, subject) in subjects.iter().enumerate().rev() {
+            add(i, run(subject, round).await);
+        }
+    }
+    samples
+        .into_iter()
+        .map(|sample| sample.unwrap_or_else(Sample::empty))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A subject that logs its index on every call.
+    fn logging(index: usize, log: &Arc<std::sync::Mutex<Vec<usize>>>) -> Op {
+        let log = Arc::clone(log);
+        op(move |_| {
+            let log = Arc::clone(&log);
+            async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                log.lock().unwrap().push(index);
+                index != 1
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn interleaved_runs_a_b_c_c_b_a_after_a_warm_up_and_keeps_samples_apart() {
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let subjects: Vec<Op> = (0..3).map(|i| logging(i, &log)).collect();
+        let round = Duration::from_millis(40);
+        let samples = interleaved(2, round, 2, &subjects).await;
+
+        // Runs of the same subject back to back read as one.
+        let mut order = log.lock().unwrap().clone();
+        order.dedup();
+        assert_eq!(
+            order,
+            [0, 1, 2, 0, 1, 2, 1, 0, 1, 2, 1, 0],
+            "warm-up A B C, then A B C C B A twice"
+        );
+        assert_eq!(samples.len(), 3);
+        for (i, sample) in samples.iter().enumerate() {
+            assert!(sample.ops > 0, "subject {i} ran");
+            // Four timed rounds each (two per repetition), not six or eight.
+            assert!(
+                sample.elapsed >= round * 4 && sample.elapsed < round * 6,
+                "subject {i}: {:?}",
+                sample.elapsed
+            );
+        }
+        assert_eq!(
+            samples[1].errors, samples[1].ops,
+            "subject 1 fails every call"
+        );
+        assert_eq!(samples[0].errors + samples[2].errors, 0);
+    }
+}

@@ -1,7 +1,6 @@
 //! The etcd store, against `put`/range over the store's own etcd-client, and etcd-client's
 //! election API as the peer.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -12,10 +11,14 @@ use leadership_etcd::EtcdStore;
 use leadership_etcd::etcd_client::{self, ResignOptions};
 use leadership_testkit::harness::EtcdServer;
 
-use crate::driver::{Sample, pair};
+use crate::driver::{Op, interleaved, op, pair};
 use crate::report::{Row, Verdict};
 use crate::scenarios::{APPLICATIONS, Sizes};
 use crate::target::{Baseline, Bench, BenchResult, Targets, fresh_namespace};
+
+/// Repetitions of A B C C B A in an interleaved measurement: four timed rounds per subject,
+/// as many as a [`pair`]'s two sides get together.
+const INTERLEAVED_REPS: usize = 2;
 
 /// An etcd member (ours, or the one `--etcd-url` names) under benchmark.
 pub struct EtcdBench {
@@ -181,20 +184,10 @@ async fn election_cycle(
         .is_ok()
 }
 
-/// `subject` against etcd-client's election `campaign` + `resign` of a fresh election of
-/// namespace `ns` per call, all on one lease granted up front (a Go `concurrency.Session`)
-/// and revoked after: the baseline of the peer row and of the design's raw floor.
-async fn against_election<S, SF>(
-    client: &etcd_client::Client,
-    ns: &str,
-    sizes: Sizes,
-    callers: usize,
-    subject: S,
-) -> BenchResult<(Sample, Sample)>
-where
-    S: Fn(u64) -> SF + Clone + Send + Sync + 'static,
-    SF: Future<Output = bool> + Send,
-{
+/// etcd-client's election `campaign` + `resign` of a fresh election of namespace `ns` per
+/// call, all on one lease granted up front (a Go `concurrency.Session`): the peer. Returns
+/// the operation and the session's lease, to be revoked after the run.
+async fn election_op(client: &etcd_client::Client, ns: &str) -> BenchResult<(Op, i64)> {
     let session = client
         .lease_client()
         .grant(120, None)
@@ -203,60 +196,134 @@ where
         .id();
     let (election, next) = (client.election_client(), Arc::new(AtomicU64::new(0)));
     let prefix = format!("bench/{ns}/election/");
-    let campaign = move |_| {
+    let campaign = op(move |_| {
         let (mut election, next, prefix) = (election.clone(), Arc::clone(&next), prefix.clone());
         async move {
             let i = next.fetch_add(1, Ordering::Relaxed);
             election_cycle(&mut election, format!("{prefix}{i}"), session).await
         }
-    };
-    let samples = pair(callers, sizes.round, campaign, subject).await;
-    let _ = client.lease_client().revoke(session).await;
-    Ok(samples)
+    });
+    Ok((campaign, session))
 }
 
-/// etcd-client's election `campaign` + `resign` against our claim + revoke, each on a fresh
-/// election / application per cycle. The election side shares one lease granted up front,
-/// as a Go `concurrency.Session` does; our claim makes a lease per term (the store's model).
-pub async fn election_peer(bench: &EtcdBench, sizes: Sizes, callers: usize) -> BenchResult<Row> {
-    let ns = fresh_namespace("peer");
+/// A term's start and end, three ways, in one interleaved measurement (same moments, same
+/// member, each on its own keys and its own connection):
+/// - the peer: etcd-client's election `campaign` + `resign`, on one shared lease granted up
+///   front as a Go `concurrency.Session` does;
+/// - the raw floor of claim + revoke in this design (see [`raw_cycle`]): a look for a leader
+///   key sent together with a keep-alive of a lease kept from a revoked term, then the
+///   claim's transaction and the revoke's guarded delete. The contract sets these calls: a
+///   look before any write, so that a denied claim writes nothing (C3), and a keep-alive of
+///   the lease at the call (or a grant), so that C4 counts from the call's start; the
+///   election's session lease is renewed in the background and gives no such bound;
+/// - our claim + revoke (a revoked term's lease carries the handle's next term).
+///
+/// Three rows: ours against the election (the peer row; issue 17's target on etcd 3.5),
+/// ours against its raw calls (how close ours comes to them), and those raw calls against
+/// the election (the floor of the peer row: where it is under the peer's target, the
+/// contract stops that target).
+pub async fn claim_revoke_rows(
+    bench: &EtcdBench,
+    sizes: Sizes,
+    callers: usize,
+) -> BenchResult<Vec<Row>> {
+    let ns = fresh_namespace("cycle");
     let store = bench.open(&ns).await?;
-    let client = bench
+    let client = bench.store(&ns).await?.client();
+    let election_client = bench
         .store(&fresh_namespace("peer-election"))
         .await?
         .client();
-    let ours = Arc::new(AtomicU64::new(0));
-    let claim_for = Duration::from_secs(30);
-    let (base, subj) = against_election(&client, &ns, sizes, callers, move |_| {
-        let (s, next) = (Arc::clone(&store), Arc::clone(&ours));
-        async move {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let (app, unit) = (format!("p{i}"), format!("p{i}/0"));
-            s.claim_leadership(&app, &unit, claim_for).await.is_ok()
-                && s.revoke_leadership(&app, &unit).await.is_ok()
-        }
-    })
-    .await?;
-    let mut row = Row::pair(
+    let version = server_version(&client).await;
+    let (campaign, session) = election_op(&election_client, &ns).await?;
+    let (leases, keepers) = raw_leases(&client, callers).await?;
+    let (raw_client, raw_ns, raw_next) = (client.clone(), ns.clone(), Arc::new(AtomicU64::new(0)));
+    let ours_next = Arc::new(AtomicU64::new(0));
+    let subjects = [
+        campaign,
+        op(move |seq| {
+            let (client, next, ns, keepers) = (
+                raw_client.clone(),
+                Arc::clone(&raw_next),
+                raw_ns.clone(),
+                Arc::clone(&keepers),
+            );
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let slot = &keepers[(seq % keepers.len() as u64) as usize];
+                raw_cycle(&client, &ns, i, slot).await
+            }
+        }),
+        op(move |_| {
+            let (s, next) = (Arc::clone(&store), Arc::clone(&ours_next));
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (app, unit) = (format!("c{i}"), format!("c{i}/0"));
+                s.claim_leadership(&app, &unit, Duration::from_secs(30))
+                    .await
+                    .is_ok()
+                    && s.revoke_leadership(&app, &unit).await.is_ok()
+            }
+        }),
+    ];
+    let samples = interleaved(callers, sizes.round, INTERLEAVED_REPS, &subjects).await;
+    let [election, raw, ours] = &samples[..] else {
+        return Err("the interleaved run lost a subject".to_owned());
+    };
+    let _ = election_client.lease_client().revoke(session).await;
+    revoke_leases(&client, leases).await;
+
+    let same_run = "measured interleaved with the other two rows of this cycle (A B C C B A)";
+    let raw_label = "(look ∥ keep-alive) + claim txn + delete txn, raw";
+    let mut peer = Row::pair(
         bench.name(),
         "peer: claim+revoke",
         callers,
-        (&base, &subj),
+        (election, ours),
         ("claim + revoke", "election campaign+resign"),
     )
     .noting(
         ("ours", "election cycles"),
-        Some(
-            "etcd-client election: one shared lease (a Go session); ours: a revoked term's lease carries the handle's next term"
-                .to_owned(),
-        ),
+        Some(format!(
+            "{version}: etcd-client election: one shared lease (a Go session); ours: a revoked term's lease carries the handle's next term; {same_run}"
+        )),
     );
-    // Issue 17's target on etcd 3.5; on 3.4 the raw floor row below carries it.
+    // Issue 17's target on etcd 3.5; on 3.4 the raw floor row carries it.
     if bench.is_35_or_later() {
-        row.target = Some("≥ 1.00".to_owned());
-        row.verdict = Verdict::of(row.ratio.unwrap_or(0.0) >= 1.0);
+        peer.target = Some("≥ 1.00".to_owned());
+        peer.verdict = Verdict::of(peer.ratio.unwrap_or(0.0) >= 1.0);
     }
-    Ok(row)
+
+    let mut close = Row::pair(
+        bench.name(),
+        "ref: claim+revoke vs its raw calls",
+        callers,
+        (raw, ours),
+        ("claim + revoke", raw_label),
+    )
+    .noting(
+        ("cycles", "raw cycles"),
+        Some(format!(
+            "{version}: the raw floor of claim + revoke in this design: a local look for a leader key sent together with a keep-alive of a lease kept from a revoked term, then the claim's transaction and the revoke's guarded delete; {same_run}"
+        )),
+    );
+    close.target = Some("≥ 0.90".to_owned());
+    close.verdict = Verdict::of(close.ratio.unwrap_or(0.0) >= 0.9 && ours.errors == 0);
+
+    let floor = Row::pair(
+        bench.name(),
+        "ref: design's raw claim+revoke vs election",
+        callers,
+        (election, raw),
+        (raw_label, "election campaign+resign"),
+    )
+    .noting(
+        ("raw cycles", "election cycles"),
+        Some(format!(
+            "{version}: the raw calls of a term's start and end that the contract leaves this design (a look so that a denied claim writes nothing, a keep-alive so that C4 counts from the call), against the election peer: the floor of the peer row's ratio; {same_run}"
+        )),
+    );
+    Ok(vec![peer, close, floor])
 }
 
 /// An etcd key-value client (the baseline's type).
@@ -555,42 +622,36 @@ async fn revoke_claims(store: Arc<dyn Leadership>, prefix: &'static str, count: 
     while tasks.join_next().await.is_some() {}
 }
 
-/// Reference (issue 17): our first claim against the raw floor of a safe new term, a lease
-/// grant and then the claim's conditional transaction, built as the store builds it and sent
-/// from the same client. Our claim first looks for a leader key (a local, serializable
-/// count), so that a denied claim writes nothing: that look is all it adds to the floor.
-pub async fn new_term_floor(bench: &EtcdBench, sizes: Sizes, callers: usize) -> BenchResult<Row> {
+/// Reference (issue 17): a new term, three ways, in one interleaved measurement (same
+/// moments, same member, each on its own keys):
+/// - the raw floor of a safe new term, a lease grant and then the claim's conditional
+///   transaction as the store builds it;
+/// - the floor of any design in which a denied claim writes nothing (DESIGN.md: no grant for
+///   a denied claim): on etcd a lease must exist before a key can be put on it, and a grant
+///   is a write, so such a claim must learn that the application is vacant before it grants,
+///   a look for a leader key (a local, serializable count), then the grant, then the txn;
+/// - our first claim.
+///
+/// Three rows: ours against the raw grant + txn (the issue's target), the look's floor
+/// against the same grant + txn (what that target does not allow for), and ours against the
+/// look's floor (how close ours comes to the calls it makes). Measured apart, the three
+/// ratios disagreed by a third at 64 callers, because etcd's cost drifts between rows.
+pub async fn new_term_rows(
+    bench: &EtcdBench,
+    sizes: Sizes,
+    callers: usize,
+) -> BenchResult<Vec<Row>> {
     let ns = fresh_namespace("ref-term");
     let store = bench.open(&ns).await?;
     let client = bench.store(&ns).await?.client();
+    let version = server_version(&client).await;
     let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (raw_next, ours_next) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let (raw_client, raw_granted, raw_ns) = (client.clone(), Arc::clone(&granted), ns.clone());
-    let (ours_store, claimed) = (Arc::clone(&store), Arc::clone(&ours_next));
-    let (base, subj) = pair(
-        callers,
-        sizes.round,
-        move |_| {
-            let (mut leases, mut kv) = (raw_client.lease_client(), raw_client.kv_client());
-            let (next, granted, ns) = (
-                Arc::clone(&raw_next),
-                Arc::clone(&raw_granted),
-                raw_ns.clone(),
-            );
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Ok(lease) = leases.grant(60, None).await else {
-                    return false;
-                };
-                granted
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(lease.id());
-                let keys = RawKeys::new(&ns, i);
-                matches!(kv.txn(keys.claim(&format!("a{i}/0"), lease.id())).await, Ok(r) if r.succeeded())
-            }
-        },
-        move |_| {
+    let claimed = Arc::new(AtomicU64::new(0));
+    let (ours_store, ours_next) = (Arc::clone(&store), Arc::clone(&claimed));
+    let subjects = [
+        raw_new_term(&client, &ns, "g", false, &granted),
+        raw_new_term(&client, &ns, "l", true, &granted),
+        op(move |_| {
             let (s, next) = (Arc::clone(&ours_store), Arc::clone(&ours_next));
             async move {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -599,10 +660,12 @@ pub async fn new_term_floor(bench: &EtcdBench, sizes: Sizes, callers: usize) -> 
                     .await
                     .is_ok()
             }
-        },
-    )
-    .await;
-    let version = server_version(&client).await;
+        }),
+    ];
+    let samples = interleaved(callers, sizes.round, INTERLEAVED_REPS, &subjects).await;
+    let [raw, look, ours] = &samples[..] else {
+        return Err("the interleaved run lost a subject".to_owned());
+    };
     let leases = std::mem::take(
         &mut *granted
             .lock()
@@ -610,26 +673,59 @@ pub async fn new_term_floor(bench: &EtcdBench, sizes: Sizes, callers: usize) -> 
     );
     revoke_leases(&client, leases).await;
     revoke_claims(store, "n", claimed.load(Ordering::Relaxed)).await;
-    let mut row = Row::pair(
+
+    let same_run = "measured interleaved with the other two rows of this claim (A B C C B A)";
+    let mut target = Row::pair(
         bench.name(),
         "ref: first claim vs raw grant + txn",
         callers,
-        (&base, &subj),
+        (raw, ours),
         ("claim (new term)", "grant + claim txn, raw"),
     )
     .noting(
         ("claims", "raw new terms"),
         Some(format!(
-            "{version}: the raw floor of a safe new term (a lease grant, then the claim's conditional transaction as the store builds it); ours first looks locally for a leader key, so that a denied claim writes nothing"
+            "{version}: the raw floor of a safe new term (a lease grant, then the claim's conditional transaction as the store builds it); ours first looks locally for a leader key, so that a denied claim writes nothing; {same_run}"
         )),
     );
-    row.target = Some("≥ 0.90".to_owned());
-    row.verdict = Verdict::of(row.ratio.unwrap_or(0.0) >= 0.9 && subj.errors == 0);
-    Ok(row)
+    target.target = Some("≥ 0.90".to_owned());
+    target.verdict = Verdict::of(target.ratio.unwrap_or(0.0) >= 0.9 && ours.errors == 0);
+
+    let mut floor = Row::pair(
+        bench.name(),
+        "ref: look + grant + txn vs grant + txn",
+        callers,
+        (raw, look),
+        ("look + grant + claim txn, raw", "grant + claim txn, raw"),
+    )
+    .noting(
+        ("raw terms with a look", "raw terms"),
+        Some(format!(
+            "{version}: the floor of the first-claim ratio for a design in which a denied claim writes nothing: it must look (a local, serializable count of the leader key) before it grants a lease; {same_run}"
+        )),
+    );
+    floor.verdict = Verdict::Info;
+
+    let mut close = Row::pair(
+        bench.name(),
+        "ref: first claim vs raw look + grant + txn",
+        callers,
+        (look, ours),
+        ("claim (new term)", "look + grant + claim txn, raw"),
+    )
+    .noting(
+        ("claims", "raw terms with a look"),
+        Some(format!(
+            "{version}: our first claim against the raw calls it makes (the look, the grant, the claim's transaction), same client; {same_run}"
+        )),
+    );
+    close.target = Some("≥ 0.90".to_owned());
+    close.verdict = Verdict::of(close.ratio.unwrap_or(0.0) >= 0.9 && ours.errors == 0);
+    Ok(vec![target, floor, close])
 }
 
-/// One raw new term on fresh keys, as [`new_term_floor`]'s baseline makes it (a lease grant,
-/// then the claim's transaction), first looking for a leader key as our claim does if `look`.
+/// One raw new term on fresh keys, as [`new_term_rows`] makes it (a lease grant, then the
+/// claim's transaction), first looking for a leader key as our claim does if `look`.
 /// Granted leases are kept in `granted`, to be revoked after the run.
 fn raw_new_term(
     client: &etcd_client::Client,
@@ -637,17 +733,13 @@ fn raw_new_term(
     tag: &'static str,
     look: bool,
     granted: &Arc<std::sync::Mutex<Vec<i64>>>,
-) -> impl Fn(u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
-+ Clone
-+ Send
-+ Sync
-+ 'static {
+) -> Op {
     let (client, ns, granted) = (client.clone(), ns.to_owned(), Arc::clone(granted));
     let next = Arc::new(AtomicU64::new(0));
-    move |_| {
+    op(move |_| {
         let (mut leases, mut kv) = (client.lease_client(), client.kv_client());
         let (next, granted, ns) = (Arc::clone(&next), Arc::clone(&granted), ns.clone());
-        Box::pin(async move {
+        async move {
             let i = next.fetch_add(1, Ordering::Relaxed);
             let keys = RawKeys::new(&format!("{ns}{tag}"), i);
             if look && !keys.looks_vacant(&mut kv).await {
@@ -661,91 +753,8 @@ fn raw_new_term(
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push(lease.id());
             matches!(kv.txn(keys.claim(&format!("a{i}/0"), lease.id())).await, Ok(r) if r.succeeded())
-        })
-    }
-}
-
-/// Reference (issue 17): the floor of a new term in any design where a denied claim writes
-/// nothing (DESIGN.md: no grant for a denied claim). On etcd a lease must exist before a key
-/// can be put on it, and a grant is a write, so such a claim must learn that the application
-/// is vacant before it grants: a look for a leader key, then the grant, then the claim's
-/// transaction. Two rows, same run, same client: that raw sequence against the raw grant +
-/// txn (the floor that the look costs, which [`new_term_floor`]'s target does not allow
-/// for), and our first claim against that raw sequence (how close ours comes to it).
-pub async fn no_write_term_floor(
-    bench: &EtcdBench,
-    sizes: Sizes,
-    callers: usize,
-) -> BenchResult<Vec<Row>> {
-    let ns = fresh_namespace("ref-look");
-    let store = bench.open(&ns).await?;
-    let client = bench.store(&ns).await?.client();
-    let version = server_version(&client).await;
-    let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
-
-    let (base, subj) = pair(
-        callers,
-        sizes.round,
-        raw_new_term(&client, &ns, "g", false, &granted),
-        raw_new_term(&client, &ns, "l", true, &granted),
-    )
-    .await;
-    let mut floor = Row::pair(
-        bench.name(),
-        "ref: look + grant + txn vs grant + txn",
-        callers,
-        (&base, &subj),
-        ("look + grant + claim txn, raw", "grant + claim txn, raw"),
-    )
-    .noting(
-        ("raw terms with a look", "raw terms"),
-        Some(format!(
-            "{version}: the floor of the first-claim ratio for a design in which a denied claim writes nothing: it must look (a local, serializable count of the leader key) before it grants a lease"
-        )),
-    );
-    floor.verdict = Verdict::Info;
-
-    let claimed = Arc::new(AtomicU64::new(0));
-    let (ours_store, ours_next) = (Arc::clone(&store), Arc::clone(&claimed));
-    let (base, subj) = pair(
-        callers,
-        sizes.round,
-        raw_new_term(&client, &ns, "r", true, &granted),
-        move |_| {
-            let (s, next) = (Arc::clone(&ours_store), Arc::clone(&ours_next));
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let (app, unit) = (format!("o{i}"), format!("o{i}/0"));
-                s.claim_leadership(&app, &unit, Duration::from_secs(60))
-                    .await
-                    .is_ok()
-            }
-        },
-    )
-    .await;
-    let leases = std::mem::take(
-        &mut *granted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    );
-    revoke_leases(&client, leases).await;
-    revoke_claims(store, "o", claimed.load(Ordering::Relaxed)).await;
-    let mut ours = Row::pair(
-        bench.name(),
-        "ref: first claim vs raw look + grant + txn",
-        callers,
-        (&base, &subj),
-        ("claim (new term)", "look + grant + claim txn, raw"),
-    )
-    .noting(
-        ("claims", "raw terms with a look"),
-        Some(format!(
-            "{version}: our first claim against the raw calls it makes (the look, the grant, the claim's transaction), same client"
-        )),
-    );
-    ours.target = Some("≥ 0.90".to_owned());
-    ours.verdict = Verdict::of(ours.ratio.unwrap_or(0.0) >= 0.9 && subj.errors == 0);
-    Ok(vec![floor, ours])
+        }
+    })
 }
 
 /// One caller's lease for the raw claim + revoke floor, as a handle keeps a revoked term's
@@ -810,119 +819,4 @@ async fn raw_cycle(client: &etcd_client::Client, ns: &str, i: u64, slot: &RawLea
         return false;
     }
     matches!(kv.txn(keys.revoke(&unit, revision, lease)).await, Ok(r) if r.succeeded())
-}
-
-/// Reference (issue 17): our claim + revoke against the raw calls it makes, sent from the
-/// same client: the read together with a keep-alive of the caller's lease (a revoked term's
-/// lease carries the handle's next term, renewed first so that C4 counts from the call),
-/// then the claim's transaction and the revoke's guarded delete.
-pub async fn claim_revoke_floor(
-    bench: &EtcdBench,
-    sizes: Sizes,
-    callers: usize,
-) -> BenchResult<Row> {
-    let ns = fresh_namespace("ref-cycle");
-    let store = bench.open(&ns).await?;
-    let client = bench.store(&ns).await?.client();
-    let (leases, keepers) = raw_leases(&client, callers).await?;
-    let (raw_next, ours_next) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let (raw_client, raw_ns) = (client.clone(), ns.clone());
-    let ours_store = Arc::clone(&store);
-    let (base, subj) = pair(
-        callers,
-        sizes.round,
-        move |seq| {
-            let (client, next, ns, keepers) = (
-                raw_client.clone(),
-                Arc::clone(&raw_next),
-                raw_ns.clone(),
-                Arc::clone(&keepers),
-            );
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let slot = &keepers[(seq % keepers.len() as u64) as usize];
-                raw_cycle(&client, &ns, i, slot).await
-            }
-        },
-        move |_| {
-            let (s, next) = (Arc::clone(&ours_store), Arc::clone(&ours_next));
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let (app, unit) = (format!("c{i}"), format!("c{i}/0"));
-                s.claim_leadership(&app, &unit, Duration::from_secs(30))
-                    .await
-                    .is_ok()
-                    && s.revoke_leadership(&app, &unit).await.is_ok()
-            }
-        },
-    )
-    .await;
-    let version = server_version(&client).await;
-    revoke_leases(&client, leases).await;
-    let mut row = Row::pair(
-        bench.name(),
-        "ref: claim+revoke vs its raw calls",
-        callers,
-        (&base, &subj),
-        ("claim + revoke", "(look ∥ keep-alive) + claim txn + delete txn, raw"),
-    )
-    .noting(
-        ("cycles", "raw cycles"),
-        Some(format!(
-            "{version}: the raw floor of claim + revoke in this design: a local look for a leader key sent together with a keep-alive of a lease kept from a revoked term, then the claim's transaction and the revoke's guarded delete"
-        )),
-    );
-    row.target = Some("≥ 0.90".to_owned());
-    row.verdict = Verdict::of(row.ratio.unwrap_or(0.0) >= 0.9 && subj.errors == 0);
-    Ok(row)
-}
-
-/// Reference (issue 17): the raw floor of claim + revoke in this design (see [`raw_cycle`])
-/// against etcd-client's election `campaign` + `resign`, as in the peer row: one shared
-/// lease granted up front. The design's calls are set by the contract: a look before any
-/// write, so that a denied claim writes nothing (C3), and a keep-alive of the lease at the
-/// call (or a grant), so that C4 counts from the call's start; the election's session lease
-/// is renewed in the background and gives no such bound. Where this row is under the peer
-/// row's target, the contract stops that target.
-pub async fn design_floor_vs_election(
-    bench: &EtcdBench,
-    sizes: Sizes,
-    callers: usize,
-) -> BenchResult<Row> {
-    let ns = fresh_namespace("ref-design");
-    let client = bench.store(&ns).await?.client();
-    let (leases, keepers) = raw_leases(&client, callers).await?;
-    let (raw_client, raw_ns, raw_next) = (client.clone(), ns.clone(), Arc::new(AtomicU64::new(0)));
-    let (base, subj) = against_election(&client, &ns, sizes, callers, move |seq| {
-        let (client, next, ns, keepers) = (
-            raw_client.clone(),
-            Arc::clone(&raw_next),
-            raw_ns.clone(),
-            Arc::clone(&keepers),
-        );
-        async move {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let slot = &keepers[(seq % keepers.len() as u64) as usize];
-            raw_cycle(&client, &ns, i, slot).await
-        }
-    })
-    .await?;
-    let version = server_version(&client).await;
-    revoke_leases(&client, leases).await;
-    Ok(Row::pair(
-        bench.name(),
-        "ref: design's raw claim+revoke vs election",
-        callers,
-        (&base, &subj),
-        (
-            "(look ∥ keep-alive) + claim txn + delete txn, raw",
-            "election campaign+resign",
-        ),
-    )
-    .noting(
-        ("raw cycles", "election cycles"),
-        Some(format!(
-            "{version}: the raw calls of a term's start and end that the contract leaves this design (a look so that a denied claim writes nothing, a keep-alive so that C4 counts from the call), against the election peer: the floor of the peer row's ratio"
-        )),
-    ))
 }

@@ -457,35 +457,13 @@ async fn run_etcd(
         &[]
     };
     for &callers in peers {
-        extra.push(
-            etcd_store::election_peer(bench, sizes, callers)
-                .await
-                .unwrap_or_else(|e| Row::error(name, "peer: claim+revoke", e)),
-        );
-        extra.push(
-            etcd_store::claim_revoke_floor(bench, sizes, callers)
-                .await
-                .unwrap_or_else(|e| Row::error(name, "ref: claim+revoke vs its raw calls", e)),
-        );
-        extra.push(
-            etcd_store::design_floor_vs_election(bench, sizes, callers)
-                .await
-                .unwrap_or_else(|e| {
-                    Row::error(name, "ref: design's raw claim+revoke vs election", e)
-                }),
-        );
-        extra.push(
-            etcd_store::new_term_floor(bench, sizes, callers)
-                .await
-                .unwrap_or_else(|e| Row::error(name, "ref: first claim vs raw grant + txn", e)),
-        );
-        match etcd_store::no_write_term_floor(bench, sizes, callers).await {
+        match etcd_store::claim_revoke_rows(bench, sizes, callers).await {
             Ok(rows) => extra.extend(rows),
-            Err(e) => extra.push(Row::error(
-                name,
-                "ref: look + grant + txn vs grant + txn",
-                e,
-            )),
+            Err(e) => extra.push(Row::error(name, "peer: claim+revoke", e)),
+        }
+        match etcd_store::new_term_rows(bench, sizes, callers).await {
+            Ok(rows) => extra.extend(rows),
+            Err(e) => extra.push(Row::error(name, "ref: first claim vs raw grant + txn", e)),
         }
         extra.push(
             etcd_store::keep_alive_floor(bench, sizes, callers)
