@@ -184,6 +184,10 @@ where
     (base, subj)
 }
 
+/// Repetitions of A B C C B A in an interleaved measurement of the peer and reference rows:
+/// four timed rounds per subject, as many as a [`pair`]'s two sides get together.
+pub const INTERLEAVED_REPS: usize = 2;
+
 /// One operation of [`interleaved`], boxed so that subjects of different types run side by
 /// side.
 pub type Op = Arc<

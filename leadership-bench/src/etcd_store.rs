@@ -11,14 +11,10 @@ use leadership_etcd::EtcdStore;
 use leadership_etcd::etcd_client::{self, ResignOptions};
 use leadership_testkit::harness::EtcdServer;
 
-use crate::driver::{Op, interleaved, op, pair};
+use crate::driver::{INTERLEAVED_REPS, Op, interleaved, op, pair};
 use crate::report::{Row, Verdict};
 use crate::scenarios::{APPLICATIONS, Sizes};
 use crate::target::{Baseline, Bench, BenchResult, Targets, fresh_namespace};
-
-/// Repetitions of A B C C B A in an interleaved measurement: four timed rounds per subject,
-/// as many as a [`pair`]'s two sides get together.
-const INTERLEAVED_REPS: usize = 2;
 
 /// An etcd member (ours, or the one `--etcd-url` names) under benchmark.
 pub struct EtcdBench {

@@ -572,18 +572,13 @@ async fn run(args: Args) -> ExitCode {
                             .await
                             .unwrap_or_else(|e| Row::error("redis", "ref: renewal's command", e)),
                     );
-                    extra.push(
-                        redis_store::rslock_peer(&bench, sizes, callers)
-                            .await
-                            .unwrap_or_else(|e| Row::error("redis", "peer: claim+revoke", e)),
-                    );
-                    match redis_store::fenced_floors(&bench, sizes, callers).await {
+                    match redis_store::claim_revoke_rows(&bench, sizes, callers).await {
                         Ok(rows) => extra.extend(rows),
-                        Err(e) => extra.push(Row::error("redis", "ref: fenced floors", e)),
+                        Err(e) => extra.push(Row::error("redis", "peer: claim+revoke", e)),
                     }
-                    match redis_store::contract_floors(&bench, sizes, callers).await {
+                    match redis_store::new_term_rows(&bench, sizes, callers).await {
                         Ok(rows) => extra.extend(rows),
-                        Err(e) => extra.push(Row::error("redis", "ref: contract's floors", e)),
+                        Err(e) => extra.push(Row::error("redis", "ref: new-term floors", e)),
                     }
                 }
                 run_store(&bench, sizes, (args.quick, only), &mut report.rows, extra).await;

@@ -13,9 +13,9 @@ use leadership_redis::RedisStore;
 use leadership_testkit::harness::RedisServer;
 use redis::aio::ConnectionManager;
 
-use crate::driver::{Sample, pair};
-use crate::report::Row;
-use crate::scenarios::Sizes;
+use crate::driver::{INTERLEAVED_REPS, Op, interleaved, op, pair};
+use crate::report::{Row, Verdict};
+use crate::scenarios::{Sizes, revoke_all};
 use crate::stats::human_rate;
 use crate::target::{Baseline, Bench, BenchResult, Targets, fresh_namespace};
 
@@ -207,21 +207,11 @@ async fn rslock_cycle(locks: &rslock::LockManager, resource: &str, lease: Durati
     }
 }
 
-/// `subject` against a `SET` of a fresh key under `prefix` per call, from `conn`: the
-/// baseline of the first-claim row and of the new-term floors.
-async fn against_set<S, SF>(
-    conn: &ConnectionManager,
-    prefix: &str,
-    sizes: Sizes,
-    callers: usize,
-    subject: S,
-) -> (Sample, Sample)
-where
-    S: Fn(u64) -> SF + Clone + Send + Sync + 'static,
-    SF: Future<Output = bool> + Send,
-{
+/// A `SET` of a fresh key under `prefix` per call, from `conn`: the baseline of the
+/// first-claim row and of the new-term floors.
+fn set_op(conn: &ConnectionManager, prefix: &str) -> Op {
     let (conn, next, prefix) = (conn.clone(), Arc::new(AtomicU64::new(0)), prefix.to_owned());
-    let set = move |_| {
+    op(move |_| {
         let (mut conn, next, prefix) = (conn.clone(), Arc::clone(&next), prefix.clone());
         async move {
             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -232,63 +222,23 @@ where
                 .await
                 .is_ok()
         }
-    };
-    pair(callers, sizes.round, set, subject).await
+    })
 }
 
-/// `subject` against rslock's lock + unlock of a fresh resource of namespace `ns` per call:
-/// the baseline of the peer row and of the claim + revoke floors.
-async fn against_rslock<S, SF>(
-    bench: &RedisBench,
-    ns: &str,
-    sizes: Sizes,
-    callers: usize,
-    subject: S,
-) -> BenchResult<(Sample, Sample)>
-where
-    S: Fn(u64) -> SF + Clone + Send + Sync + 'static,
-    SF: Future<Output = bool> + Send,
-{
+/// rslock's lock + unlock of a fresh resource of namespace `ns` per call, on its own
+/// client: the peer, the baseline of the peer row and of the claim + revoke floors.
+fn rslock_op(bench: &RedisBench, ns: &str) -> BenchResult<Op> {
     let client =
         redis::Client::open(bench.url.as_str()).map_err(|e| format!("redis client: {e}"))?;
     let locks = rslock::LockManager::from_clients(vec![client]);
     let (next, prefix) = (Arc::new(AtomicU64::new(0)), format!("bench:{ns}:lock:"));
-    let lock = move |_| {
+    Ok(op(move |_| {
         let (locks, next, prefix) = (locks.clone(), Arc::clone(&next), prefix.clone());
         async move {
             let i = next.fetch_add(1, Ordering::Relaxed);
             rslock_cycle(&locks, &format!("{prefix}{i}"), Duration::from_secs(30)).await
         }
-    };
-    Ok(pair(callers, sizes.round, lock, subject).await)
-}
-
-/// rslock (Redlock on one server) lock + unlock against our claim + revoke, each on a fresh
-/// application / resource per cycle.
-pub async fn rslock_peer(bench: &RedisBench, sizes: Sizes, callers: usize) -> BenchResult<Row> {
-    let ns = fresh_namespace("peer");
-    let store = bench.open(&ns).await?;
-    let ours = Arc::new(AtomicU64::new(0));
-    let (base, subj) = against_rslock(bench, &ns, sizes, callers, move |_| {
-        let (s, next) = (Arc::clone(&store), Arc::clone(&ours));
-        async move {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let (app, unit) = (format!("p{i}"), format!("p{i}/0"));
-            s.claim_leadership(&app, &unit, Duration::from_secs(30))
-                .await
-                .is_ok()
-                && s.revoke_leadership(&app, &unit).await.is_ok()
-        }
-    })
-    .await?;
-    Ok(Row::pair(
-        "redis",
-        "peer: claim+revoke",
-        callers,
-        (&base, &subj),
-        ("claim + revoke", "rslock lock+unlock"),
-    )
-    .noting(("ours", "rslock cycles"), None))
+    }))
 }
 
 /// The floor of any renewal on Redis: its one command, `PEXPIRE key ms GT`, sent raw from the
@@ -477,90 +427,6 @@ async fn contract_revoke(
         .await
 }
 
-/// Reference rows: the floor of a new term under this project's contract (the fewest server
-/// calls that keep C3, F1, L1, P4 and O1, in the leanest layout: [`CONTRACT_CLAIM`]) against
-/// `SET`, and of a term's start and end ([`CONTRACT_CLAIM`], [`CONTRACT_REVOKE`]) against
-/// rslock's lock + unlock; same run, same callers, sent raw from the same client. Where one
-/// is under its target, no store that keeps the contract reaches that target on this server.
-pub async fn contract_floors(
-    bench: &RedisBench,
-    sizes: Sizes,
-    callers: usize,
-) -> BenchResult<Vec<Row>> {
-    let ns = fresh_namespace("contract");
-    let conn = bench.connection().await?;
-    let prefix = format!("bench:{{{ns}}}:");
-    let (claim_conn, claim_prefix, claims) =
-        (conn.clone(), prefix.clone(), Arc::new(AtomicU64::new(0)));
-    let (base, subj) = against_set(&conn, &prefix, sizes, callers, move |_| {
-        let (mut conn, next, prefix) = (
-            claim_conn.clone(),
-            Arc::clone(&claims),
-            claim_prefix.clone(),
-        );
-        async move {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let app = format!("a{i}");
-            contract_claim(&mut conn, &prefix, &app, &format!("{app}/0"))
-                .await
-                .is_ok_and(|fence| fence > 0)
-        }
-    })
-    .await;
-    let first = Row::pair(
-        "redis",
-        "ref: contract's new-term floor",
-        callers,
-        (&base, &subj),
-        ("HMGET+TIME+HSET+SET PX+PUBLISH script", "SET"),
-    )
-    .noting(
-        ("floor scripts", "SETs"),
-        Some(
-            "the least a new term costs under the contract (C3, F1's time seed, L1's index, \
-             P4, O1) in the leanest layout, raw from the same client: where it is under the \
-             first-claim target, the contract stops that target"
-                .to_owned(),
-        ),
-    );
-
-    let cycles = Arc::new(AtomicU64::new(0));
-    let (base, subj) = against_rslock(bench, &ns, sizes, callers, move |_| {
-        let (mut conn, next, prefix) = (conn.clone(), Arc::clone(&cycles), prefix.clone());
-        async move {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let app = format!("c{i}");
-            match contract_claim(&mut conn, &prefix, &app, &format!("{app}/0")).await {
-                Ok(fence) if fence > 0 => contract_revoke(&mut conn, &prefix, &app, fence)
-                    .await
-                    .is_ok_and(|ended| ended == 1),
-                _ => false,
-            }
-        }
-    })
-    .await?;
-    let cycle = Row::pair(
-        "redis",
-        "ref: contract's claim+revoke floor",
-        callers,
-        (&base, &subj),
-        (
-            "contract floor claim + revoke scripts",
-            "rslock lock+unlock",
-        ),
-    )
-    .noting(
-        ("floor cycles", "rslock cycles"),
-        Some(
-            "the least a term's start and end cost under the contract (five calls, then GET, \
-             DEL, PUBLISH), raw from the same client: where it is under the claim+revoke \
-             target, the contract stops that target"
-                .to_owned(),
-        ),
-    );
-    Ok(vec![first, cycle])
-}
-
 /// A fenced new term at its floor ([`FLOOR_CLAIM`]) on fresh keys, sent raw from the same
 /// client.
 async fn floor_claim(conn: &mut ConnectionManager, key: &str, fence_key: &str) -> Option<u64> {
@@ -574,83 +440,246 @@ async fn floor_claim(conn: &mut ConnectionManager, key: &str, fence_key: &str) -
         .filter(|&fence| fence > 0)
 }
 
-/// Reference rows: the floor of a fenced new term against `SET` (the first-claim row's
-/// baseline), and the floor of a fenced claim + revoke against rslock's lock + unlock (the
-/// peer row's baseline), same run, same callers. Where a floor's ratio is under a target,
-/// no design with fences reaches that target on this server.
-pub async fn fenced_floors(
+/// A fenced claim + revoke at its floor ([`FLOOR_CLAIM`], [`FLOOR_REVOKE`]) on fresh keys
+/// under `prefix` (tagged `tag`), sent raw from the same client.
+async fn floor_cycle(conn: &mut ConnectionManager, prefix: &str, tag: &str, i: u64) -> bool {
+    let (key, fence_key) = (format!("{prefix}{tag}{i}"), format!("{prefix}{tag}f{i}"));
+    let Some(fence) = floor_claim(conn, &key, &fence_key).await else {
+        return false;
+    };
+    FLOOR_REVOKE
+        .key(&key)
+        .arg(fence)
+        .invoke_async::<i64>(conn)
+        .await
+        .is_ok_and(|deleted| deleted == 1)
+}
+
+/// A raw operation on `conn` over a fresh application number per call.
+fn numbered<F, Fut>(conn: &ConnectionManager, prefix: &str, f: F) -> Op
+where
+    F: Fn(ConnectionManager, String, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let (conn, prefix, next) = (conn.clone(), prefix.to_owned(), Arc::new(AtomicU64::new(0)));
+    op(move |_| {
+        f(
+            conn.clone(),
+            prefix.clone(),
+            next.fetch_add(1, Ordering::Relaxed),
+        )
+    })
+}
+
+/// A new term, four ways, in one interleaved measurement (same moments, same server, each
+/// on its own keys), against `SET` of a fresh key (the first-claim row's baseline):
+/// - the floor of a fenced new term ([`FLOOR_CLAIM`]: EXISTS, INCR, SET PX), which keeps
+///   less than the contract (no time seed, no index, no pins, no watch);
+/// - the floor of a new term under this project's contract ([`CONTRACT_CLAIM`]: the fewest
+///   server calls that keep C3, F1, L1, P4 and O1, in the leanest layout);
+/// - our first claim.
+///
+/// Three rows: each floor against `SET` (where one is under the first-claim target, no
+/// store that keeps what it keeps reaches that target on this server), and ours against the
+/// contract's floor (how much of the gap is our layout). Raw sides are sent from one
+/// client; ours from the store's own.
+pub async fn new_term_rows(
     bench: &RedisBench,
     sizes: Sizes,
     callers: usize,
 ) -> BenchResult<Vec<Row>> {
-    let ns = fresh_namespace("fenced");
+    let ns = fresh_namespace("term");
+    let store = bench.open(&ns).await?;
     let conn = bench.connection().await?;
     let prefix = format!("bench:{{{ns}}}:");
-    let (claim_conn, claim_prefix, claims) =
-        (conn.clone(), prefix.clone(), Arc::new(AtomicU64::new(0)));
-    let (base, subj) = against_set(&conn, &prefix, sizes, callers, move |_| {
-        let (mut conn, next, prefix) = (
-            claim_conn.clone(),
-            Arc::clone(&claims),
-            claim_prefix.clone(),
-        );
-        async move {
-            let i = next.fetch_add(1, Ordering::Relaxed);
+    let claimed = Arc::new(AtomicU64::new(0));
+    let (ours_store, ours_next) = (Arc::clone(&store), Arc::clone(&claimed));
+    let subjects = [
+        set_op(&conn, &prefix),
+        numbered(&conn, &prefix, |mut conn, prefix, i| async move {
             let (key, fence_key) = (format!("{prefix}l{i}"), format!("{prefix}f{i}"));
             floor_claim(&mut conn, &key, &fence_key).await.is_some()
-        }
-    })
-    .await;
-    let first = Row::pair(
+        }),
+        numbered(&conn, &prefix, |mut conn, prefix, i| async move {
+            let app = format!("a{i}");
+            contract_claim(&mut conn, &prefix, &app, &format!("{app}/0"))
+                .await
+                .is_ok_and(|fence| fence > 0)
+        }),
+        op(move |_| {
+            let (s, next) = (Arc::clone(&ours_store), Arc::clone(&ours_next));
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (app, unit) = (format!("f{i}"), format!("f{i}/0"));
+                s.claim_leadership(&app, &unit, Duration::from_secs(30))
+                    .await
+                    .is_ok()
+            }
+        }),
+    ];
+    let samples = interleaved(callers, sizes.round, INTERLEAVED_REPS, &subjects).await;
+    let [set, fenced, contract, ours] = &samples[..] else {
+        return Err("the interleaved run lost a subject".to_owned());
+    };
+    revoke_all(store, claimed.load(Ordering::Relaxed)).await;
+
+    let same_run = "measured interleaved with the other rows of this new term (A B C D D C B A)";
+    let contract_label = "HMGET+TIME+HSET+SET PX+PUBLISH script";
+    let fenced_row = Row::pair(
         "redis",
         "ref: fenced new term's floor",
         callers,
-        (&base, &subj),
+        (set, fenced),
         ("EXISTS+INCR+SET PX script", "SET"),
     )
     .noting(
         ("floor scripts", "SETs"),
-        Some(
+        Some(format!(
             "the least a fenced new term costs (one script: EXISTS, INCR, SET PX), raw from the \
-             same client: the floor of the first-claim ratio"
-                .to_owned(),
-        ),
+             same client; it keeps less than the contract (no time seed, no index, no pins, no \
+             watch); {same_run}"
+        )),
     );
+    let contract_row = Row::pair(
+        "redis",
+        "ref: contract's new-term floor",
+        callers,
+        (set, contract),
+        (contract_label, "SET"),
+    )
+    .noting(
+        ("floor scripts", "SETs"),
+        Some(format!(
+            "the least a new term costs under the contract (C3, F1's time seed, L1's index, \
+             P4, O1) in the leanest layout, raw from the same client: where it is under the \
+             first-claim target, the contract stops that target; {same_run}"
+        )),
+    );
+    let ours_row = Row::pair(
+        "redis",
+        "ref: first claim vs contract's new-term floor",
+        callers,
+        (contract, ours),
+        ("claim (new term)", contract_label),
+    )
+    .noting(
+        ("claims", "floor scripts"),
+        Some(format!(
+            "our first claim against the contract's floor: the rest of the first-claim gap is \
+             our layout (two hashes, the pins set read on its own, a GET first); {same_run}"
+        )),
+    );
+    Ok(vec![fenced_row, contract_row, ours_row])
+}
 
-    let cycles = Arc::new(AtomicU64::new(0));
-    let (base, subj) = against_rslock(bench, &ns, sizes, callers, move |_| {
-        let (mut conn, next, prefix) = (conn.clone(), Arc::clone(&cycles), prefix.clone());
-        async move {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let (key, fence_key) = (format!("{prefix}c{i}"), format!("{prefix}cf{i}"));
-            let Some(fence) = floor_claim(&mut conn, &key, &fence_key).await else {
-                return false;
-            };
-            FLOOR_REVOKE
-                .key(&key)
-                .arg(fence)
-                .invoke_async::<i64>(&mut conn)
-                .await
-                .is_ok_and(|deleted| deleted == 1)
-        }
-    })
-    .await?;
-    let cycle = Row::pair(
+/// A term's start and end, four ways, in one interleaved measurement (same moments, same
+/// server, each on its own keys):
+/// - the peer: rslock's lock + unlock (Redlock on one server), on its own client;
+/// - the floor of a fenced claim + revoke (two scripts), raw;
+/// - the floor under the contract ([`CONTRACT_CLAIM`], then [`CONTRACT_REVOKE`]: GET, DEL,
+///   PUBLISH), raw;
+/// - our claim + revoke.
+///
+/// Four rows: ours against rslock (the peer row), each floor against rslock (where one is
+/// under the peer target, no store that keeps what it keeps reaches it on this server), and
+/// ours against the contract's floor.
+pub async fn claim_revoke_rows(
+    bench: &RedisBench,
+    sizes: Sizes,
+    callers: usize,
+) -> BenchResult<Vec<Row>> {
+    let ns = fresh_namespace("cycle");
+    let store = bench.open(&ns).await?;
+    let conn = bench.connection().await?;
+    let prefix = format!("bench:{{{ns}}}:");
+    let ours_next = Arc::new(AtomicU64::new(0));
+    let subjects = [
+        rslock_op(bench, &ns)?,
+        numbered(&conn, &prefix, |mut conn, prefix, i| async move {
+            floor_cycle(&mut conn, &prefix, "c", i).await
+        }),
+        numbered(&conn, &prefix, |mut conn, prefix, i| async move {
+            let app = format!("c{i}");
+            match contract_claim(&mut conn, &prefix, &app, &format!("{app}/0")).await {
+                Ok(fence) if fence > 0 => contract_revoke(&mut conn, &prefix, &app, fence)
+                    .await
+                    .is_ok_and(|ended| ended == 1),
+                _ => false,
+            }
+        }),
+        op(move |_| {
+            let (s, next) = (Arc::clone(&store), Arc::clone(&ours_next));
+            async move {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let (app, unit) = (format!("p{i}"), format!("p{i}/0"));
+                s.claim_leadership(&app, &unit, Duration::from_secs(30))
+                    .await
+                    .is_ok()
+                    && s.revoke_leadership(&app, &unit).await.is_ok()
+            }
+        }),
+    ];
+    let samples = interleaved(callers, sizes.round, INTERLEAVED_REPS, &subjects).await;
+    let [rslock, fenced, contract, ours] = &samples[..] else {
+        return Err("the interleaved run lost a subject".to_owned());
+    };
+
+    let same_run = "measured interleaved with the other rows of this cycle (A B C D D C B A)";
+    let contract_label = "contract floor claim + revoke scripts";
+    let mut peer = Row::pair(
+        "redis",
+        "peer: claim+revoke",
+        callers,
+        (rslock, ours),
+        ("claim + revoke", "rslock lock+unlock"),
+    )
+    .noting(("ours", "rslock cycles"), Some(same_run.to_owned()));
+    peer.target = Some("≥ 1.00".to_owned());
+    peer.verdict = Verdict::of(peer.ratio.unwrap_or(0.0) >= 1.0 && ours.errors == 0);
+    let fenced_row = Row::pair(
         "redis",
         "ref: fenced claim+revoke floor",
         callers,
-        (&base, &subj),
+        (rslock, fenced),
         ("floor claim + revoke scripts", "rslock lock+unlock"),
     )
     .noting(
         ("floor cycles", "rslock cycles"),
-        Some(
+        Some(format!(
             "the least a fenced term's start and end cost (two scripts), raw from the same \
-             client: the floor of the claim+revoke ratio"
-                .to_owned(),
-        ),
+             client; it keeps less than the contract; {same_run}"
+        )),
     );
-    Ok(vec![first, cycle])
+    let contract_row = Row::pair(
+        "redis",
+        "ref: contract's claim+revoke floor",
+        callers,
+        (rslock, contract),
+        (contract_label, "rslock lock+unlock"),
+    )
+    .noting(
+        ("floor cycles", "rslock cycles"),
+        Some(format!(
+            "the least a term's start and end cost under the contract (five calls, then GET, \
+             DEL, PUBLISH), raw from the same client: where it is under the claim+revoke \
+             target, the contract stops that target; {same_run}"
+        )),
+    );
+    let ours_row = Row::pair(
+        "redis",
+        "ref: claim+revoke vs contract's floor",
+        callers,
+        (contract, ours),
+        ("claim + revoke", contract_label),
+    )
+    .noting(
+        ("ours", "floor cycles"),
+        Some(format!(
+            "our claim + revoke against the contract's floor: the rest of the peer row's gap \
+             is our layout; {same_run}"
+        )),
+    );
+    Ok(vec![peer, fenced_row, contract_row, ours_row])
 }
 
 #[cfg(test)]

@@ -243,7 +243,7 @@ pub async fn first_claim(bench: &dyn Bench, sizes: Sizes, callers: usize) -> Ben
 }
 
 /// Revokes `f0` … `f<count-1>` (held by their unit 0) from 64 concurrent tasks.
-async fn revoke_all(store: Arc<dyn Leadership>, count: u64) {
+pub(crate) async fn revoke_all(store: Arc<dyn Leadership>, count: u64) {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..64 {
