@@ -92,14 +92,7 @@ where
             (ops, errors, hist)
         }));
     }
-    let mut sample = Sample {
-        ops: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        hist: stats::histogram(),
-        client_cpu: Duration::ZERO,
-        server_cpu: None,
-    };
+    let mut sample = Sample::empty();
     for task in tasks {
         match task.await {
             Ok((ops, errors, hist)) => {

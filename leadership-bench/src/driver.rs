@@ -41,7 +41,8 @@ pub struct Sample {
 }
 
 impl Sample {
-    fn empty() -> Sample {
+    /// No operation yet, no CPU measured.
+    pub(crate) fn empty() -> Sample {
         Sample {
             ops: 0,
             errors: 0,
@@ -209,12 +210,12 @@ where
 /// machine weighs on all alike. Ratios of separate [`pair`]s run at different moments, and
 /// on a server whose cost drifts (etcd's disk, its compaction) their products disagree.
 /// One sample per subject, in the order given.
-pub async fn interleaved(
+pub async fn interleaved<const N: usize>(
     callers: usize,
     round: Duration,
     reps: usize,
-    subjects: &[Op],
-) -> Vec<Sample> {
+    subjects: &[Op; N],
+) -> [Sample; N] {
     let run = |subject: &Op, run_for: Duration| {
         let subject = Arc::clone(subject);
         drive(callers, run_for, move |seq| subject(seq))
@@ -224,7 +225,7 @@ pub async fn interleaved(
     }
     // The first round of each subject starts its sample: an empty one would drop the
     // server's CPU (absorbing a measured sample into an unmeasured one stays unmeasured).
-    let mut samples: Vec<Option<Sample>> = subjects.iter().map(|_| None).collect();
+    let mut samples: [Option<Sample>; N] = std::array::from_fn(|_| None);
     let mut add = |i: usize, sample: Sample| match &mut samples[i] {
         Some(total) => total.absorb(sample),
         slot @ None => *slot = Some(sample),
@@ -237,10 +238,7 @@ pub async fn interleaved(
             add(i, run(subject, round).await);
         }
     }
-    samples
-        .into_iter()
-        .map(|sample| sample.unwrap_or_else(Sample::empty))
-        .collect()
+    samples.map(|sample| sample.unwrap_or_else(Sample::empty))
 }
 
 #[cfg(test)]
@@ -263,7 +261,7 @@ mod tests {
     #[tokio::test]
     async fn interleaved_runs_a_b_c_c_b_a_after_a_warm_up_and_keeps_samples_apart() {
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let subjects: Vec<Op> = (0..3).map(|i| logging(i, &log)).collect();
+        let subjects: [Op; 3] = std::array::from_fn(|i| logging(i, &log));
         let round = Duration::from_millis(40);
         let samples = interleaved(2, round, 2, &subjects).await;
 
@@ -275,7 +273,6 @@ mod tests {
             [0, 1, 2, 0, 1, 2, 1, 0, 1, 2, 1, 0],
             "warm-up A B C, then A B C C B A twice"
         );
-        assert_eq!(samples.len(), 3);
         for (i, sample) in samples.iter().enumerate() {
             assert!(sample.ops > 0, "subject {i} ran");
             // Four timed rounds each (two per repetition), not six or eight.

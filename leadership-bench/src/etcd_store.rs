@@ -13,7 +13,7 @@ use leadership_testkit::harness::EtcdServer;
 
 use crate::driver::{INTERLEAVED_REPS, Op, interleaved, op, pair};
 use crate::report::{Row, Verdict};
-use crate::scenarios::{APPLICATIONS, Sizes};
+use crate::scenarios::{APPLICATIONS, Sizes, new_terms, revoke_all, terms_started_and_ended};
 use crate::target::{Baseline, Bench, BenchResult, Targets, fresh_namespace};
 
 /// An etcd member (ours, or the one `--etcd-url` names) under benchmark.
@@ -234,7 +234,6 @@ pub async fn claim_revoke_rows(
     let (campaign, session) = election_op(&election_client, &ns).await?;
     let (leases, keepers) = raw_leases(&client, callers).await?;
     let (raw_client, raw_ns, raw_next) = (client.clone(), ns.clone(), Arc::new(AtomicU64::new(0)));
-    let ours_next = Arc::new(AtomicU64::new(0));
     let subjects = [
         campaign,
         op(move |seq| {
@@ -250,28 +249,16 @@ pub async fn claim_revoke_rows(
                 raw_cycle(&client, &ns, i, slot).await
             }
         }),
-        op(move |_| {
-            let (s, next) = (Arc::clone(&store), Arc::clone(&ours_next));
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let (app, unit) = (format!("c{i}"), format!("c{i}/0"));
-                s.claim_leadership(&app, &unit, Duration::from_secs(30))
-                    .await
-                    .is_ok()
-                    && s.revoke_leadership(&app, &unit).await.is_ok()
-            }
-        }),
+        terms_started_and_ended(&store, "c", Duration::from_secs(30)),
     ];
-    let samples = interleaved(callers, sizes.round, INTERLEAVED_REPS, &subjects).await;
-    let [election, raw, ours] = &samples[..] else {
-        return Err("the interleaved run lost a subject".to_owned());
-    };
+    let [election, raw, ours] =
+        &interleaved(callers, sizes.round, INTERLEAVED_REPS, &subjects).await;
     let _ = election_client.lease_client().revoke(session).await;
     revoke_leases(&client, leases).await;
 
     let same_run = "measured interleaved with the other two rows of this cycle (A B C C B A)";
     let raw_label = "(look ∥ keep-alive) + claim txn + delete txn, raw";
-    let mut peer = Row::pair(
+    let peer = Row::pair(
         bench.name(),
         "peer: claim+revoke",
         callers,
@@ -285,12 +272,13 @@ pub async fn claim_revoke_rows(
         )),
     );
     // Issue 17's target on etcd 3.5; on 3.4 the raw floor row carries it.
-    if bench.is_35_or_later() {
-        peer.target = Some("≥ 1.00".to_owned());
-        peer.verdict = Verdict::of(peer.ratio.unwrap_or(0.0) >= 1.0);
-    }
+    let peer = if bench.is_35_or_later() {
+        peer.held_to(1.0, ours.errors)
+    } else {
+        peer
+    };
 
-    let mut close = Row::pair(
+    let close = Row::pair(
         bench.name(),
         "ref: claim+revoke vs its raw calls",
         callers,
@@ -302,9 +290,8 @@ pub async fn claim_revoke_rows(
         Some(format!(
             "{version}: the raw floor of claim + revoke in this design: a local look for a leader key sent together with a keep-alive of a lease kept from a revoked term, then the claim's transaction and the revoke's guarded delete; {same_run}"
         )),
-    );
-    close.target = Some("≥ 0.90".to_owned());
-    close.verdict = Verdict::of(close.ratio.unwrap_or(0.0) >= 0.9 && ours.errors == 0);
+    )
+    .held_to(0.9, ours.errors);
 
     let floor = Row::pair(
         bench.name(),
@@ -597,27 +584,6 @@ impl RawKeys {
     }
 }
 
-/// Revokes what the store claimed as `{prefix}{i}` by `{prefix}{i}/0` for `i < count`, from
-/// 64 concurrent tasks (unmeasured cleanup).
-async fn revoke_claims(store: Arc<dyn Leadership>, prefix: &'static str, count: u64) {
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..64 {
-        let (store, next) = (Arc::clone(&store), Arc::clone(&next));
-        tasks.spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= count {
-                    break;
-                }
-                let (app, unit) = (format!("{prefix}{i}"), format!("{prefix}{i}/0"));
-                let _ = store.revoke_leadership(&app, &unit).await;
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-}
-
 /// Reference (issue 17): a new term, three ways, in one interleaved measurement (same
 /// moments, same member, each on its own keys):
 /// - the raw floor of a safe new term, a lease grant and then the claim's conditional
@@ -642,36 +608,23 @@ pub async fn new_term_rows(
     let client = bench.store(&ns).await?.client();
     let version = server_version(&client).await;
     let granted = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let claimed = Arc::new(AtomicU64::new(0));
-    let (ours_store, ours_next) = (Arc::clone(&store), Arc::clone(&claimed));
+    let (ours, claimed) = new_terms(&store, "n", Duration::from_secs(60));
     let subjects = [
         raw_new_term(&client, &ns, "g", false, &granted),
         raw_new_term(&client, &ns, "l", true, &granted),
-        op(move |_| {
-            let (s, next) = (Arc::clone(&ours_store), Arc::clone(&ours_next));
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let (app, unit) = (format!("n{i}"), format!("n{i}/0"));
-                s.claim_leadership(&app, &unit, Duration::from_secs(60))
-                    .await
-                    .is_ok()
-            }
-        }),
+        ours,
     ];
-    let samples = interleaved(callers, sizes.round, INTERLEAVED_REPS, &subjects).await;
-    let [raw, look, ours] = &samples[..] else {
-        return Err("the interleaved run lost a subject".to_owned());
-    };
+    let [raw, look, ours] = &interleaved(callers, sizes.round, INTERLEAVED_REPS, &subjects).await;
     let leases = std::mem::take(
         &mut *granted
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
     revoke_leases(&client, leases).await;
-    revoke_claims(store, "n", claimed.load(Ordering::Relaxed)).await;
+    revoke_all(store, "n", claimed.load(Ordering::Relaxed)).await;
 
     let same_run = "measured interleaved with the other two rows of this claim (A B C C B A)";
-    let mut target = Row::pair(
+    let target = Row::pair(
         bench.name(),
         "ref: first claim vs raw grant + txn",
         callers,
@@ -683,9 +636,8 @@ pub async fn new_term_rows(
         Some(format!(
             "{version}: the raw floor of a safe new term (a lease grant, then the claim's conditional transaction as the store builds it); ours first looks locally for a leader key, so that a denied claim writes nothing; {same_run}"
         )),
-    );
-    target.target = Some("≥ 0.90".to_owned());
-    target.verdict = Verdict::of(target.ratio.unwrap_or(0.0) >= 0.9 && ours.errors == 0);
+    )
+    .held_to(0.9, ours.errors);
 
     let mut floor = Row::pair(
         bench.name(),
@@ -702,7 +654,7 @@ pub async fn new_term_rows(
     );
     floor.verdict = Verdict::Info;
 
-    let mut close = Row::pair(
+    let close = Row::pair(
         bench.name(),
         "ref: first claim vs raw look + grant + txn",
         callers,
@@ -714,9 +666,8 @@ pub async fn new_term_rows(
         Some(format!(
             "{version}: our first claim against the raw calls it makes (the look, the grant, the claim's transaction), same client; {same_run}"
         )),
-    );
-    close.target = Some("≥ 0.90".to_owned());
-    close.verdict = Verdict::of(close.ratio.unwrap_or(0.0) >= 0.9 && ours.errors == 0);
+    )
+    .held_to(0.9, ours.errors);
     Ok(vec![target, floor, close])
 }
 

@@ -14,8 +14,8 @@ use leadership_testkit::harness::RedisServer;
 use redis::aio::ConnectionManager;
 
 use crate::driver::{INTERLEAVED_REPS, Op, interleaved, op, pair};
-use crate::report::{Row, Verdict};
-use crate::scenarios::{Sizes, revoke_all};
+use crate::report::Row;
+use crate::scenarios::{Sizes, new_terms, revoke_all, terms_started_and_ended};
 use crate::stats::human_rate;
 use crate::target::{Baseline, Bench, BenchResult, Targets, fresh_namespace};
 
@@ -492,8 +492,7 @@ pub async fn new_term_rows(
     let store = bench.open(&ns).await?;
     let conn = bench.connection().await?;
     let prefix = format!("bench:{{{ns}}}:");
-    let claimed = Arc::new(AtomicU64::new(0));
-    let (ours_store, ours_next) = (Arc::clone(&store), Arc::clone(&claimed));
+    let (ours, claimed) = new_terms(&store, "f", Duration::from_secs(30));
     let subjects = [
         set_op(&conn, &prefix),
         numbered(&conn, &prefix, |mut conn, prefix, i| async move {
@@ -506,22 +505,11 @@ pub async fn new_term_rows(
                 .await
                 .is_ok_and(|fence| fence > 0)
         }),
-        op(move |_| {
-            let (s, next) = (Arc::clone(&ours_store), Arc::clone(&ours_next));
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let (app, unit) = (format!("f{i}"), format!("f{i}/0"));
-                s.claim_leadership(&app, &unit, Duration::from_secs(30))
-                    .await
-                    .is_ok()
-            }
-        }),
+        ours,
     ];
-    let samples = interleaved(callers, sizes.round, INTERLEAVED_REPS, &subjects).await;
-    let [set, fenced, contract, ours] = &samples[..] else {
-        return Err("the interleaved run lost a subject".to_owned());
-    };
-    revoke_all(store, claimed.load(Ordering::Relaxed)).await;
+    let [set, fenced, contract, ours] =
+        &interleaved(callers, sizes.round, INTERLEAVED_REPS, &subjects).await;
+    revoke_all(store, "f", claimed.load(Ordering::Relaxed)).await;
 
     let same_run = "measured interleaved with the other rows of this new term (A B C D D C B A)";
     let contract_label = "HMGET+TIME+HSET+SET PX+PUBLISH script";
@@ -592,7 +580,6 @@ pub async fn claim_revoke_rows(
     let store = bench.open(&ns).await?;
     let conn = bench.connection().await?;
     let prefix = format!("bench:{{{ns}}}:");
-    let ours_next = Arc::new(AtomicU64::new(0));
     let subjects = [
         rslock_op(bench, &ns)?,
         numbered(&conn, &prefix, |mut conn, prefix, i| async move {
@@ -607,35 +594,22 @@ pub async fn claim_revoke_rows(
                 _ => false,
             }
         }),
-        op(move |_| {
-            let (s, next) = (Arc::clone(&store), Arc::clone(&ours_next));
-            async move {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let (app, unit) = (format!("p{i}"), format!("p{i}/0"));
-                s.claim_leadership(&app, &unit, Duration::from_secs(30))
-                    .await
-                    .is_ok()
-                    && s.revoke_leadership(&app, &unit).await.is_ok()
-            }
-        }),
+        terms_started_and_ended(&store, "p", Duration::from_secs(30)),
     ];
-    let samples = interleaved(callers, sizes.round, INTERLEAVED_REPS, &subjects).await;
-    let [rslock, fenced, contract, ours] = &samples[..] else {
-        return Err("the interleaved run lost a subject".to_owned());
-    };
+    let [rslock, fenced, contract, ours] =
+        &interleaved(callers, sizes.round, INTERLEAVED_REPS, &subjects).await;
 
     let same_run = "measured interleaved with the other rows of this cycle (A B C D D C B A)";
     let contract_label = "contract floor claim + revoke scripts";
-    let mut peer = Row::pair(
+    let peer = Row::pair(
         "redis",
         "peer: claim+revoke",
         callers,
         (rslock, ours),
         ("claim + revoke", "rslock lock+unlock"),
     )
-    .noting(("ours", "rslock cycles"), Some(same_run.to_owned()));
-    peer.target = Some("≥ 1.00".to_owned());
-    peer.verdict = Verdict::of(peer.ratio.unwrap_or(0.0) >= 1.0 && ours.errors == 0);
+    .noting(("ours", "rslock cycles"), Some(same_run.to_owned()))
+    .held_to(1.0, ours.errors);
     let fenced_row = Row::pair(
         "redis",
         "ref: fenced claim+revoke floor",

@@ -129,6 +129,14 @@ impl Row {
         }
     }
 
+    /// The row held to a minimum ratio: its target reads `≥ min`, and it passes when its
+    /// ratio reaches `min` and none of the library's `failed` operations failed.
+    pub fn held_to(mut self, min: f64, failed: u64) -> Row {
+        self.target = Some(format!("≥ {min:.2}"));
+        self.verdict = Verdict::of(self.ratio.unwrap_or(0.0) >= min && failed == 0);
+        self
+    }
+
     /// The verdict as the table prints it: `BROKEN` for a failed correctness verdict.
     pub fn verdict_text(&self) -> &'static str {
         if self.broken {
@@ -491,6 +499,28 @@ mod tests {
             client_cpu_us: client,
             server_cpu_us: server,
         }
+    }
+
+    #[test]
+    fn a_row_held_to_a_minimum_passes_only_at_or_above_it_and_without_failures() {
+        let with_ratio = |ratio: f64| Row {
+            ratio: Some(ratio),
+            ..Row::new("redis", "peer: claim+revoke")
+        };
+        let held = with_ratio(1.0).held_to(1.0, 0);
+        assert_eq!(held.target.as_deref(), Some("≥ 1.00"));
+        assert_eq!(held.verdict, Verdict::Pass);
+        assert_eq!(with_ratio(0.99).held_to(1.0, 0).verdict, Verdict::Fail);
+        assert_eq!(
+            with_ratio(1.5).held_to(0.9, 1).verdict,
+            Verdict::Fail,
+            "a failed call"
+        );
+        assert_eq!(
+            Row::new("etcd", "x").held_to(0.9, 0).verdict,
+            Verdict::Fail,
+            "no ratio"
+        );
     }
 
     fn report(quick: bool, rows: Vec<Row>) -> Report {

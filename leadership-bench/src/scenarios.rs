@@ -11,7 +11,7 @@ use leadership_core::{
 use tokio::sync::{Semaphore, oneshot};
 use tokio::time::Instant;
 
-use crate::driver::{Sample, pair};
+use crate::driver::{Op, Sample, op, pair};
 use crate::report::{Row, Verdict};
 use crate::stats::{self, Figures, human_us};
 use crate::target::{Baseline, Bench, BenchResult, fresh_namespace};
@@ -231,7 +231,7 @@ pub async fn first_claim(bench: &dyn Bench, sizes: Sizes, callers: usize) -> Ben
     .await;
     // Unmeasured: revoke every lease the scenario made, so that their expiry (timer work in
     // the memory store, lease revocations in etcd) does not weigh on later scenarios.
-    revoke_all(cleanup_store, claimed.load(Ordering::Relaxed)).await;
+    revoke_all(cleanup_store, "f", claimed.load(Ordering::Relaxed)).await;
     Ok(throughput_row(
         bench,
         "first claim",
@@ -242,8 +242,9 @@ pub async fn first_claim(bench: &dyn Bench, sizes: Sizes, callers: usize) -> Ben
     ))
 }
 
-/// Revokes `f0` … `f<count-1>` (held by their unit 0) from 64 concurrent tasks.
-pub(crate) async fn revoke_all(store: Arc<dyn Leadership>, count: u64) {
+/// Revokes `<prefix>0` … `<prefix><count-1>` (held by their unit 0) from 64 concurrent tasks
+/// (unmeasured cleanup, so that the leases' expiry does not weigh on later scenarios).
+pub(crate) async fn revoke_all(store: Arc<dyn Leadership>, prefix: &'static str, count: u64) {
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..64 {
@@ -255,7 +256,7 @@ pub(crate) async fn revoke_all(store: Arc<dyn Leadership>, count: u64) {
                     break;
                 }
                 let _ = store
-                    .revoke_leadership(&format!("f{i}"), &format!("f{i}/0"))
+                    .revoke_leadership(&format!("{prefix}{i}"), &format!("{prefix}{i}/0"))
                     .await;
                 if i % 32 == 0 {
                     tokio::task::yield_now().await;
@@ -264,6 +265,46 @@ pub(crate) async fn revoke_all(store: Arc<dyn Leadership>, count: u64) {
         });
     }
     while tasks.join_next().await.is_some() {}
+}
+
+/// Our first claim of a fresh application `<prefix><i>` by its unit 0 per call, for `lease`,
+/// as an [`Op`] of the interleaved peer and reference groups; the counter says how many were
+/// made, for [`revoke_all`] after the run.
+pub(crate) fn new_terms(
+    store: &Arc<dyn Leadership>,
+    prefix: &'static str,
+    lease: Duration,
+) -> (Op, Arc<AtomicU64>) {
+    let (store, next) = (Arc::clone(store), Arc::new(AtomicU64::new(0)));
+    let made = Arc::clone(&next);
+    let claim = op(move |_| {
+        let (store, next) = (Arc::clone(&store), Arc::clone(&next));
+        async move {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let (app, unit) = (format!("{prefix}{i}"), format!("{prefix}{i}/0"));
+            store.claim_leadership(&app, &unit, lease).await.is_ok()
+        }
+    });
+    (claim, made)
+}
+
+/// Our claim of a fresh application `<prefix><i>` by its unit 0 per call, for `lease`, then
+/// its revoke, as an [`Op`] of the interleaved peer and reference groups.
+pub(crate) fn terms_started_and_ended(
+    store: &Arc<dyn Leadership>,
+    prefix: &'static str,
+    lease: Duration,
+) -> Op {
+    let (store, next) = (Arc::clone(store), Arc::new(AtomicU64::new(0)));
+    op(move |_| {
+        let (store, next) = (Arc::clone(&store), Arc::clone(&next));
+        async move {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let (app, unit) = (format!("{prefix}{i}"), format!("{prefix}{i}/0"));
+            store.claim_leadership(&app, &unit, lease).await.is_ok()
+                && store.revoke_leadership(&app, &unit).await.is_ok()
+        }
+    })
 }
 
 /// Scenario 3: the holder's token is checked, over [`APPLICATIONS`] applications. Tokens are
